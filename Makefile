@@ -1,0 +1,20 @@
+# Two commands for a new user: `make test` (and, later, `make demo`). Each creates .venv when absent.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+$(VENV)/.installed: pyproject.toml requirements/ci-constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c requirements/ci-constraints.txt -e ".[test]"
+	touch $@
+
+.PHONY: install test lint
+install: $(VENV)/.installed
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+test: install
+	$(PY) -m pytest

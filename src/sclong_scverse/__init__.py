@@ -1,0 +1,13 @@
+"""sclong-scverse: the scLong single-cell foundation model for scanpy and scvi-tools users."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import io, nn
+from .nn import ScLongConfig
+
+try:
+    __version__ = version("sclong-scverse")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = ["ScLongConfig", "io", "nn"]

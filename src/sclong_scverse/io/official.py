@@ -1,0 +1,415 @@
+"""Read and write the official scLong release files.
+
+An official release has three files:
+
+- the checkpoint ``.pth``: a dict with ``model_state_dict`` (or a bare state dict) in the
+  original ``DualEncoderSCFM`` key layout; the gene-identity table is float64;
+- the hyper-parameter ``.pkl``: the constructor keyword arguments, including the GO graph
+  ``G_go`` (``(2, n_edges)`` token positions) and ``G_go_weight``, and ``device='cuda'``;
+- the gene list ``.txt``: one Ensembl id a line; token ``i`` = line ``i``, plus one pad token.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..nn import ScLongConfig, ScLongNetwork
+
+PathLike = str | os.PathLike
+
+# official key prefix -> ours (applied in order, first match wins)
+_FIXED_KEYS = {
+    "token_emb.fc1.": "value_embedding.fc1.",
+    "token_emb.fc2.": "value_embedding.fc2.",
+    "token_norm.": "token_norm.",
+    "mask_emb.": "mask_embedding.",
+    "pos_emb.emb.": "gene_embedding.identity.",
+    "go_conv.emb.": "gene_embedding.go_table.",
+    "base_to_large.": "large_in.",
+    "large_in_norm.": "large_in_norm.",
+    "large_to_base.": "large_out.",
+    "large_to_base_out_norm.": "large_out_norm.",
+    "decode_norm.": "decoder_norm.",
+    "exp_to_out.": "expression_head.",
+}
+_PERFORMERS = {"large_encoder", "mini_encoder", "decoder"}
+_PERFORMER_LAYER = re.compile(r"^(\w+)\.net\.layers\.(\d+)\.([01])\.(.+)$")
+_GO_CONV = re.compile(r"^go_conv\.sim_layers\.(\d+)\.(.+)$")
+_ATTENTION_PARTS = {
+    "norm.": "norm.",
+    "fn.to_q.": "to_q.",
+    "fn.to_k.": "to_k.",
+    "fn.to_v.": "to_v.",
+    "fn.to_out.": "to_out.",
+    "fn.fast_attention.projection_matrix": "projection_matrix",
+}
+_FEED_FORWARD_PARTS = {"norm.": "norm.", "fn.fn.w1.": "w1.", "fn.fn.w2.": "w2."}
+
+
+class OfficialFormatError(ValueError):
+    """An official scLong file does not have the expected content."""
+
+
+def official_to_ours(key: str) -> str | None:
+    """Map an official state-dict key to this package's name (``None`` if unknown)."""
+    for prefix, ours in _FIXED_KEYS.items():
+        if key.startswith(prefix):
+            return ours + key[len(prefix) :]
+    match = _GO_CONV.match(key)
+    if match:
+        return f"gene_embedding.go_convs.{match[1]}.{match[2]}"
+    match = _PERFORMER_LAYER.match(key)
+    if match and match[1] in _PERFORMERS:
+        block, parts = (
+            ("attention", _ATTENTION_PARTS)
+            if match[3] == "0"
+            else (
+                "feed_forward",
+                _FEED_FORWARD_PARTS,
+            )
+        )
+        for prefix, ours in parts.items():
+            if match[4].startswith(prefix):
+                return f"{match[1]}.layers.{match[2]}.{block}.{ours}{match[4][len(prefix) :]}"
+        return None
+    name, _, rest = key.partition(".")
+    if name in _PERFORMERS and rest == "calls_since_last_redraw":
+        return key
+    return None
+
+
+def ours_to_official(key: str) -> str | None:
+    """Map one of this package's state-dict keys to the official name (``None`` if it has none)."""
+    for prefix, official in _FIXED_KEYS.items():
+        if key.startswith(official):
+            return prefix + key[len(official) :]
+    match = re.match(r"^gene_embedding\.go_convs\.(\d+)\.(.+)$", key)
+    if match:
+        return f"go_conv.sim_layers.{match[1]}.{match[2]}"
+    match = re.match(r"^(\w+)\.layers\.(\d+)\.(attention|feed_forward)\.(.+)$", key)
+    if match and match[1] in _PERFORMERS:
+        index, parts = (
+            ("0", _ATTENTION_PARTS)
+            if match[3] == "attention"
+            else (
+                "1",
+                _FEED_FORWARD_PARTS,
+            )
+        )
+        for official, ours in parts.items():
+            if match[4].startswith(ours):
+                return f"{match[1]}.net.layers.{match[2]}.{index}.{official}{match[4][len(ours) :]}"
+        return None
+    name, _, rest = key.partition(".")
+    if name in _PERFORMERS and rest == "calls_since_last_redraw":
+        return key
+    return None
+
+
+class _CpuUnpickler(pickle.Unpickler):
+    """Unpickle torch objects saved on a GPU machine onto the CPU."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch.storage" and name == "_load_from_bytes":
+            return lambda b: torch.load(io.BytesIO(b), map_location="cpu", weights_only=False)
+        return super().find_class(module, name)
+
+
+def read_hparams(path: PathLike) -> dict[str, Any]:
+    """Read the official hyper-parameter ``.pkl`` on any machine (CUDA tensors go to the CPU).
+
+    Parameters
+    ----------
+    path
+        The ``.pkl`` file.
+
+    Returns
+    -------
+    The constructor keyword arguments, with ``G_go`` / ``G_go_weight`` as CPU tensors.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            hparams = _CpuUnpickler(handle).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as error:
+        raise OfficialFormatError(
+            f"{path} is not an official scLong hyper-parameter pickle ({error})."
+        ) from error
+    if not isinstance(hparams, Mapping):
+        raise OfficialFormatError(
+            f"{path} holds a {type(hparams).__name__}, expected the dict of constructor arguments "
+            "(keys such as 'max_seq_len', 'top_seq_len', 'base_dim', 'G_go')."
+        )
+    required = {"max_seq_len", "top_seq_len", "base_dim"}
+    missing = sorted(required - set(hparams))
+    if missing:
+        raise OfficialFormatError(
+            f"{path} lacks the hyper-parameters {missing}; found {sorted(hparams)}."
+        )
+    hparams = dict(hparams)
+    for key in ("G_go", "G_go_weight"):
+        if key in hparams and hparams[key] is not None:
+            hparams[key] = torch.as_tensor(hparams[key]).cpu()
+    return hparams
+
+
+def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
+    """Read the official checkpoint: a dict with ``model_state_dict`` or a bare state dict."""
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises several types for non-checkpoint files
+        raise OfficialFormatError(f"{path} is not a torch checkpoint ({error}).") from error
+    if isinstance(checkpoint, Mapping) and "model_state_dict" in checkpoint:
+        checkpoint = checkpoint["model_state_dict"]
+    if not isinstance(checkpoint, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in checkpoint.values()
+    ):
+        raise OfficialFormatError(
+            f"{path} holds neither a state dict nor a dict with 'model_state_dict'."
+        )
+    return dict(checkpoint)
+
+
+def read_genes(path: PathLike) -> list[str]:
+    """Read the official gene list: one id a line (the pad token is not listed)."""
+    genes = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if not genes:
+        raise OfficialFormatError(f"{path} lists no genes.")
+    if len(set(genes)) != len(genes):
+        raise OfficialFormatError(f"{path} lists some genes more than once.")
+    return genes
+
+
+def config_from_hparams(hparams: Mapping[str, Any], **overrides: Any) -> ScLongConfig:
+    """Translate the official constructor arguments into a :class:`ScLongConfig`."""
+    get = hparams.get
+    values = dict(
+        n_genes=int(hparams["max_seq_len"]) - 1,
+        dim=int(hparams["base_dim"]),
+        top_seq_len=int(hparams["top_seq_len"]),
+        large_dim=int(get("large_dim", 1280)),
+        large_depth=int(get("large_enc_depth", 42)),
+        large_heads=int(get("large_enc_heads", 32)),
+        large_dim_head=int(get("large_enc_dim_head", 64)),
+        mini_depth=int(get("mini_enc_depth", 2)),
+        mini_heads=int(get("mini_enc_heads", 8)),
+        mini_dim_head=int(get("mini_enc_dim_head", 64)),
+        decoder_depth=int(get("dec_depth", 2)),
+        decoder_heads=int(get("dec_heads", 8)),
+        decoder_dim_head=int(get("dec_dim_head", 64)),
+        go_num_layers=int(get("go_num_layers", 1)),
+        mask_threshold=float(get("mask_token_thres", -1)),
+    )
+    values.update(overrides)
+    return ScLongConfig(**values)
+
+
+def hparams_from_config(
+    config: ScLongConfig, edge_index: torch.Tensor, edge_weight: torch.Tensor
+) -> dict[str, Any]:
+    """The official constructor arguments for a config and GO graph (``device='cpu'``)."""
+    return {
+        "max_seq_len": config.n_tokens,
+        "top_seq_len": config.top_seq_len,
+        "base_dim": config.dim,
+        "mini_enc_depth": config.mini_depth,
+        "mini_enc_heads": config.mini_heads,
+        "mini_enc_dim_head": config.mini_dim_head,
+        "large_dim": config.large_dim,
+        "large_enc_depth": config.large_depth,
+        "large_enc_heads": config.large_heads,
+        "large_enc_dim_head": config.large_dim_head,
+        "dec_depth": config.decoder_depth,
+        "dec_heads": config.decoder_heads,
+        "dec_dim_head": config.decoder_dim_head,
+        "mask_token_thres": config.mask_threshold,
+        "g2v_position_emb": True,
+        "G_go": edge_index.detach().cpu().long(),
+        "G_go_weight": edge_weight.detach().cpu().float(),
+        "go_num_layers": config.go_num_layers,
+        "device": "cpu",
+        "go_use_gene2vec": True,
+    }
+
+
+def convert_official_state_dict(
+    official: Mapping[str, torch.Tensor], network: ScLongNetwork
+) -> dict[str, torch.Tensor]:
+    """Rename and cast an official state dict for ``network``; clear errors on mismatch."""
+    ours = network.state_dict()
+    graph_keys = {"gene_embedding.edge_index", "gene_embedding.edge_weight"}
+    converted: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in official.items():
+        name = official_to_ours(key)
+        if name is None or name not in ours:
+            unknown.append(key)
+            continue
+        converted[name] = value
+    missing = sorted(
+        ours_to_official(k) or k for k in ours if k not in converted and k not in graph_keys
+    )
+    if unknown or missing:
+        raise OfficialFormatError(
+            "The checkpoint does not match the scLong network built from the hyper-parameters: "
+            f"unexpected keys {unknown[:10]}{' ...' if len(unknown) > 10 else ''} "
+            f"({len(unknown)} in all); missing keys {missing[:10]}"
+            f"{' ...' if len(missing) > 10 else ''} ({len(missing)} in all). "
+            "Check that the .pth and the .pkl come from the same release."
+        )
+    wrong_shapes = [
+        f"{ours_to_official(k)}: checkpoint {tuple(v.shape)}, expected {tuple(ours[k].shape)}"
+        for k, v in converted.items()
+        if v.shape != ours[k].shape
+    ]
+    if wrong_shapes:
+        raise OfficialFormatError(
+            "Checkpoint tensors have the wrong shape for the hyper-parameters "
+            f"(and gene list): {wrong_shapes[:10]}."
+        )
+    for key in graph_keys:
+        converted[key] = ours[key]
+    return {k: v.to(ours[k].dtype) for k, v in converted.items()}
+
+
+@dataclass
+class OfficialRelease:
+    """An official scLong release loaded into this package.
+
+    Attributes
+    ----------
+    network
+        The :class:`~sclong_scverse.nn.ScLongNetwork` in eval mode.
+    genes
+        The gene vocabulary (token ``i`` = ``genes[i]``; the pad token follows the last gene), or
+        ``None`` when no gene list was given.
+    hparams
+        The raw hyper-parameters read from the ``.pkl``.
+    """
+
+    network: ScLongNetwork
+    genes: list[str] | None
+    hparams: dict[str, Any]
+
+
+def load_official(
+    checkpoint: PathLike,
+    hparams: PathLike,
+    genes: PathLike | None = None,
+    *,
+    attention_mode: str = "faithful",
+    map_location: str | torch.device = "cpu",
+) -> OfficialRelease:
+    """Load the official scLong weights.
+
+    Parameters
+    ----------
+    checkpoint
+        The ``.pth`` checkpoint (a dict with ``model_state_dict`` or a bare state dict).
+    hparams
+        The hyper-parameter ``.pkl`` (GO graph inside; loads on CPU-only machines although the
+        official file names ``device='cuda'``).
+    genes
+        The gene list ``.txt`` (e.g. ``selected_genes_27k.txt``); its length must be
+        ``max_seq_len - 1``.
+    attention_mode
+        ``"faithful"`` (default, reproduces the original's numbers) or ``"per_cell"``; see
+        :class:`~sclong_scverse.nn.ScLongConfig`.
+    map_location
+        Device of the returned network.
+
+    Returns
+    -------
+    :class:`OfficialRelease` with the network in eval mode, its genes and the raw
+    hyper-parameters. The stored random-feature projection matrices are loaded, never redrawn.
+    """
+    params = read_hparams(hparams)
+    config = config_from_hparams(params, attention_mode=attention_mode)
+    gene_list = None
+    if genes is not None:
+        gene_list = read_genes(genes)
+        if len(gene_list) != config.n_genes:
+            raise OfficialFormatError(
+                f"{genes} lists {len(gene_list)} genes but the hyper-parameters expect "
+                f"max_seq_len - 1 = {config.n_genes}."
+            )
+    state = read_checkpoint(checkpoint)
+    edge_index, edge_weight = params.get("G_go"), params.get("G_go_weight")
+    with torch.device("meta"):  # no random initialisation of weights that are loaded anyway
+        network = ScLongNetwork(config)
+    converted = convert_official_state_dict(state, network)
+    edge_index = params.get("G_go")
+    if edge_index is None:
+        edge_index = torch.zeros(2, 0, dtype=torch.long)
+    edge_weight = params.get("G_go_weight")
+    if edge_weight is None:
+        edge_weight = torch.ones(edge_index.shape[1])
+    converted["gene_embedding.edge_index"] = edge_index.long()
+    converted["gene_embedding.edge_weight"] = edge_weight.float()
+    network.load_state_dict(converted, assign=True)
+    network.gene_embedding.set_graph(edge_index, edge_weight)  # validates the positions
+    return OfficialRelease(network.to(map_location).eval(), gene_list, params)
+
+
+def save_official(
+    network: ScLongNetwork,
+    checkpoint: PathLike,
+    hparams: PathLike,
+    genes: list[str] | None = None,
+    genes_path: PathLike | None = None,
+) -> None:
+    """Write a network in the official release layout, readable by the original scripts.
+
+    Parameters
+    ----------
+    network
+        The network to write.
+    checkpoint
+        Destination ``.pth`` (a dict with ``model_state_dict`` and empty optimiser states, the
+        identity table in float64 as in the official file).
+    hparams
+        Destination ``.pkl`` of constructor arguments (with ``G_go`` / ``G_go_weight``,
+        ``device='cpu'``).
+    genes, genes_path
+        The vocabulary and where to write it (one id a line), optional.
+    """
+    if (genes is None) != (genes_path is None):
+        raise ValueError("Give both genes and genes_path, or neither.")
+    if genes is not None and len(genes) != network.config.n_genes:
+        raise ValueError(f"{len(genes)} genes given for a network of {network.config.n_genes}.")
+    state = {}
+    for key, value in network.state_dict().items():
+        official = ours_to_official(key)
+        if official is None:
+            continue  # the GO graph lives in the hyper-parameters
+        value = value.detach().cpu()
+        state[official] = value.double() if official == "pos_emb.emb.weight" else value.clone()
+    torch.save(
+        {
+            "epoch": "sclong-scverse",
+            "model_state_dict": state,
+            "optimizer_state_dict": {},
+            "scheduler_state_dict": {},
+            "scaler_state_dict": {},
+            "losses": [],
+        },
+        checkpoint,
+    )
+    embedding = network.gene_embedding
+    with open(hparams, "wb") as handle:
+        pickle.dump(
+            hparams_from_config(network.config, embedding.edge_index, embedding.edge_weight),
+            handle,
+        )
+    if genes is not None:
+        Path(genes_path).write_text("\n".join(genes) + "\n")

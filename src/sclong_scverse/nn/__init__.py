@@ -1,0 +1,17 @@
+"""Pure-torch scLong network: Performer blocks, embeddings with the GO-GCN, ScLongNetwork."""
+
+from .config import ScLongConfig
+from .embeddings import GeneEmbedding, ValueEmbedding
+from .network import ScLongNetwork
+from .performer import FavorSelfAttention, FeedForward, Performer, PerformerLayer
+
+__all__ = [
+    "FavorSelfAttention",
+    "FeedForward",
+    "GeneEmbedding",
+    "Performer",
+    "PerformerLayer",
+    "ScLongConfig",
+    "ScLongNetwork",
+    "ValueEmbedding",
+]

@@ -1,0 +1,212 @@
+"""Sizes and options of the scLong network."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+AttentionMode = Literal["faithful", "per_cell"]
+
+_PRESETS: dict[str, dict[str, Any]] = {
+    # The official scLong release (Bai et al. 2026): 1,006,086,461 parameters on 27,874 genes.
+    "1b": dict(
+        n_genes=27874,
+        dim=200,
+        top_seq_len=4096,
+        large_dim=1280,
+        large_depth=42,
+        large_heads=32,
+        large_dim_head=64,
+        mini_depth=2,
+        mini_heads=8,
+        mini_dim_head=64,
+        decoder_depth=2,
+        decoder_heads=8,
+        decoder_dim_head=64,
+    ),
+    # The benchmark configuration of issue #2: official but for a 2-layer, 256-wide large encoder.
+    "bench": dict(
+        n_genes=27874,
+        dim=200,
+        top_seq_len=4096,
+        large_dim=256,
+        large_depth=2,
+        large_heads=4,
+        large_dim_head=64,
+        mini_depth=2,
+        mini_heads=8,
+        mini_dim_head=64,
+        decoder_depth=2,
+        decoder_heads=8,
+        decoder_dim_head=64,
+    ),
+    # Pretrains on a 2-core CPU in minutes (a few thousand cells, the whole vocabulary of the data).
+    "tiny": dict(
+        dim=32,
+        top_seq_len=512,
+        large_dim=64,
+        large_depth=2,
+        large_heads=4,
+        large_dim_head=16,
+        mini_depth=1,
+        mini_heads=2,
+        mini_dim_head=16,
+        decoder_depth=1,
+        decoder_heads=2,
+        decoder_dim_head=16,
+    ),
+    # A middle size, for a single GPU or a patient CPU.
+    "small": dict(
+        dim=64,
+        top_seq_len=1024,
+        large_dim=256,
+        large_depth=4,
+        large_heads=4,
+        large_dim_head=32,
+        mini_depth=2,
+        mini_heads=4,
+        mini_dim_head=16,
+        decoder_depth=2,
+        decoder_heads=4,
+        decoder_dim_head=16,
+    ),
+}
+
+
+@dataclass
+class ScLongConfig:
+    """All sizes and options of :class:`~sclong_scverse.nn.ScLongNetwork`.
+
+    The names follow the scLong article; the official constructor arguments they correspond
+    to are given in brackets.
+
+    Parameters
+    ----------
+    n_genes
+        Size of the gene vocabulary, without the trailing pad token. The network reads
+        ``n_genes + 1`` values per cell (``max_seq_len`` in the original). ``None`` until the
+        vocabulary is known (a preset for user data leaves it open).
+    dim
+        Width of tokens, gene embeddings, mini encoder and decoder (``base_dim``).
+    top_seq_len
+        Number of most expressed genes routed to the large encoder (``top_seq_len``).
+    large_dim, large_depth, large_heads, large_dim_head
+        Width, layers, heads and head size of the large Performer (``large_dim``,
+        ``large_enc_depth``, ``large_enc_heads``, ``large_enc_dim_head``).
+    mini_depth, mini_heads, mini_dim_head
+        Layers, heads and head size of the mini Performer over the remaining genes.
+    decoder_depth, decoder_heads, decoder_dim_head
+        Layers, heads and head size of the full-length decoder Performer.
+    value_hidden_dim
+        Hidden width of the value MLP ``Linear(1, h) -> ReLU -> Linear(h, dim)`` (50).
+    ff_mult
+        Feed-forward expansion of every Performer layer (4).
+    nb_features
+        FAVOR+ random features per head; ``None`` gives the original ``int(h * ln h)`` for head
+        size ``h``.
+    go_num_layers
+        Number of ``SGConv`` layers applied to the GO gene table (``go_num_layers``).
+    mask_threshold
+        Input values ``<= mask_threshold`` are mask tokens (``mask_token_thres``, -1).
+    mask_value
+        The value written for masked positions during pretraining (the original uses -10).
+    mask_max_norm
+        ``max_norm`` of the mask-vector embedding (1, as ``nn.Embedding(1, d, max_norm=1)``).
+    attention_mode
+        ``"faithful"`` (default): the original's FAVOR+ key stabiliser, one maximum over the
+        whole batch, and ``torch.topk`` routing. Reproduces the original's numbers, but a cell's
+        output moves slightly (about 1e-3) with its batch-mates and ties at the top-k boundary
+        follow ``torch.topk``'s order. ``"per_cell"``: the stabiliser is a maximum per cell
+        and head (as in performer-pytorch 1.1.4) and ties at the boundary go to the gene that
+        comes first in the vocabulary, so a cell's output depends on that cell only.
+    """
+
+    n_genes: int | None = None
+    dim: int = 200
+    top_seq_len: int = 4096
+    large_dim: int = 1280
+    large_depth: int = 42
+    large_heads: int = 32
+    large_dim_head: int = 64
+    mini_depth: int = 2
+    mini_heads: int = 8
+    mini_dim_head: int = 64
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    decoder_dim_head: int = 64
+    value_hidden_dim: int = 50
+    ff_mult: int = 4
+    nb_features: int | None = None
+    go_num_layers: int = 1
+    mask_threshold: float = -1.0
+    mask_value: float = -10.0
+    mask_max_norm: float | None = 1.0
+    attention_mode: AttentionMode = "faithful"
+
+    def __post_init__(self) -> None:
+        if self.attention_mode not in ("faithful", "per_cell"):
+            raise ValueError(
+                f"attention_mode must be 'faithful' or 'per_cell', not {self.attention_mode!r}."
+            )
+        if self.mask_value > self.mask_threshold:
+            raise ValueError(
+                f"mask_value ({self.mask_value}) must be <= mask_threshold "
+                f"({self.mask_threshold}) to be read as a mask token."
+            )
+        for name in ("dim", "top_seq_len", "large_dim", "value_hidden_dim", "ff_mult"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+
+    @property
+    def n_tokens(self) -> int:
+        """Values per cell: the vocabulary plus one pad token (``max_seq_len``)."""
+        if self.n_genes is None:
+            raise ValueError("n_genes is not set: give the vocabulary size to the config.")
+        return self.n_genes + 1
+
+    def features_for(self, dim_head: int) -> int:
+        """FAVOR+ random features for a head of size ``dim_head``."""
+        if self.nb_features is not None:
+            return self.nb_features
+        return int(dim_head * math.log(dim_head))
+
+    def replace(self, **changes: Any) -> ScLongConfig:
+        """Return a copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary of all fields (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ScLongConfig:
+        """Build a config from :meth:`to_dict` output; unknown keys raise a clear error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown ScLongConfig fields {unknown}; known: {sorted(known)}.")
+        return cls(**values)
+
+    @classmethod
+    def presets(cls) -> list[str]:
+        """Names accepted by :meth:`preset`."""
+        return sorted(_PRESETS)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> ScLongConfig:
+        """A named configuration.
+
+        Parameters
+        ----------
+        name
+            ``"1b"`` (the official scLong configuration, 27,874 genes), ``"bench"`` (official but
+            for a 2-layer, width-256 large encoder), ``"small"``, or ``"tiny"`` (pretrains on a
+            laptop CPU in minutes). ``"small"`` and ``"tiny"`` leave ``n_genes`` open.
+        **overrides
+            Fields to change, e.g. ``n_genes=18000`` or ``attention_mode="per_cell"``.
+        """
+        if name not in _PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {cls.presets()}.")
+        return cls(**{**_PRESETS[name], **overrides})

@@ -1,0 +1,220 @@
+"""The scLong network (``DualEncoderSCFM`` in the original), pure torch."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ScLongConfig
+from .embeddings import GeneEmbedding, ValueEmbedding
+from .performer import Performer
+
+
+class ScLongNetwork(nn.Module):
+    """scLong: dual Performer encoder over the whole transcriptome, GO-enriched gene embeddings.
+
+    For each cell, the ``top_seq_len`` highest input values are routed to a large Performer,
+    all other positions (masked ones included) to a small one; both outputs are scattered back to
+    gene order, the gene embedding is added again, and a full-length Performer decodes every
+    gene. A linear head predicts the expression value of each gene.
+
+    Parameters
+    ----------
+    config
+        Sizes and options; ``config.n_genes`` must be set.
+    edge_index, edge_weight
+        The GO gene graph over token positions (``(2, n_edges)`` source/target and weights), as
+        in the official ``G_go`` / ``G_go_weight``; ``None`` for a graph without edges.
+
+    Notes
+    -----
+    Input: ``(batch, n_tokens)`` log-normalised values, ``n_tokens = n_genes + 1`` (the last
+    position is the pad token, value 0). Values ``<= config.mask_threshold`` are mask tokens.
+    """
+
+    def __init__(
+        self,
+        config: ScLongConfig,
+        edge_index: torch.Tensor | None = None,
+        edge_weight: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        c = config
+        n_tokens = c.n_tokens
+        if not 0 < c.top_seq_len < n_tokens:
+            raise ValueError(
+                f"top_seq_len ({c.top_seq_len}) must be between 1 and "
+                f"n_tokens - 1 ({n_tokens - 1})."
+            )
+        self.config = config
+        key_max = "batch" if c.attention_mode == "faithful" else "cell"
+
+        self.value_embedding = ValueEmbedding(c.dim, c.value_hidden_dim)
+        self.mask_embedding = nn.Embedding(1, c.dim)
+        self.token_norm = nn.LayerNorm(c.dim)
+        self.gene_embedding = GeneEmbedding(
+            n_tokens, c.dim, c.go_num_layers, edge_index, edge_weight
+        )
+
+        self.large_in = nn.Linear(c.dim, c.large_dim)
+        self.large_in_norm = nn.LayerNorm(c.large_dim)
+        self.large_encoder = Performer(
+            c.large_dim,
+            c.large_depth,
+            c.large_heads,
+            c.large_dim_head,
+            c.features_for(c.large_dim_head),
+            c.ff_mult,
+            key_max,
+        )
+        self.large_out = nn.Linear(c.large_dim, c.dim)
+        self.large_out_norm = nn.LayerNorm(c.dim)
+        self.mini_encoder = Performer(
+            c.dim,
+            c.mini_depth,
+            c.mini_heads,
+            c.mini_dim_head,
+            c.features_for(c.mini_dim_head),
+            c.ff_mult,
+            key_max,
+        )
+        self.decoder = Performer(
+            c.dim,
+            c.decoder_depth,
+            c.decoder_heads,
+            c.decoder_dim_head,
+            c.features_for(c.decoder_dim_head),
+            c.ff_mult,
+            key_max,
+        )
+        self.decoder_norm = nn.LayerNorm(c.dim)
+        self.expression_head = nn.Linear(c.dim, 1)
+
+    # ------------------------------------------------------------------ options
+    @property
+    def performers(self) -> tuple[Performer, Performer, Performer]:
+        """The large encoder, mini encoder and decoder."""
+        return (self.large_encoder, self.mini_encoder, self.decoder)
+
+    @property
+    def attention_mode(self) -> str:
+        """``"faithful"`` or ``"per_cell"``, see :class:`~sclong_scverse.nn.ScLongConfig`."""
+        return self.config.attention_mode
+
+    @attention_mode.setter
+    def attention_mode(self, mode: str) -> None:
+        self.config = self.config.replace(attention_mode=mode)
+        for performer in self.performers:
+            performer.key_max = "batch" if mode == "faithful" else "cell"
+
+    def redraw_projection_matrices(self, generator: torch.Generator | None = None) -> None:
+        """Draw new FAVOR+ random features in all Performers (pretraining only)."""
+        for performer in self.performers:
+            performer.redraw_projection_matrices(generator)
+
+    def set_gene_graph(self, edge_index: torch.Tensor, edge_weight: torch.Tensor | None) -> None:
+        """Replace the GO graph (token positions), see :class:`GeneEmbedding`."""
+        self.gene_embedding.set_graph(edge_index, edge_weight)
+
+    # ------------------------------------------------------------------ pieces
+    def mask_vector(self) -> torch.Tensor:
+        """The learned mask vector, renormalised to ``config.mask_max_norm`` like the lookup.
+
+        ``nn.Embedding(1, d, max_norm=1)`` renormalises its row in place at every lookup; this
+        gives the same vector without modifying the parameter.
+        """
+        vector = self.mask_embedding.weight[0]
+        max_norm = self.config.mask_max_norm
+        if max_norm is None:
+            return vector
+        norm = vector.detach().norm()
+        scale = torch.where(norm > max_norm, max_norm / (norm + 1e-7), torch.ones_like(norm))
+        return vector * scale
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Split positions into the high-expression and low-expression sets.
+
+        Parameters
+        ----------
+        x
+            ``(batch, n_tokens)`` input values (masked positions hold values <= threshold).
+
+        Returns
+        -------
+        top_indices
+            ``(batch, top_seq_len)`` positions of the highest values, highest first.
+        low_indices
+            ``(batch, n_tokens - top_seq_len)`` all other positions, in gene order.
+        """
+        k = self.config.top_seq_len
+        if self.config.attention_mode == "faithful":
+            top_indices = torch.topk(x, k, dim=1).indices
+        else:  # ties go to the earlier gene: deterministic
+            top_indices = torch.sort(x, dim=1, descending=True, stable=True).indices[:, :k]
+        is_low = torch.ones_like(x, dtype=torch.bool).scatter_(1, top_indices, False)
+        low_indices = torch.sort(is_low.to(torch.uint8), dim=1, descending=True, stable=True)
+        low_indices = low_indices.indices[:, : x.shape[1] - k]
+        return top_indices, low_indices
+
+    def encode_tokens(self, x: torch.Tensor, gene_embedding: torch.Tensor) -> torch.Tensor:
+        """Token = LayerNorm(value embedding or mask vector) + gene embedding."""
+        is_masked = x <= self.config.mask_threshold
+        values = self.value_embedding(x.masked_fill(is_masked, 0.0))
+        values = torch.where(is_masked.unsqueeze(-1), self.mask_vector().to(values.dtype), values)
+        return self.token_norm(values) + gene_embedding
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run scLong on a batch of cells.
+
+        Parameters
+        ----------
+        x
+            ``(batch, n_tokens)`` values; ``<= config.mask_threshold`` marks a mask token.
+
+        Returns
+        -------
+        Dictionary with
+
+        - ``prediction``: ``(batch, n_tokens)`` predicted expression (the head's output);
+        - ``decodings``: ``(batch, n_tokens, dim)`` merged decodings, the per-gene representation;
+        - ``merged_encodings``: ``(batch, n_tokens, dim)`` both encoders' outputs in gene order
+          plus the gene embedding (the decoder's input);
+        - ``top_encodings``: ``(batch, top_seq_len, dim)`` large-encoder output;
+        - ``low_encodings``: ``(batch, n_tokens - top_seq_len, dim)`` mini-encoder output;
+        - ``top_indices``, ``low_indices``: the routing (positions of both sets).
+        """
+        n_tokens = self.config.n_tokens
+        if x.ndim != 2 or x.shape[1] != n_tokens:
+            raise ValueError(
+                f"Expected input of shape (batch, {n_tokens}) (n_genes + 1 pad token), "
+                f"got {tuple(x.shape)}."
+            )
+        gene_embedding = self.gene_embedding()
+        tokens = self.encode_tokens(x, gene_embedding)
+        top_indices, low_indices = self.route(x)
+        dim = tokens.shape[-1]
+
+        top = torch.gather(tokens, 1, top_indices.unsqueeze(-1).expand(-1, -1, dim))
+        top = self.large_in_norm(self.large_in(top))
+        top = self.large_out_norm(self.large_out(self.large_encoder(top)))
+        low = torch.gather(tokens, 1, low_indices.unsqueeze(-1).expand(-1, -1, dim))
+        low = self.mini_encoder(low)
+
+        dtype = torch.promote_types(top.dtype, low.dtype)
+        merged = torch.empty(x.shape[0], n_tokens, dim, dtype=dtype, device=x.device)
+        merged.scatter_(1, top_indices.unsqueeze(-1).expand(-1, -1, dim), top.to(dtype))
+        merged.scatter_(1, low_indices.unsqueeze(-1).expand(-1, -1, dim), low.to(dtype))
+        merged = merged + gene_embedding
+
+        decodings = self.decoder_norm(self.decoder(merged))
+        prediction = self.expression_head(decodings).squeeze(-1)
+        return {
+            "prediction": prediction,
+            "decodings": decodings,
+            "merged_encodings": merged,
+            "top_encodings": top,
+            "low_encodings": low,
+            "top_indices": top_indices,
+            "low_indices": low_indices,
+        }
