@@ -1,0 +1,210 @@
+"""The scLong network: parity with the original, sizes, gradients, attention modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sclong_scverse.io import load_official
+from sclong_scverse.nn import Performer, ScLongConfig, ScLongNetwork
+
+OUTPUTS = {
+    "prediction": "exp_out",
+    "top_encodings": "top_encodings",
+    "low_encodings": "left_encodings",
+    "merged_encodings": "merged_encodings",
+    "decodings": "merged_decodings",
+}
+
+
+@pytest.fixture(scope="module")
+def parity(parity_dir):
+    release = load_official(
+        parity_dir / "tiny_ckpt.pth", parity_dir / "tiny_hparams.pkl", parity_dir / "tiny_genes.txt"
+    )
+    reference = dict(np.load(parity_dir / "reference_io.npz"))
+    return release.network, reference
+
+
+def run(network, x):
+    with torch.no_grad():
+        return {k: v.numpy() for k, v in network(torch.from_numpy(x)).items()}
+
+
+def test_faithful_mode_reproduces_the_original_batch_of_six(parity):
+    network, ref = parity
+    assert network.attention_mode == "faithful"
+    assert not network.training
+    out = run(network, ref["x"])
+    for ours, theirs in OUTPUTS.items():
+        assert out[ours].shape == ref[theirs].shape, ours
+        np.testing.assert_allclose(out[ours], ref[theirs], atol=1e-4, rtol=0, err_msg=ours)
+    # masked cells 0-2 exercise the mask vector; the largest error is float32 round-off
+    assert max(np.abs(out[o] - ref[t]).max() for o, t in OUTPUTS.items()) < 1e-5
+
+
+def test_faithful_mode_reproduces_the_original_on_cells_3_4_alone(parity):
+    network, ref = parity
+    out = run(network, ref["x_cells_3_4"])
+    np.testing.assert_allclose(out["decodings"], ref["merged_decodings_cells_3_4"], atol=1e-4)
+    # and, as in the original, cells 3-4 move slightly with their batch-mates
+    batch_effect = np.abs(ref["merged_decodings"][3:5] - ref["merged_decodings_cells_3_4"]).max()
+    assert 1e-5 < batch_effect < 1e-2
+
+
+def test_per_cell_mode_is_independent_of_batch_mates_and_close_to_faithful(parity, capsys):
+    network, ref = parity
+    per_cell = ScLongNetwork(network.config.replace(attention_mode="per_cell"))
+    per_cell.load_state_dict(network.state_dict())
+    per_cell.eval()
+    batch6 = run(per_cell, ref["x"])
+    batch2 = run(per_cell, ref["x_cells_3_4"])
+    alone = run(per_cell, ref["x"][5:6])
+    np.testing.assert_allclose(batch6["decodings"][3:5], batch2["decodings"], atol=1e-6)
+    np.testing.assert_allclose(batch6["decodings"][5:6], alone["decodings"], atol=1e-6)
+    # difference from the original, reported: cell 4 has a top-k tie, others differ by the key max
+    diff = np.abs(batch6["decodings"] - ref["merged_decodings"]).reshape(6, -1).max(axis=1)
+    with capsys.disabled():
+        print("\nper-cell vs faithful, max |merged decodings| difference per cell:", diff)
+    # cells without a top-k tie: only the key stabiliser differs (~1e-3)
+    assert diff[[0, 1, 2, 3, 5]].max() < 2e-2
+    # cell 4: the tied gene goes to the other encoder, so that cell's outputs change for real
+    assert diff[4] > diff[[0, 1, 2, 3, 5]].max()
+
+
+def test_per_cell_routing_breaks_ties_by_gene_order(parity):
+    network, ref = parity
+    per_cell = ScLongNetwork(network.config.replace(attention_mode="per_cell"))
+    x = torch.from_numpy(ref["x"][4:5])
+    top, low = per_cell.route(x)
+    k = network.config.top_seq_len
+    values = x[0]
+    boundary = values[top[0, -1]]
+    tied = torch.nonzero(values == boundary).flatten()
+    assert len(tied) >= 2, "cell 4 of the parity data has a tie at the top-k boundary"
+    chosen = set(top[0].tolist())
+    picked = [int(i) for i in tied if int(i) in chosen]
+    skipped = [int(i) for i in tied if int(i) not in chosen]
+    assert picked and skipped and max(picked) < min(skipped)
+    # the low set is everything else, in gene order
+    assert top.shape == (1, k) and low.shape == (1, x.shape[1] - k)
+    assert torch.equal(low[0], torch.sort(low[0]).values)
+    assert sorted(top[0].tolist() + low[0].tolist()) == list(range(x.shape[1]))
+
+
+def test_official_1b_configuration_has_exactly_the_published_size():
+    config = ScLongConfig.preset("1b")
+    with torch.device("meta"):
+        network = ScLongNetwork(config)
+    n_parameters = sum(p.numel() for p in network.parameters())
+    assert n_parameters == 1_006_086_461
+    n_buffers = sum(
+        b.numel() for name, b in network.named_buffers() if not name.startswith("gene_embedding.")
+    )
+    assert n_buffers == 783_107  # 46 random-feature matrices 266 x 64 + 3 redraw counters
+    large = sum(p.numel() for p in network.large_encoder.parameters())
+    assert large == 42 * 23_605_760
+
+
+def test_gradients_reach_every_parameter_including_the_go_table(parity):
+    network, ref = parity
+    model = ScLongNetwork(network.config)
+    model.load_state_dict(network.state_dict())
+    model.train()
+    projections = {k: v.clone() for k, v in model.state_dict().items() if "projection" in k}
+    x = torch.from_numpy(ref["x"])
+    out = model(x)
+    target = torch.from_numpy(ref["x"]).clamp(min=0)
+    loss = ((out["prediction"] - target) ** 2).mean()
+    loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.abs().sum() > 0, name
+    assert model.gene_embedding.go_table.weight.grad.abs().sum() > 0
+    # a training step never redraws the random features by itself
+    for key, value in model.state_dict().items():
+        if key in projections:
+            assert torch.equal(value, projections[key])
+
+
+def test_gene_embedding_is_computed_once_per_forward(parity, monkeypatch):
+    network, ref = parity
+    calls = []
+    original = network.gene_embedding.go_embedding
+    monkeypatch.setattr(
+        network.gene_embedding, "go_embedding", lambda: calls.append(1) or original()
+    )
+    run(network, ref["x"])
+    assert len(calls) == 1
+
+
+def test_go_gcn_matches_torch_geometric_sgconv_on_the_edge_list(parity):
+    network, _ = parity
+    embedding = network.gene_embedding
+    conv = embedding.go_convs[0]
+    with torch.no_grad():
+        ours = embedding.go_embedding()
+        theirs = conv(embedding.go_table.weight, embedding.edge_index, embedding.edge_weight)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
+
+
+def test_bf16_autocast_runs_and_stays_close(parity):
+    network, ref = parity
+    x = torch.from_numpy(ref["x"])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = network(x)
+    assert torch.isfinite(out["prediction"]).all()
+    diff = (out["prediction"].float() - torch.from_numpy(ref["exp_out"])).abs().max()
+    assert diff < 0.2
+
+
+def test_random_features_change_only_when_redrawn(parity):
+    network, _ = parity
+    model = ScLongNetwork(network.config)
+    model.load_state_dict(network.state_dict())
+    before = model.decoder.layers[0].attention.projection_matrix.clone()
+    model.redraw_projection_matrices(torch.Generator().manual_seed(0))
+    after = model.decoder.layers[0].attention.projection_matrix
+    assert after.shape == before.shape and not torch.equal(before, after)
+    # orthogonal blocks: rows within a block are orthogonal
+    rows = after[:16] / after[:16].norm(dim=1, keepdim=True)
+    torch.testing.assert_close(rows @ rows.T, torch.eye(16), atol=1e-5, rtol=0)
+
+
+def test_per_cell_kernel_equals_performer_pytorch_release():
+    performer_pytorch = pytest.importorskip("performer_pytorch")
+    from sclong_scverse.io.official import official_to_ours
+
+    torch.manual_seed(0)
+    theirs = performer_pytorch.Performer(
+        dim=32, depth=2, heads=2, dim_head=16, qkv_bias=False, auto_check_redraw=False
+    ).eval()
+    ours = Performer(32, 2, 2, 16, nb_features=44, key_max="cell").eval()
+    state = {}
+    for key, value in theirs.state_dict().items():
+        if key.startswith("net."):
+            state[official_to_ours("decoder." + key).removeprefix("decoder.")] = value
+    state["calls_since_last_redraw"] = torch.tensor(0)
+    ours.load_state_dict(state)
+    x = torch.randn(3, 50, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+
+
+def test_bad_input_shape_says_what_is_expected(parity):
+    network, _ = parity
+    with pytest.raises(ValueError, match=r"\(batch, 512\)"):
+        network(torch.zeros(2, 511))
+
+
+def test_config_validation_and_presets():
+    assert {"1b", "tiny", "bench"} <= set(ScLongConfig.presets())
+    with pytest.raises(ValueError, match="Unknown preset"):
+        ScLongConfig.preset("huge")
+    with pytest.raises(ValueError, match="attention_mode"):
+        ScLongConfig(n_genes=10, attention_mode="global")
+    config = ScLongConfig.preset("tiny", n_genes=1000)
+    assert ScLongConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="n_genes is not set"):
+        _ = ScLongConfig.preset("tiny").n_tokens
