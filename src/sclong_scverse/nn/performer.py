@@ -68,8 +68,12 @@ def softmax_kernel_features(
     is_query: bool,
     key_max: KeyMax = "batch",
     eps: float = 1e-4,
+    add_eps: bool = True,
 ) -> torch.Tensor:
     """Positive random features of the softmax kernel (FAVOR+).
+
+    ``ratio * (exp(x·w / d^1/4 - |x|^2 / (2 sqrt(d)) - max) + eps)`` with ``ratio = m^-1/2`` for
+    ``m`` features, as in the original scLong and performer-pytorch.
 
     Parameters
     ----------
@@ -83,7 +87,10 @@ def softmax_kernel_features(
         ``"batch"``: one maximum over the whole tensor of keys (the original scLong);
         ``"cell"``: a maximum per cell and head (performer-pytorch 1.1.4).
     eps
-        Added after the exponential, as in both implementations.
+        Added after the exponential (times ``ratio``), as in both implementations.
+    add_eps
+        ``False`` leaves out the constant ``ratio * eps``; :func:`linear_attention` can add it
+        implicitly, which saves two passes over the largest tensors.
 
     Returns
     -------
@@ -91,8 +98,8 @@ def softmax_kernel_features(
     """
     normalizer = data.shape[-1] ** -0.25
     ratio = projection_matrix.shape[0] ** -0.5
-    projection = projection_matrix.type_as(data)
-    data_dash = torch.matmul(normalizer * data, projection.t())
+    projection = (projection_matrix * normalizer).type_as(data)
+    data_dash = torch.matmul(data, projection.t())
     diag_data = (data**2).sum(dim=-1, keepdim=True) * (normalizer**2 / 2.0)
     if is_query:
         stabiliser = data_dash.amax(dim=-1, keepdim=True)
@@ -102,15 +109,45 @@ def softmax_kernel_features(
         stabiliser = data_dash.amax(dim=(-1, -2), keepdim=True)
     else:
         raise ValueError(f"key_max must be 'batch' or 'cell', not {key_max!r}.")
-    return ratio * (torch.exp(data_dash - diag_data - stabiliser.detach()) + eps)
+    # ratio * exp(z) = exp(z + log ratio): one shift of size (..., tokens, 1), one exp
+    shift = diag_data + stabiliser.detach() - math.log(ratio)
+    if torch.is_grad_enabled() and data_dash.requires_grad:
+        features = torch.exp(data_dash - shift)
+    else:  # inference: in place, no temporary of the largest size
+        features = data_dash.sub_(shift).exp_()
+    return features + ratio * eps if add_eps else features
 
 
-def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Non-causal linear attention over kernel features ``q``, ``k`` and values ``v``."""
-    k_sum = k.sum(dim=-2)
-    d_inv = 1.0 / torch.einsum("...nd,...d->...n", q, k_sum.type_as(q))
-    context = torch.einsum("...nd,...ne->...de", k, v)
-    return torch.einsum("...de,...nd,...n->...ne", context, q, d_inv)
+def linear_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offset: float = 0.0
+) -> torch.Tensor:
+    """Non-causal linear attention ``D^-1 q' (k'^T v)`` over kernel features.
+
+    Parameters
+    ----------
+    q, k
+        Kernel features ``(batch, heads, tokens, features)``; the features used are
+        ``q + offset`` and ``k + offset`` (the FAVOR+ ``eps`` term), added implicitly.
+    v
+        Values ``(batch, heads, tokens, head_dim)``.
+    offset
+        Constant added to every feature of ``q`` and ``k``.
+
+    Returns
+    -------
+    ``(batch, heads, tokens, head_dim)``.
+    """
+    n_tokens = k.shape[-2]
+    k_sum = k.sum(dim=-2) + n_tokens * offset  # (b, h, m)
+    context = torch.matmul(k.transpose(-1, -2), v)  # (b, h, m, e)
+    if offset:
+        context = context + offset * v.sum(dim=-2, keepdim=True)
+    normaliser = torch.matmul(q, k_sum.unsqueeze(-1).type_as(q))  # (b, h, n, 1)
+    out = torch.matmul(q, context.type_as(q))
+    if offset:
+        normaliser = normaliser + offset * k_sum.sum(dim=-1)[..., None, None]
+        out = out + offset * context.sum(dim=-2, keepdim=True)
+    return out / normaliser
 
 
 class FavorSelfAttention(nn.Module):
@@ -135,6 +172,7 @@ class FavorSelfAttention(nn.Module):
         inner = heads * dim_head
         self.heads = heads
         self.key_max = key_max
+        self.eps = 1e-4
         self.norm = nn.LayerNorm(dim)
         self.to_q = nn.Linear(dim, inner, bias=False)
         self.to_k = nn.Linear(dim, inner, bias=False)
@@ -146,15 +184,18 @@ class FavorSelfAttention(nn.Module):
 
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
         b, n, _ = t.shape
-        return t.view(b, n, self.heads, -1).transpose(1, 2)
+        return t.view(b, n, self.heads, -1).transpose(1, 2).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attention update of ``x`` (``(batch, tokens, dim)``), without the residual."""
         h = self.norm(x)
         q, k, v = (self._split_heads(f(h)) for f in (self.to_q, self.to_k, self.to_v))
-        q = softmax_kernel_features(q, self.projection_matrix, is_query=True)
-        k = softmax_kernel_features(k, self.projection_matrix, is_query=False, key_max=self.key_max)
-        out = linear_attention(q, k, v)
+        projection = self.projection_matrix
+        q = softmax_kernel_features(q, projection, is_query=True, add_eps=False)
+        k = softmax_kernel_features(
+            k, projection, is_query=False, key_max=self.key_max, add_eps=False
+        )
+        out = linear_attention(q, k, v, offset=self.eps * projection.shape[0] ** -0.5)
         b, _, n, _ = out.shape
         return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
 

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+CELLBENCH_BATCHES = (
+    "sc_celseq2",
+    "sc_dropseq",
+    "sc_celseq2_5cl_p1",
+    "sc_celseq2_5cl_p2",
+    "sc_celseq2_5cl_p3",
+)
+
+
+def shared_data_dir(path: str | os.PathLike | None = None) -> Path:
+    """Folder of the project's shared real data.
+
+    Parameters
+    ----------
+    path
+        Explicit folder; otherwise the environment variable ``SCLONG_SHARED_DATA``, otherwise
+        ``../shared/data`` beside the source checkout.
+
+    Returns
+    -------
+    The folder (it may not exist; loaders raise a clear error then).
+    """
+    if path is not None:
+        return Path(path)
+    if "SCLONG_SHARED_DATA" in os.environ:
+        return Path(os.environ["SCLONG_SHARED_DATA"])
+    return Path(__file__).resolve().parents[4] / "shared" / "data"
+
+
+def _read_batch(folder: Path, batch: str) -> ad.AnnData:
+    counts = pd.read_csv(folder / f"{batch}.count.csv.gz", index_col=0)
+    meta = pd.read_csv(folder / f"{batch}.metadata.csv.gz", index_col=0)
+    meta = meta.reindex(counts.columns)
+    line = meta["cell_line_demuxlet"] if "cell_line_demuxlet" in meta else meta["cell_line"]
+    obs = pd.DataFrame(
+        {
+            "batch": pd.Categorical([batch] * counts.shape[1]),
+            "cell_line": line.astype(str).to_numpy(),
+            "n_counts_original": meta["total_count_per_cell"].to_numpy(),
+        },
+        index=[f"{batch}:{cell}" for cell in counts.columns],
+    )
+    matrix = sparse.csr_matrix(counts.to_numpy(dtype=np.float32).T)
+    return ad.AnnData(X=matrix, obs=obs, var=pd.DataFrame(index=counts.index.astype(str)))
+
+
+def cellbench(
+    data_dir: str | os.PathLike | None = None,
+    batches: tuple[str, ...] = CELLBENCH_BATCHES,
+) -> ad.AnnData:
+    """CellBench lung-adenocarcinoma cell-line mixtures (Tian et al. 2019), raw UMI counts.
+
+    Five batches from three protocols (CEL-seq2 3 lines, Drop-seq 3 lines, CEL-seq2 5 lines on
+    three plates), about 1,400 cells, genes as Ensembl ids (union of the batches; a gene absent
+    from a batch counts 0 there).
+
+    Parameters
+    ----------
+    data_dir
+        The shared data folder (``scrna/cellbench/`` inside it); see :func:`shared_data_dir`.
+    batches
+        Which batches to read.
+
+    Returns
+    -------
+    AnnData with raw counts in ``X`` (CSR float32), ``obs["batch"]``, ``obs["cell_line"]``
+    (demuxlet call) and ``obs["n_counts_original"]``. Source: GitHub LuyiTian/sc_mixology,
+    MIT licence.
+    """
+    folder = shared_data_dir(data_dir) / "scrna" / "cellbench"
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"CellBench files not found in {folder}. Set SCLONG_SHARED_DATA to the shared data "
+            "folder (with scrna/cellbench/ inside)."
+        )
+    unknown = sorted(set(batches) - set(CELLBENCH_BATCHES))
+    if unknown:
+        raise ValueError(f"Unknown CellBench batches {unknown}; choose from {CELLBENCH_BATCHES}.")
+    parts = [_read_batch(folder, batch) for batch in batches]
+    adata = ad.concat(parts, join="outer", fill_value=0)
+    adata.X = sparse.csr_matrix(adata.X, dtype=np.float32)
+    adata.obs["batch"] = pd.Categorical(adata.obs["batch"], categories=list(batches))
+    adata.obs["cell_line"] = adata.obs["cell_line"].astype("category")
+    adata.uns["dataset"] = {"name": "CellBench", "source": "LuyiTian/sc_mixology", "licence": "MIT"}
+    return adata
