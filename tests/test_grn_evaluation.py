@@ -1,0 +1,290 @@
+"""evaluate_grn and the ground-truth readers, on real networks (TRRUST v2, BEELINE).
+
+Data: TRRUST v2 human (CC BY-SA 4.0), BEELINE human STRING and hESC networks (CC BY 4.0), read
+from the shared data folder (``SCLONG_SHARED_DATA``); tests skip when it is absent.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from sclong_scverse.tl import evaluate_grn, expected_random_aupr, read_ground_truth
+
+# 8 real genes with TRRUST edges among them, and a hand-written score matrix (row = source,
+# column = target); 64 distinct values, so every ranking below is free of ties
+GENES = ["TP53", "MDM2", "CDKN1A", "BAX", "MYC", "JUN", "BCL2", "FOS"]
+SCORES = (
+    np.array(
+        [
+            [17, 28, 55, 11, 36, 54, 50, 13],
+            [1, 58, 7, 5, 46, 62, 33, 23],
+            [20, 25, 15, 43, 40, 51, 27, 21],
+            [29, 64, 52, 37, 57, 2, 38, 10],
+            [4, 41, 45, 47, 14, 63, 48, 18],
+            [19, 59, 60, 56, 9, 8, 34, 31],
+            [16, 30, 39, 49, 24, 53, 26, 6],
+            [44, 3, 32, 35, 61, 22, 42, 12],
+        ],
+        dtype=float,
+    )
+    / 64
+)
+
+
+@pytest.fixture(scope="module")
+def grn_dir(data_dir):
+    path = data_dir / "grn"
+    if not (path / "trrust" / "trrust_rawdata.human.tsv").exists():
+        pytest.skip(f"GRN ground truths not found in {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trrust(grn_dir):
+    return read_ground_truth(grn_dir / "trrust" / "trrust_rawdata.human.tsv")
+
+
+@pytest.fixture(scope="module")
+def string_net(grn_dir):
+    return read_ground_truth(grn_dir / "beeline_human_string" / "STRING-network.csv")
+
+
+def _hand_ap_and_epr(pairs: list[tuple[float, bool]]) -> tuple[float, float, int, int]:
+    """Step-wise AP = sum over ranks of precision@k * 1[true] / n_pos; EPR; N; P."""
+    ranked = sorted(pairs, key=lambda p: -p[0])
+    n_pos = sum(t for _, t in ranked)
+    hits, ap = 0, 0.0
+    for k, (_, true) in enumerate(ranked, start=1):
+        if true:
+            hits += 1
+            ap += hits / k / n_pos
+    top = sum(t for _, t in ranked[:n_pos])
+    epr = (top / n_pos) / (n_pos / len(ranked))
+    return ap, epr, len(ranked), n_pos
+
+
+def _edge_table(genes, scores) -> pd.DataFrame:
+    rows = [(a, b, scores[i, j]) for i, a in enumerate(genes) for j, b in enumerate(genes)]
+    return pd.DataFrame(rows, columns=["source", "target", "score"])
+
+
+# ---------------------------------------------------------------- readers on the real files
+
+
+def test_read_trrust(trrust, grn_dir):
+    raw = pd.read_csv(grn_dir / "trrust" / "trrust_rawdata.human.tsv", sep="\t", header=None)
+    assert list(trrust.columns) == ["source", "target"]
+    assert trrust.iloc[0].tolist() == ["AATF", "BAX"]
+    # 9,396 rows; pairs listed with several modes are kept once
+    assert len(raw) == 9396
+    assert len(trrust) == len(raw[[0, 1]].drop_duplicates()) == 8427
+    assert trrust["source"].nunique() == 795
+
+
+def test_read_beeline_formats(string_net, grn_dir):
+    # the BEELINE STRING file lists each of its 99,149 distinct edges twice or more (198,285 rows)
+    assert list(string_net.columns) == ["source", "target"]
+    assert string_net.iloc[0].tolist() == ["CDC5L", "ARF5"]
+    assert len(string_net) == 99149 and not string_net.duplicated().any()
+    hesc = read_ground_truth(grn_dir / "beeline_hesc" / "Specific" / "BL--network.csv")
+    raw = pd.read_csv(grn_dir / "beeline_hesc" / "Specific" / "BL--network.csv")
+    assert hesc.iloc[0].tolist() == raw.iloc[0, :2].tolist()
+    assert len(hesc) == len(raw.drop_duplicates())
+
+
+def test_read_collectri_and_dorothea_style_tables(trrust, tmp_path):
+    # real TRRUST edges written in the CollecTRI (source,target,weight) and DoRothEA
+    # (tf,confidence,target,mor) layouts; gzip for one of them
+    subset = trrust.iloc[:50]
+    collectri = subset.assign(weight=1.0)
+    collectri.to_csv(tmp_path / "collectri.csv", index=False)
+    dorothea = pd.DataFrame(
+        {"tf": subset.source, "confidence": "A", "target": subset.target, "mor": 1}
+    )
+    with gzip.open(tmp_path / "dorothea.tsv.gz", "wt") as handle:
+        dorothea.to_csv(handle, sep="\t", index=False)
+    for path in (tmp_path / "collectri.csv", tmp_path / "dorothea.tsv.gz"):
+        got = read_ground_truth(path)
+        pd.testing.assert_frame_equal(got, subset.reset_index(drop=True))
+    # headerless two-column edge list
+    subset.to_csv(tmp_path / "edges.txt", sep=" ", header=False, index=False)
+    pd.testing.assert_frame_equal(read_ground_truth(tmp_path / "edges.txt"), subset)
+    with pytest.raises(ValueError, match="header"):
+        read_ground_truth(tmp_path / "edges.txt", format="beeline")
+    with pytest.raises(ValueError, match="unknown ground-truth format"):
+        read_ground_truth(tmp_path / "edges.txt", format="gmt")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- hand-computed AUPR / EPR
+
+
+def test_undirected_aupr_matches_hand_computation(trrust):
+    truth = set(zip(trrust.source, trrust.target, strict=True))
+    pairs = []
+    for i, j in itertools.combinations(range(len(GENES)), 2):
+        a, b = GENES[i], GENES[j]
+        pairs.append((max(SCORES[i, j], SCORES[j, i]), (a, b) in truth or (b, a) in truth))
+    ap, epr, n, n_pos = _hand_ap_and_epr(pairs)
+    assert (n, n_pos) == (28, 12)  # 12 of the 28 unordered pairs are TRRUST edges
+
+    result = evaluate_grn(_edge_table(GENES, SCORES), trrust)
+    assert result["n_candidates"] == 28 and result["n_positives"] == 12
+    assert result["n_genes"] == 8 and result["n_scored"] == 28
+    assert result["positive_rate"] == pytest.approx(12 / 28)
+    assert result["aupr"] == pytest.approx(ap, abs=1e-12)
+    assert result["aupr_ratio"] == pytest.approx(ap / (12 / 28), abs=1e-12)
+    assert result["epr"] == pytest.approx(epr, abs=1e-12)
+    # same numbers from a dense and a sparse varp matrix
+    adata = ad.AnnData(np.zeros((3, len(GENES)), dtype=np.float32))
+    adata.var_names = GENES
+    adata.varp["sclong_grn"] = SCORES
+    assert evaluate_grn(adata, trrust) == result
+    adata.varp["sclong_grn"] = sp.csr_matrix(SCORES)
+    assert evaluate_grn(adata, trrust) == result
+
+
+def test_directed_with_tfs_matches_hand_computation(trrust):
+    truth = set(zip(trrust.source, trrust.target, strict=True))
+    tfs = ["TP53", "MYC", "JUN"]
+    pairs = [
+        (SCORES[i, j], (GENES[i], GENES[j]) in truth)
+        for i, j in itertools.product(range(len(GENES)), repeat=2)
+        if i != j and GENES[i] in tfs
+    ]
+    ap, epr, n, n_pos = _hand_ap_and_epr(pairs)
+    result = evaluate_grn(_edge_table(GENES, SCORES), trrust, directed=True, tfs=tfs)
+    assert (result["n_candidates"], result["n_positives"], result["n_tfs"]) == (n, n_pos, 3)
+    assert n == 3 * 7 and n_pos == 11
+    assert result["aupr"] == pytest.approx(ap, abs=1e-12)
+    assert result["epr"] == pytest.approx(epr, abs=1e-12)
+    # self pairs: TP53 -> TP53 and JUN -> JUN are TRRUST edges
+    with_self = evaluate_grn(
+        _edge_table(GENES, SCORES), trrust, directed=True, tfs=tfs, self_pairs=True
+    )
+    assert (with_self["n_candidates"], with_self["n_positives"]) == (24, 13)
+
+
+def test_sparse_prediction_unscored_pairs_get_zero(trrust):
+    # keep the 2 best targets per source (a top_k prediction); the other pairs score 0
+    top = np.zeros_like(SCORES)
+    for i in range(len(GENES)):
+        best = np.argsort(-SCORES[i])[:2]
+        top[i, best] = SCORES[i, best]
+    edges = _edge_table(GENES, top)
+    edges = edges[edges.score > 0]
+    sparse_result = evaluate_grn(edges, trrust, genes=GENES)
+    assert sparse_result["n_candidates"] == 28
+    assert sparse_result["n_scored"] < 28
+    assert sparse_result == evaluate_grn(_edge_table(GENES, top), trrust) | {
+        "n_scored": sparse_result["n_scored"]
+    }
+    # without genes=, the universe is only the genes named in the edge table
+    assert evaluate_grn(edges, trrust)["n_genes"] == len(set(edges.source) | set(edges.target))
+
+
+def test_gene_symbols_and_duplicates(trrust):
+    adata = ad.AnnData(np.zeros((2, 9), dtype=np.float32))
+    adata.var_names = [f"ENSG{i:011d}" for i in range(9)]
+    adata.var["symbol"] = [*GENES, "TP53"]  # the last gene maps to TP53 again
+    scores = np.zeros((9, 9))
+    scores[:8, :8] = SCORES
+    adata.varp["sclong_grn"] = scores
+    expected = evaluate_grn(_edge_table(GENES, SCORES), trrust)
+    assert evaluate_grn(adata, trrust, gene_symbols="symbol") == expected
+    with pytest.raises(ValueError, match="gene naming"):
+        evaluate_grn(adata, trrust)  # Ensembl ids vs TRRUST symbols
+
+
+# ---------------------------------------------------------------- reference predictors
+
+
+def test_perfect_predictor_epr_is_inverse_positive_rate(trrust):
+    degree = pd.concat([trrust.source, trrust.target]).value_counts()
+    genes = list(degree.index[:100])
+    truth = set(zip(trrust.source, trrust.target, strict=True))
+    edges = pd.DataFrame(
+        [(a, b, float((a, b) in truth)) for a in genes for b in genes],
+        columns=["source", "target", "score"],
+    )
+    for directed in (False, True):
+        result = evaluate_grn(edges, trrust, directed=directed)
+        assert result["aupr"] == pytest.approx(1.0)
+        assert result["epr"] == pytest.approx(1 / result["positive_rate"])
+        assert result["aupr_ratio"] == pytest.approx(1 / result["positive_rate"])
+
+
+@pytest.mark.parametrize("network", ["trrust", "string"])
+def test_random_predictor_aupr_ratio_is_about_one(network, trrust, string_net):
+    truth = trrust if network == "trrust" else string_net
+    # the 200 best-connected genes: enough positives (1,653 TRRUST, 4,299 STRING pairs) that
+    # the small-sample upward bias of random AP (about ln(N)/P) stays below 1%
+    degree = pd.concat([truth.source, truth.target]).value_counts()
+    genes = np.asarray(degree.index[:200])
+    ratios, eprs, expected = [], [], []
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        adata = ad.AnnData(np.zeros((1, genes.size), dtype=np.float32))
+        adata.var_names = genes
+        adata.varp["sclong_grn"] = rng.random((genes.size, genes.size))
+        result = evaluate_grn(adata, truth)
+        assert result["n_candidates"] == 200 * 199 // 2
+        ratios.append(result["aupr_ratio"])
+        eprs.append(result["epr"])
+        expected.append(
+            expected_random_aupr(result["n_candidates"], result["n_positives"])
+            / result["positive_rate"]
+        )
+    assert result["n_positives"] > 1000
+    assert 0.9 < np.mean(ratios) < 1.1, ratios
+    assert 0.8 < np.mean(eprs) < 1.2, eprs
+    assert np.mean(ratios) == pytest.approx(np.mean(expected), abs=0.05)
+
+
+def test_constant_predictor_has_ratio_one(trrust):
+    # every pair tied: sklearn's AP = positive rate; tie-aware EPR = 1
+    edges = _edge_table(GENES, np.ones_like(SCORES))
+    result = evaluate_grn(edges, trrust)
+    assert result["aupr_ratio"] == pytest.approx(1.0)
+    assert result["epr"] == pytest.approx(1.0)
+
+
+def test_expected_random_aupr_formula_by_simulation():
+    rng = np.random.default_rng(0)
+    n, p, draws = 40, 4, 20000
+    labels = np.zeros(n, dtype=bool)
+    labels[:p] = True
+    ranks = np.argsort(rng.random((draws, n)), axis=1)  # random permutations
+    rel = labels[ranks]
+    precision = np.cumsum(rel, axis=1) / np.arange(1, n + 1)
+    ap = (precision * rel).sum(axis=1) / p
+    assert ap.mean() == pytest.approx(expected_random_aupr(n, p), rel=0.02)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_clear_errors(trrust):
+    edges = _edge_table(GENES, SCORES)
+    adata = ad.AnnData(np.zeros((2, 8), dtype=np.float32))
+    adata.var_names = GENES
+    with pytest.raises(KeyError, match="varp"):
+        evaluate_grn(adata, trrust)
+    with pytest.raises(ValueError, match="missing"):
+        evaluate_grn(edges.drop(columns="score"), trrust)
+    with pytest.raises(ValueError, match="source"):
+        evaluate_grn(edges, trrust.rename(columns={"source": "from"}))
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate_grn(edges.assign(score=np.nan), trrust)
+    with pytest.raises(ValueError, match="TFs"):
+        evaluate_grn(edges, trrust, tfs=["NOT_A_GENE"])
+    with pytest.raises(ValueError, match="no ground-truth edge"):
+        evaluate_grn(edges, trrust[trrust.source == trrust.target])  # only self edges
+    with pytest.raises(TypeError, match="AnnData"):
+        evaluate_grn(SCORES, trrust)  # type: ignore[arg-type]
