@@ -208,3 +208,15 @@ def test_config_validation_and_presets():
     assert ScLongConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="n_genes is not set"):
         _ = ScLongConfig.preset("tiny").n_tokens
+
+
+def test_adjacency_cached_under_inference_mode_still_trains(parity):
+    network, ref = parity
+    model = ScLongNetwork(network.config)
+    model.load_state_dict(network.state_dict())
+    x = torch.from_numpy(ref["x"])
+    with torch.inference_mode():  # e.g. embeddings computed before fine-tuning
+        model(x)
+    model.train()
+    model(x)["prediction"].sum().backward()
+    assert model.gene_embedding.go_table.weight.grad.abs().sum() > 0

@@ -2,7 +2,8 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import io, nn
+from . import datasets, genes, go, io, model, module, nn, pp, tl
+from .model import SCLONG
 from .nn import ScLongConfig
 
 try:
@@ -10,4 +11,16 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["ScLongConfig", "io", "nn"]
+__all__ = [
+    "SCLONG",
+    "ScLongConfig",
+    "datasets",
+    "genes",
+    "go",
+    "io",
+    "model",
+    "module",
+    "nn",
+    "pp",
+    "tl",
+]

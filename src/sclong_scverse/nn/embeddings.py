@@ -123,23 +123,29 @@ class GeneEmbedding(nn.Module):
         ``SGConv(add_self_loops=False)``. Computed once and cached.
         """
         if self._adjacency is None or self._adjacency.device != self.edge_index.device:
-            edge_index, weight = gcn_norm(
-                self.edge_index,
-                self.edge_weight.float(),
-                self.n_tokens,
-                improved=False,
-                add_self_loops=False,
-            )
-            coo = torch.sparse_coo_tensor(
-                edge_index.flip(0),  # rows = targets, columns = sources
-                weight,
-                (self.n_tokens, self.n_tokens),
-                check_invariants=True,
-            ).coalesce()
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-                self._adjacency = coo.to_sparse_csr()
+            # a normal tensor even when first built under torch.inference_mode(): the cache
+            # is reused by later training steps
+            with torch.inference_mode(False), torch.no_grad():
+                self._adjacency = self._build_adjacency()
         return self._adjacency
+
+    def _build_adjacency(self) -> torch.Tensor:
+        edge_index, weight = gcn_norm(
+            self.edge_index,
+            self.edge_weight.float(),
+            self.n_tokens,
+            improved=False,
+            add_self_loops=False,
+        )
+        coo = torch.sparse_coo_tensor(
+            edge_index.flip(0),  # rows = targets, columns = sources
+            weight,
+            (self.n_tokens, self.n_tokens),
+            check_invariants=True,
+        ).coalesce()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return coo.to_sparse_csr()
 
     def go_embedding(self) -> torch.Tensor:
         """The GO table after the SGConv layers, ``(n_tokens, dim)``."""

@@ -1,0 +1,5 @@
+"""scvi-tools model class of scLong."""
+
+from ._sclong import SCLONG
+
+__all__ = ["SCLONG"]

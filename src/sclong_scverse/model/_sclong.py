@@ -1,0 +1,781 @@
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+from mudata import MuData
+from scipy import sparse
+from scvi import REGISTRY_KEYS, settings
+from scvi.data import AnnDataManager, fields
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+
+from ..genes import GeneVocabulary
+from ..go import GeneGraph, default_human_annotations
+from ..module import ScLongModule, ScLongTrainingPlan
+from ..nn import ScLongConfig, ScLongNetwork
+from ..pp._checks import check_log_normalized, check_not_view, check_unique_var_names
+
+logger = logging.getLogger(__name__)
+
+Pooling = Literal["mean", "max", "sum"]
+
+
+def _rna(adata: ad.AnnData | MuData, modality: str | None) -> ad.AnnData:
+    if isinstance(adata, MuData):
+        if modality is None:
+            raise ValueError("This model was set up on an AnnData; pass an AnnData, not a MuData.")
+        return adata.mod[modality]
+    return adata
+
+
+def _gene_ids(adata: ad.AnnData, gene_id_key: str | None) -> pd.Index:
+    if gene_id_key is None:
+        return pd.Index(adata.var_names.astype(str))
+    if gene_id_key not in adata.var:
+        raise KeyError(
+            f"gene_id_key {gene_id_key!r} is not a column of adata.var "
+            f"(columns: {list(adata.var.columns)})."
+        )
+    return pd.Index(adata.var[gene_id_key].astype(str))
+
+
+def _values(adata: ad.AnnData, layer: str | None):
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(
+            f"Layer {layer!r} not in adata.layers ({list(adata.layers)}). Run "
+            f"`scl.pp.normalize(adata, key_added={layer!r})` on raw counts first."
+        )
+    return adata.layers[layer]
+
+
+class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
+    """scLong single-cell foundation model (Bai et al., Nat. Commun. 2026).
+
+    A dual Performer encoder over the whole transcriptome (the most expressed genes through a
+    large encoder, all others through a small one), merged by a full-length Performer, with gene
+    embeddings enriched by a graph network over Gene Ontology; pretrained by masked-expression
+    modelling.
+
+    Parameters
+    ----------
+    adata
+        AnnData (or MuData) registered with :meth:`setup_anndata` (or :meth:`setup_mudata`). Its
+        values must be log-normalised as scLong expects (:func:`sclong_scverse.pp.normalize`).
+    config
+        A preset name (``"tiny"``, ``"small"``, ``"bench"``, ``"1b"``) or a
+        :class:`~sclong_scverse.ScLongConfig`; ``n_genes`` is set from the vocabulary.
+    vocabulary
+        The model's gene vocabulary (:class:`~sclong_scverse.genes.GeneVocabulary` or a list of
+        gene ids). Default: the genes of ``adata``.
+    gene_graph
+        The GO gene graph: a :class:`~sclong_scverse.go.GeneGraph` (re-indexed onto the
+        vocabulary), ``None`` (default: built from the embedded human GO annotations) or
+        ``False`` (no GO edges).
+    gene2vec
+        Optional ``(n_genes, dim)`` array or ``.npy`` path initialising both gene tables, as the
+        official Gene2Vec initialisation.
+    mask_fraction
+        Fraction of each cell's non-zero values chosen for the objective (0.15).
+    replace_fraction
+        Fraction of the chosen values replaced by the mask token (0.9).
+    network
+        An existing :class:`~sclong_scverse.nn.ScLongNetwork` over ``vocabulary`` (used by
+        :meth:`from_official`).
+
+    Examples
+    --------
+    >>> import sclong_scverse as scl
+    >>> scl.pp.normalize(adata)  # writes adata.layers["sclong"]
+    >>> scl.model.SCLONG.setup_anndata(adata, layer="sclong")
+    >>> model = scl.model.SCLONG(adata, config="tiny")
+    >>> model.train(max_epochs=5)
+    >>> adata.obsm["X_sclong"] = model.get_latent_representation()
+    """
+
+    _module_cls = ScLongModule
+    _training_plan_cls = ScLongTrainingPlan
+
+    def __init__(
+        self,
+        adata: ad.AnnData | MuData,
+        config: str | ScLongConfig | dict = "tiny",
+        vocabulary: GeneVocabulary | Sequence[str] | None = None,
+        gene_graph: GeneGraph | Literal[False] | None = None,
+        gene2vec: np.ndarray | str | os.PathLike | None = None,
+        mask_fraction: float = 0.15,
+        replace_fraction: float = 0.9,
+        network: ScLongNetwork | None = None,
+    ):
+        super().__init__(adata)
+        rna = _rna(adata, self._modality)
+        if vocabulary is None:
+            vocabulary = GeneVocabulary.from_anndata(rna, gene_id_key=self._gene_id_key)
+        elif not isinstance(vocabulary, GeneVocabulary):
+            vocabulary = GeneVocabulary(list(vocabulary))
+        self.vocabulary = vocabulary
+        self.alignment = vocabulary.align(rna, gene_id_key=self._gene_id_key)
+
+        if isinstance(config, dict):
+            config = ScLongConfig.from_dict(config)
+        if isinstance(config, str):
+            config = ScLongConfig.preset(config, n_genes=len(vocabulary))
+        elif config.n_genes is None:
+            config = config.replace(n_genes=len(vocabulary))
+        if config.n_genes != len(vocabulary):
+            raise ValueError(
+                f"config.n_genes ({config.n_genes}) differs from the vocabulary size "
+                f"({len(vocabulary)})."
+            )
+        if config.top_seq_len >= config.n_tokens:
+            config = config.replace(top_seq_len=max(1, config.n_tokens // 4))
+            warnings.warn(
+                f"top_seq_len is larger than the vocabulary; using {config.top_seq_len}.",
+                UserWarning,
+                stacklevel=2,
+            )
+
+        edge_index = edge_weight = None
+        self.gene_graph_summary = "no GO edges"
+        if network is None and gene_graph is not False:
+            graph = self._gene_graph(vocabulary, gene_graph)
+            if graph is not None:
+                edge_index, edge_weight = graph.edge_index, graph.edge_weight
+                self.gene_graph_summary = graph.summary()
+
+        self.module = self._module_cls(
+            config,
+            torch.as_tensor(self.alignment.var_positions),
+            edge_index=edge_index,
+            edge_weight=edge_weight,
+            mask_fraction=mask_fraction,
+            replace_fraction=replace_fraction,
+            network=network,
+        )
+        if gene2vec is not None and network is None:
+            self._init_gene_tables(gene2vec)
+        self.is_pretrained = network is not None
+        self._model_summary_string = (
+            f"SCLONG: {len(vocabulary)} genes, dim {config.dim}, top {config.top_seq_len}, "
+            f"large {config.large_depth}x{config.large_heads}x{config.large_dim_head} at "
+            f"{config.large_dim}, {sum(p.numel() for p in self.module.parameters()):,} "
+            f"parameters, attention {config.attention_mode}; data genes in vocabulary: "
+            f"{self.alignment.n_vocab_covered}/{len(vocabulary)}"
+        )
+        # saved with the model: plain values; the GO graph travels in the module's state dict
+        self.init_params_ = {
+            "non_kwargs": {
+                "config": config.to_dict(),
+                "vocabulary": list(vocabulary.genes),
+                "gene_graph": False,
+                "gene2vec": None,
+                "mask_fraction": mask_fraction,
+                "replace_fraction": replace_fraction,
+            },
+            "kwargs": {"kwargs": {}},
+        }
+
+    # ------------------------------------------------------------------ set-up
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: ad.AnnData,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        gene_id_key: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Register an AnnData for scLong.
+
+        Parameters
+        ----------
+        adata
+            AnnData with log-normalised values (:func:`sclong_scverse.pp.normalize`).
+        layer
+            ``adata.layers[layer]`` holds the values (``None``: ``adata.X``). Usually
+            ``"sclong"``, the layer written by :func:`sclong_scverse.pp.normalize`.
+        batch_key
+            ``adata.obs`` column of batches (recorded, e.g. for integration benchmarks).
+        labels_key
+            ``adata.obs`` column of cell labels (recorded).
+        gene_id_key
+            ``adata.var`` column with the gene ids to match to the vocabulary (``None``:
+            ``adata.var_names``). Symbols and Ensembl ids are both understood.
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+        """
+        check_not_view(adata)
+        check_unique_var_names(adata)
+        _gene_ids(adata, gene_id_key)
+        check_log_normalized(
+            _values(adata, layer), where=f"adata.layers[{layer!r}]" if layer else "adata.X"
+        )
+        setup_method_args = cls._get_setup_method_args(**locals())
+        anndata_fields = [
+            fields.LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            fields.CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            fields.CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+        ]
+        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        rna_layer: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        gene_id_key: str | None = None,
+        modalities: dict[str, str] | None = None,
+        **kwargs,
+    ) -> None:
+        """Register the RNA modality of a MuData for scLong.
+
+        Parameters
+        ----------
+        mdata
+            MuData whose RNA modality holds log-normalised values.
+        rna_layer
+            Layer of the RNA modality with the values (``None``: its ``X``).
+        batch_key, labels_key
+            ``obs`` columns of batches and labels (of the modality named in ``modalities``).
+        gene_id_key
+            ``var`` column of the RNA modality with gene ids (``None``: its ``var_names``).
+        modalities
+            Which modality holds each field, e.g. ``{"rna_layer": "rna"}`` (default ``"rna"``
+            for all).
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+        """
+        modalities = {
+            "rna_layer": "rna",
+            "batch_key": "rna",
+            "labels_key": "rna",
+            **(modalities or {}),
+        }
+        rna_name = modalities["rna_layer"]
+        if rna_name not in mdata.mod:
+            raise KeyError(f"Modality {rna_name!r} not in the MuData ({list(mdata.mod)}).")
+        rna = mdata.mod[rna_name]
+        check_unique_var_names(rna)
+        _gene_ids(rna, gene_id_key)
+        check_log_normalized(_values(rna, rna_layer), where=f"mdata.mod[{rna_name!r}]")
+        setup_method_args = cls._get_setup_method_args(**locals())
+        mudata_fields = [
+            fields.MuDataLayerField(
+                REGISTRY_KEYS.X_KEY,
+                rna_layer,
+                mod_key=rna_name,
+                is_count_data=False,
+                mod_required=True,
+            ),
+            fields.MuDataCategoricalObsField(
+                REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=modalities["batch_key"]
+            ),
+            fields.MuDataCategoricalObsField(
+                REGISTRY_KEYS.LABELS_KEY, labels_key, mod_key=modalities["labels_key"]
+            ),
+        ]
+        adata_manager = AnnDataManager(fields=mudata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(mdata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @property
+    def _setup_args(self) -> dict:
+        return self.adata_manager.registry["setup_args"]
+
+    @property
+    def _gene_id_key(self) -> str | None:
+        return self._setup_args.get("gene_id_key")
+
+    @property
+    def _layer(self) -> str | None:
+        args = self._setup_args
+        return args.get("layer", args.get("rna_layer"))
+
+    @property
+    def _modality(self) -> str | None:
+        args = self._setup_args
+        if "modalities" not in args:
+            return None
+        return {"rna_layer": "rna", **(args["modalities"] or {})}["rna_layer"]
+
+    def _gene_graph(self, vocabulary: GeneVocabulary, gene_graph: GeneGraph | None):
+        if isinstance(gene_graph, GeneGraph):
+            return gene_graph.reindex(vocabulary)
+        id_type = vocabulary.id_type
+        if id_type not in ("ensembl", "symbol"):
+            warnings.warn(
+                "The vocabulary's genes are neither human Ensembl ids nor symbols: no GO graph. "
+                "Pass gene_graph=GeneGraph.from_annotations(...) built from your annotations.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return None
+        annotations = default_human_annotations(id_type=id_type)
+        return GeneGraph.from_annotations(vocabulary, annotations)
+
+    def _init_gene_tables(self, gene2vec) -> None:
+        table = np.load(gene2vec) if isinstance(gene2vec, str | os.PathLike) else gene2vec
+        table = torch.as_tensor(np.asarray(table), dtype=torch.float32)
+        config = self.module.config
+        if table.shape != (config.n_genes, config.dim):
+            raise ValueError(
+                f"gene2vec must have shape (n_genes, dim) = ({config.n_genes}, {config.dim}), "
+                f"got {tuple(table.shape)}."
+            )
+        embedding = self.module.network.gene_embedding
+        with torch.no_grad():
+            for weight in (embedding.identity.weight, embedding.go_table.weight):
+                weight[: config.n_genes] = table
+                weight[config.n_genes :] = 0.0
+
+    # ------------------------------------------------------------------ official weights
+    @classmethod
+    def from_official(
+        cls,
+        adata: ad.AnnData,
+        checkpoint: str | os.PathLike,
+        hparams: str | os.PathLike,
+        genes: str | os.PathLike,
+        attention_mode: Literal["faithful", "per_cell"] = "faithful",
+        **kwargs,
+    ) -> SCLONG:
+        """Official scLong weights on the user's data.
+
+        The data's genes are aligned to the official vocabulary (symbols or Ensembl ids;
+        absent vocabulary genes enter as 0; coverage is reported); results are returned for the
+        data's genes.
+
+        Parameters
+        ----------
+        adata
+            AnnData registered with :meth:`setup_anndata`.
+        checkpoint, hparams, genes
+            The official ``.pth``, hyper-parameter ``.pkl`` and gene list ``.txt``.
+        attention_mode
+            ``"faithful"`` (default) or ``"per_cell"``.
+        **kwargs
+            Passed to :class:`SCLONG` (e.g. ``mask_fraction``).
+
+        Returns
+        -------
+        The model, its network in eval mode with the official weights.
+        """
+        from ..io import load_official
+
+        release = load_official(checkpoint, hparams, genes, attention_mode=attention_mode)
+        vocabulary = GeneVocabulary(release.genes)
+        model = cls(
+            adata,
+            config=release.network.config,
+            vocabulary=vocabulary,
+            network=release.network,
+            **kwargs,
+        )
+        logger.info(model.alignment.summary())
+        return model
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        max_epochs: int = 10,
+        batch_size: int = 8,
+        lr: float = 1e-3,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        strategy: str | None = None,
+        precision: str | int | None = None,
+        gradient_clip_val: float | None = 1.0,
+        accumulate_grad_batches: int = 1,
+        train_size: float | None = 0.9,
+        validation_size: float | None = None,
+        early_stopping: bool = False,
+        redraw_interval: int | Literal["auto"] | None = "auto",
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ):
+        """Pretrain or fine-tune by masked-expression modelling (scvi-tools + Lightning).
+
+        Per cell, ``ceil(15%)`` of the non-zero values are chosen, 90% of them replaced by the
+        mask token, and the mean squared error on the chosen positions is minimised.
+
+        Parameters
+        ----------
+        max_epochs
+            Passes over the training cells.
+        batch_size
+            Cells per step (per device).
+        lr
+            Peak learning rate (linear warm-up, then cosine decay).
+        accelerator, devices, strategy
+            Lightning settings, e.g. ``accelerator="gpu", devices=8, strategy="ddp"``.
+        precision
+            Lightning precision, e.g. ``"bf16-mixed"`` on GPUs.
+        gradient_clip_val
+            Gradient-norm clipping (the original clips at 100).
+        accumulate_grad_batches
+            Steps of gradient accumulation (the original reaches 200 cells per update).
+        train_size, validation_size
+            Split of the cells; the validation loss is the masked MSE on held-out cells.
+        early_stopping
+            Stop when the validation loss stops improving (monitor ``validation_loss``).
+        redraw_interval
+            Redraw the FAVOR+ random features every this many steps. ``"auto"``: every 1,000
+            steps when pretraining a new model, never for pretrained/official weights.
+        plan_kwargs
+            Passed to :class:`~sclong_scverse.module.ScLongTrainingPlan` (``optimizer``,
+            ``weight_decay``, ``warmup_steps``, ``min_lr_ratio``).
+        **trainer_kwargs
+            Passed to the Lightning trainer.
+        """
+        if redraw_interval == "auto":
+            redraw_interval = None if self.is_pretrained else 1000
+        plan_kwargs = {"lr": lr, "redraw_interval": redraw_interval, **(plan_kwargs or {})}
+        plan_kwargs.setdefault(
+            "warmup_steps",
+            min(100, max(1, int(0.1 * max_epochs * self.adata.n_obs / batch_size))),
+        )
+        if strategy is not None:
+            trainer_kwargs["strategy"] = strategy
+        if precision is not None:
+            trainer_kwargs["precision"] = precision
+        if early_stopping:
+            trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        result = super().train(
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            accelerator=accelerator,
+            devices=devices,
+            train_size=train_size,
+            validation_size=validation_size,
+            early_stopping=early_stopping,
+            plan_kwargs=plan_kwargs,
+            gradient_clip_val=gradient_clip_val,
+            accumulate_grad_batches=accumulate_grad_batches,
+            **trainer_kwargs,
+        )
+        self.module.eval()
+        return result
+
+    # ------------------------------------------------------------------ queries
+    def _query(self, adata: ad.AnnData | MuData | None) -> ad.AnnData | MuData:
+        """The registered data, or ``adata`` aligned to the model's genes and validated."""
+        if adata is None:
+            return self.adata
+        if isinstance(adata, MuData):
+            return self._validate_anndata(adata)
+        check_not_view(adata)
+        ids = _gene_ids(adata, self._gene_id_key)
+        model_ids = _gene_ids(_rna(self.adata, self._modality), self._gene_id_key)
+        if ids.equals(model_ids):
+            return self._validate_anndata(adata)
+        model_var_names = _rna(self.adata, self._modality).var_names
+        aligned = _align_to_genes(adata, self._layer, ids, model_ids, model_var_names)
+        if self._gene_id_key is not None:
+            aligned.var[self._gene_id_key] = model_ids.to_numpy()
+        return self._validate_anndata(aligned)
+
+    def _loader(self, adata, indices, batch_size):
+        adata = self._query(adata)
+        return self._make_data_loader(
+            adata=adata, indices=indices, batch_size=batch_size or settings.batch_size
+        )
+
+    @torch.inference_mode()
+    def _batches(self, adata, indices, batch_size, mask=False, seed=None):
+        """Yield network outputs batch by batch (streaming; nothing cells x genes x d kept)."""
+        self.module.eval()
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        for tensors in self._loader(adata, indices, batch_size or 16):
+            inputs = self.module._get_inference_input(tensors)
+            yield self.module.inference(**inputs, mask=mask, generator=generator)
+
+    def get_latent_representation(
+        self,
+        adata: ad.AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        pooling: Pooling = "mean",
+    ) -> np.ndarray:
+        """Cell embeddings: the merged decodings pooled over the vocabulary's genes.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's genes (other orders and missing genes are aligned, with a
+            report); default: the registered data.
+        indices
+            Cells to embed (default: all).
+        batch_size
+            Cells per forward pass.
+        pooling
+            ``"mean"``, ``"max"`` or ``"sum"`` over all gene positions (pad token excluded).
+
+        Returns
+        -------
+        ``(n_cells, dim)`` float32 array. Computed batch by batch: memory does not grow with the
+        number of cells beyond the result.
+        """
+        if pooling not in ("mean", "max", "sum"):
+            raise ValueError(f"pooling must be 'mean', 'max' or 'sum', not {pooling!r}.")
+        n_genes = self.module.config.n_genes
+        pooled = []
+        for outputs in self._batches(adata, indices, batch_size):
+            decodings = outputs["decodings"][:, :n_genes].float()
+            if pooling == "mean":
+                pooled.append(decodings.mean(dim=1))
+            elif pooling == "sum":
+                pooled.append(decodings.sum(dim=1))
+            else:
+                pooled.append(decodings.amax(dim=1))
+        return torch.cat(pooled).cpu().numpy()
+
+    def get_gene_embeddings(
+        self,
+        kind: Literal["static", "contextual"] = "static",
+        adata: ad.AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> pd.DataFrame:
+        """Gene embeddings for the registered data's genes.
+
+        Parameters
+        ----------
+        kind
+            ``"static"``: identity table + GO-GCN embedding (no cells needed);
+            ``"contextual"``: the per-gene merged decodings averaged over the given cells,
+            accumulated batch by batch.
+        adata, indices, batch_size
+            Cells for ``"contextual"`` (default: all registered cells).
+
+        Returns
+        -------
+        DataFrame ``(n_vars, dim)`` indexed by the registered genes; genes outside the vocabulary
+        are NaN rows.
+        """
+        if kind == "static":
+            self.module.eval()
+            with torch.inference_mode():
+                table = self.module.network.gene_embedding().float().cpu()
+        elif kind == "contextual":
+            total, n_cells = None, 0
+            for outputs in self._batches(adata, indices, batch_size):
+                batch_sum = outputs["decodings"].float().sum(dim=0)
+                total = batch_sum if total is None else total + batch_sum
+                n_cells += outputs["decodings"].shape[0]
+            table = (total / max(n_cells, 1)).cpu()
+        else:
+            raise ValueError(f"kind must be 'static' or 'contextual', not {kind!r}.")
+        return self._per_var(table.numpy())
+
+    def _per_var(self, token_table: np.ndarray) -> pd.DataFrame:
+        positions = self.alignment.var_positions
+        out = np.full((len(positions), token_table.shape[1]), np.nan, dtype=np.float32)
+        kept = positions >= 0
+        out[kept] = token_table[positions[kept]]
+        names = _rna(self.adata, self._modality).var_names
+        return pd.DataFrame(out, index=names.copy())
+
+    def predict(
+        self,
+        adata: ad.AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        mask_fraction: float | None = None,
+        batch_size: int | None = None,
+        seed: int = 0,
+        return_mask: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The model's reconstruction of the data's values (imputation).
+
+        Parameters
+        ----------
+        adata, indices, batch_size
+            Cells to predict (default: all registered cells).
+        mask_fraction
+            ``None`` or ``0``: no masking, the head's output for every gene. Otherwise this
+            fraction of each cell's non-zero values is masked (all of them replaced by the mask
+            token) and predicted from the rest.
+        seed
+            Seed of the masks.
+        return_mask
+            Also return the ``(n_cells, n_vars)`` boolean array of masked values.
+
+        Returns
+        -------
+        ``(n_cells, n_vars)`` float32 predictions for the registered genes (NaN for genes
+        outside the vocabulary), and the mask when ``return_mask``.
+        """
+        module = self.module
+        old = (module.mask_fraction, module.replace_fraction)
+        mask = bool(mask_fraction)
+        if mask:
+            module.mask_fraction, module.replace_fraction = mask_fraction, 1.0
+        positions = torch.as_tensor(self.alignment.var_positions)
+        kept = positions >= 0
+        predictions, masks = [], []
+        try:
+            for outputs in self._batches(adata, indices, batch_size, mask=mask, seed=seed):
+                values = torch.full((outputs["prediction"].shape[0], len(positions)), torch.nan)
+                values[:, kept] = outputs["prediction"][:, positions[kept]].float().cpu()
+                predictions.append(values)
+                if return_mask:
+                    chosen = torch.zeros_like(values, dtype=torch.bool)
+                    if mask:
+                        chosen[:, kept] = outputs["replaced"][:, positions[kept]].cpu()
+                    masks.append(chosen)
+        finally:
+            module.mask_fraction, module.replace_fraction = old
+        result = torch.cat(predictions).numpy()
+        return (result, torch.cat(masks).numpy()) if return_mask else result
+
+    def evaluate_masked_mse(
+        self,
+        adata: ad.AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        reference_indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        seed: int = 0,
+    ) -> dict[str, float]:
+        """Masked-value error on (held-out) cells, against a per-gene mean baseline.
+
+        Parameters
+        ----------
+        adata, indices, batch_size
+            Cells to evaluate (default: the validation cells after training, else all).
+        reference_indices
+            Cells of the registered data the baseline's per-gene means come from (default: the
+            training cells after training, else all registered cells).
+        seed
+            Seed of the masks (same masks for model and baseline).
+
+        Returns
+        -------
+        ``model_mse`` (masked positions, the pretraining objective with all chosen values
+        masked), ``baseline_mse`` (each masked value predicted by its gene's mean non-zero value
+        over the reference cells), ``n_masked``.
+        """
+        if (
+            adata is None
+            and indices is None
+            and getattr(self, "validation_indices", None) is not None
+        ):
+            indices = self.validation_indices
+        if reference_indices is None:
+            reference_indices = getattr(self, "train_indices", None)
+        sums = torch.zeros(self.module.config.n_tokens)
+        counts = torch.zeros(self.module.config.n_tokens)
+        with torch.inference_mode():
+            for tensors in self._loader(None, reference_indices, 128):
+                tokens = self.module.to_tokens(tensors[REGISTRY_KEYS.X_KEY].float())
+                sums += tokens.sum(dim=0).cpu()
+                counts += (tokens > 0).sum(dim=0).cpu()
+        gene_means = sums / counts.clamp(min=1)
+        module = self.module
+        old = module.replace_fraction
+        module.replace_fraction = 1.0
+        model_error = baseline_error = 0.0
+        n_masked = 0
+        try:
+            for outputs in self._batches(adata, indices, batch_size, mask=True, seed=seed):
+                replaced = outputs["replaced"]
+                truth = outputs["tokens"][replaced]
+                model_error += float(((outputs["prediction"][replaced].float() - truth) ** 2).sum())
+                baseline = gene_means.to(truth.device).expand_as(outputs["tokens"])[replaced]
+                baseline_error += float(((baseline - truth) ** 2).sum())
+                n_masked += int(replaced.sum())
+        finally:
+            module.replace_fraction = old
+        return {
+            "model_mse": model_error / max(n_masked, 1),
+            "baseline_mse": baseline_error / max(n_masked, 1),
+            "n_masked": n_masked,
+        }
+
+    # ------------------------------------------------------------------ save / load
+    @classmethod
+    def load(cls, dir_path: str, adata: ad.AnnData | None = None, **kwargs) -> SCLONG:
+        """Load a saved model, aligning ``adata`` to the saved genes when they differ.
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by :meth:`save`.
+        adata
+            Data to attach. Its genes may be in another order or partly missing: the values are
+            reordered to the saved genes (missing genes enter as 0) with a report.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.load`.
+        """
+        if adata is not None and not isinstance(adata, MuData):
+            saved = torch.load(
+                os.path.join(dir_path, f"{kwargs.get('prefix') or ''}model.pt"),
+                map_location="cpu",
+                weights_only=False,
+            )
+            layer = saved["attr_dict"]["registry_"]["setup_args"].get("layer")
+            model_ids = pd.Index(np.asarray(saved["var_names"]).astype(str))
+            ids = pd.Index(adata.var_names.astype(str))
+            if not ids.equals(model_ids):
+                adata = _align_to_genes(adata, layer, ids, model_ids, model_ids)
+        model = super().load(dir_path, adata=adata, **kwargs)
+        model.is_pretrained = True  # fine-tuning keeps the loaded random features
+        embedding = model.module.network.gene_embedding
+        model.gene_graph_summary = (
+            f"GO graph loaded with the model: {embedding.edge_index.shape[1]} edges"
+        )
+        return model
+
+
+def _align_to_genes(
+    adata: ad.AnnData,
+    layer: str | None,
+    data_ids: pd.Index,
+    model_ids: pd.Index,
+    model_var_names: pd.Index,
+) -> ad.AnnData:
+    """A new AnnData with ``adata``'s values on the model's genes (absent genes = 0)."""
+    check_not_view(adata)
+    if data_ids.has_duplicates:
+        check_unique_var_names(adata)
+        raise ValueError("Gene ids of this AnnData are duplicated; make them unique first.")
+    values = _values(adata, layer)
+    check_log_normalized(values, where=f"adata.layers[{layer!r}]" if layer else "adata.X")
+    source = data_ids.get_indexer(model_ids)
+    found = source >= 0
+    if not found.any():
+        raise ValueError(
+            "None of the model's genes are in this AnnData, the model cannot be applied "
+            f"(model genes like {list(model_ids[:3])}, data genes like {list(data_ids[:3])}). "
+            "If the ids are in an adata.var column, set gene_id_key in setup_anndata."
+        )
+    n_missing = int((~found).sum())
+    if n_missing:
+        warnings.warn(
+            f"{n_missing} of the model's {len(model_ids)} genes are absent from this AnnData and "
+            f"enter as 0; {adata.n_vars - int(found.sum())} of its genes are not used.",
+            UserWarning,
+            stacklevel=3,
+        )
+    matrix = sparse.csc_matrix(values)[:, np.where(found, source, 0)]
+    aligned = sparse.csr_matrix(matrix @ sparse.diags(found.astype(np.float32)), dtype=np.float32)
+    result = ad.AnnData(obs=adata.obs.copy(), var=pd.DataFrame(index=model_var_names.copy()))
+    # X holds the values too (scvi-tools reads an all-zero sparse X as minified data)
+    result.X = aligned
+    if layer is not None:
+        result.layers[layer] = aligned
+    return result

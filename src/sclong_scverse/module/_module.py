@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+
+from ..nn import ScLongConfig, ScLongNetwork
+
+
+def choose_masked_positions(
+    x: torch.Tensor,
+    mask_fraction: float = 0.15,
+    replace_fraction: float = 0.9,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choose the positions of the masked-expression objective, as the original scLong.
+
+    Per cell, exactly ``ceil(mask_fraction * number of non-zero values)`` non-zero positions
+    are chosen at random (zeros never); each chosen position is replaced by the mask token with
+    probability ``replace_fraction`` and kept otherwise.
+
+    Parameters
+    ----------
+    x
+        ``(batch, n_tokens)`` values.
+    mask_fraction
+        Fraction of each cell's non-zero values to choose (0.15).
+    replace_fraction
+        Probability that a chosen value is replaced by the mask token (0.9).
+    generator
+        Random generator (on ``x``'s device), for reproducible masks.
+
+    Returns
+    -------
+    chosen
+        ``(batch, n_tokens)`` bool: positions whose values enter the loss.
+    replaced
+        ``(batch, n_tokens)`` bool: chosen positions replaced by the mask token.
+    """
+    nonzero = x > 0
+    n_choose = torch.ceil(nonzero.sum(dim=1) * mask_fraction).long()
+    scores = torch.rand(x.shape, generator=generator, device=x.device)
+    scores = scores.masked_fill(~nonzero, -1.0)
+    max_choose = int(n_choose.max()) if x.shape[0] else 0
+    chosen = torch.zeros_like(nonzero)
+    if max_choose > 0:
+        top = torch.topk(scores, max_choose, dim=1).indices
+        keep = torch.arange(max_choose, device=x.device)[None, :] < n_choose[:, None]
+        chosen.scatter_(1, top, keep)
+    coin = torch.rand(x.shape, generator=generator, device=x.device)
+    replaced = chosen & (coin < replace_fraction)
+    return chosen, replaced
+
+
+class ScLongModule(BaseModuleClass):
+    """scLong as an scvi-tools module: places data genes on the vocabulary, masks, computes MSE.
+
+    Parameters
+    ----------
+    config
+        Network configuration (``config.n_genes`` = vocabulary size).
+    var_positions
+        ``(n_vars,)`` vocabulary position of each gene of the registered data (``-1``: the gene
+        is not in the vocabulary and is ignored).
+    edge_index, edge_weight
+        The GO gene graph over vocabulary positions.
+    mask_fraction
+        Fraction of each cell's non-zero values chosen for the objective (0.15).
+    replace_fraction
+        Fraction of chosen values replaced by the mask token (0.9); the rest are kept.
+    network
+        An existing network to wrap (e.g. loaded official weights) instead of a new one.
+    """
+
+    def __init__(
+        self,
+        config: ScLongConfig,
+        var_positions: torch.Tensor,
+        edge_index: torch.Tensor | None = None,
+        edge_weight: torch.Tensor | None = None,
+        mask_fraction: float = 0.15,
+        replace_fraction: float = 0.9,
+        network: ScLongNetwork | None = None,
+    ):
+        super().__init__()
+        self.network = (
+            network if network is not None else ScLongNetwork(config, edge_index, edge_weight)
+        )
+        self.mask_fraction = mask_fraction
+        self.replace_fraction = replace_fraction
+        positions = torch.as_tensor(var_positions, dtype=torch.long)
+        if positions.max() >= self.network.config.n_genes:
+            raise ValueError("var_positions point beyond the vocabulary.")
+        self.register_buffer("var_positions", positions)
+
+    @property
+    def config(self) -> ScLongConfig:
+        """The network configuration."""
+        return self.network.config
+
+    def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Place ``(batch, n_vars)`` data values on ``(batch, n_tokens)`` vocabulary positions."""
+        kept = self.var_positions >= 0
+        tokens = x.new_zeros(x.shape[0], self.config.n_tokens)
+        tokens[:, self.var_positions[kept]] = x[:, kept].to(tokens.dtype)
+        return tokens
+
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
+        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
+
+    @auto_move_data
+    def inference(
+        self,
+        x: torch.Tensor,
+        mask: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Run the network on data values, with or without masking.
+
+        Parameters
+        ----------
+        x
+            ``(batch, n_vars)`` log-normalised values in the registered genes' order.
+        mask
+            Apply the masked-expression masking (training and validation losses); queries
+            (embeddings, predictions) pass ``False``.
+        generator
+            Random generator for the masks.
+
+        Returns
+        -------
+        The network's outputs plus ``tokens`` (unmasked input on vocabulary positions) and,
+        when masking, ``chosen`` / ``replaced`` position masks.
+        """
+        tokens = self.to_tokens(x.float())
+        outputs: dict[str, torch.Tensor] = {"tokens": tokens}
+        network_input = tokens
+        if mask:
+            chosen, replaced = choose_masked_positions(
+                tokens, self.mask_fraction, self.replace_fraction, generator
+            )
+            network_input = tokens.masked_fill(replaced, self.config.mask_value)
+            outputs.update(chosen=chosen, replaced=replaced)
+        outputs.update(self.network(network_input))
+        return outputs
+
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
+        return {}
+
+    def generative(self, **kwargs) -> dict:
+        """No generative model: scLong is trained by masked-value reconstruction."""
+        return {}
+
+    def loss(self, tensors, inference_outputs, generative_outputs, **kwargs) -> LossOutput:
+        """Mean squared error between predicted and true values on the chosen positions."""
+        chosen = inference_outputs["chosen"]
+        target = inference_outputs["tokens"]
+        squared = (inference_outputs["prediction"].float() - target) ** 2
+        squared = squared * chosen
+        n_chosen = chosen.sum(dim=1)
+        loss = squared.sum() / n_chosen.sum().clamp(min=1)
+        per_cell = squared.sum(dim=1) / n_chosen.clamp(min=1)
+        return LossOutput(
+            loss=loss,
+            reconstruction_loss=per_cell,
+            n_obs_minibatch=target.shape[0],
+            extra_metrics={"masked_mse": loss.detach()},
+        )

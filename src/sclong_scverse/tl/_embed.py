@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import anndata as ad
+
+if TYPE_CHECKING:
+    from ..model import SCLONG
+
+
+def embed(
+    adata: ad.AnnData,
+    model: SCLONG,
+    *,
+    pooling: Literal["mean", "max", "sum"] = "mean",
+    batch_size: int | None = None,
+    key_added: str = "X_sclong",
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Cell embeddings from scLong, as ``sc.tl.pca`` writes ``X_pca``.
+
+    Parameters
+    ----------
+    adata
+        AnnData with the values the model reads (the layer given to
+        :meth:`~sclong_scverse.model.SCLONG.setup_anndata`); its genes may be in another order
+        or partly missing (aligned, with a report).
+    model
+        A trained or loaded :class:`~sclong_scverse.model.SCLONG`.
+    pooling
+        Pooling of the merged decodings over genes: ``"mean"``, ``"max"`` or ``"sum"``.
+    batch_size
+        Cells per forward pass.
+    key_added
+        ``adata.obsm`` key of the result.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or the new AnnData when ``copy``. Writes
+
+    - ``adata.obsm[key_added]``: ``(n_cells, dim)`` float32 cell embeddings;
+    - ``adata.uns[key_added]["params"]``: the parameters.
+    """
+    target = adata.copy() if copy else adata
+    latent = model.get_latent_representation(target, pooling=pooling, batch_size=batch_size)
+    target.obsm[key_added] = latent
+    target.uns[key_added] = {"params": {"pooling": pooling, "model": model._model_summary_string}}
+    return target if copy else None
+
+
+def gene_embeddings(
+    adata: ad.AnnData,
+    model: SCLONG,
+    *,
+    kind: Literal["static", "contextual"] = "static",
+    batch_size: int | None = None,
+    key_added: str = "sclong",
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Gene embeddings from scLong for the genes of ``adata``.
+
+    Parameters
+    ----------
+    adata
+        AnnData whose genes are the model's registered genes (for ``"contextual"``, its cells
+        are the context).
+    model
+        A trained or loaded :class:`~sclong_scverse.model.SCLONG`.
+    kind
+        ``"static"`` (identity + GO-GCN embedding) or ``"contextual"`` (per-gene decodings
+        averaged over the cells of ``adata``).
+    batch_size
+        Cells per forward pass (``"contextual"``).
+    key_added
+        ``adata.varm`` key of the result.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or the new AnnData when ``copy``. Writes
+
+    - ``adata.varm[key_added]``: ``(n_vars, dim)`` float32 (NaN rows: genes outside the
+      vocabulary);
+    - ``adata.uns[f"{key_added}_gene_embeddings"]["params"]``: the parameters.
+    """
+    target = adata.copy() if copy else adata
+    _check_same_genes(target, model)
+    cells = target if kind == "contextual" else None
+    table = model.get_gene_embeddings(kind=kind, adata=cells, batch_size=batch_size)
+    target.varm[key_added] = table.to_numpy()
+    target.uns[f"{key_added}_gene_embeddings"] = {"params": {"kind": kind}}
+    return target if copy else None
+
+
+def _check_same_genes(adata: ad.AnnData, model: SCLONG) -> None:
+    registered = model.adata.var_names
+    if not adata.var_names.equals(registered):
+        raise ValueError(
+            "adata.var_names differ from the genes the model was set up with; gene-level results "
+            "are written for the model's genes. Use the registered AnnData or "
+            "adata[:, model.adata.var_names].copy()."
+        )

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from ._embed import _check_same_genes
+
+if TYPE_CHECKING:
+    from ..model import SCLONG
+
+_DENSE_LIMIT = 20_000
+
+
+def cosine_similarity_graph(
+    embeddings: np.ndarray, top_k: int | None = None, block_size: int = 2048
+) -> np.ndarray | sparse.csr_matrix:
+    """Cosine similarity between rows, without self pairs.
+
+    Parameters
+    ----------
+    embeddings
+        ``(n_genes, dim)``; NaN rows (genes without an embedding) get no edges.
+    top_k
+        Keep the ``top_k`` most similar genes per row (sparse CSR result); ``None``: dense.
+    block_size
+        Rows per block (memory is ``block_size x n_genes``, never more, when ``top_k`` is set).
+
+    Returns
+    -------
+    ``(n_genes, n_genes)`` similarities, diagonal 0.
+    """
+    values = np.nan_to_num(np.asarray(embeddings, dtype=np.float32), nan=0.0)
+    norms = np.linalg.norm(values, axis=1, keepdims=True)
+    unit = np.divide(values, norms, out=np.zeros_like(values), where=norms > 0)
+    n = unit.shape[0]
+    if top_k is None:
+        result = unit @ unit.T
+        np.fill_diagonal(result, 0.0)
+        return result
+    top_k = min(top_k, n - 1)
+    rows, cols, data = [], [], []
+    for start in range(0, n, block_size):
+        block = unit[start : start + block_size] @ unit.T
+        index = np.arange(block.shape[0])
+        block[index, start + index] = -np.inf
+        best = np.argpartition(-block, top_k - 1, axis=1)[:, :top_k]
+        scores = np.take_along_axis(block, best, axis=1)
+        keep = np.isfinite(scores) & (scores != 0)
+        rows.append(np.repeat(start + index, top_k)[keep.ravel()])
+        cols.append(best.ravel()[keep.ravel()])
+        data.append(scores.ravel()[keep.ravel()])
+    return sparse.csr_matrix(
+        (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    )
+
+
+def grn(
+    adata: ad.AnnData,
+    model: SCLONG,
+    *,
+    method: Literal["cosine"] = "cosine",
+    kind: Literal["static", "contextual"] = "contextual",
+    top_k: int | None = None,
+    batch_size: int | None = None,
+    key_added: str = "sclong_grn",
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Gene-regulatory network from scLong gene embeddings (gene-gene similarity).
+
+    As in the scLong article, genes are scored by the similarity of their embeddings.
+
+    Parameters
+    ----------
+    adata
+        AnnData whose genes are the model's registered genes (its cells are the context of
+        ``"contextual"`` embeddings).
+    model
+        A trained or loaded :class:`~sclong_scverse.model.SCLONG`.
+    method
+        ``"cosine"``: cosine similarity of gene embeddings.
+    kind
+        ``"contextual"`` (decodings averaged over the cells) or ``"static"`` gene embeddings.
+    top_k
+        Keep the ``top_k`` strongest partners per gene, sparse; ``None``: dense (refused above
+        20,000 genes: the dense matrix would take gigabytes; give ``top_k``).
+    batch_size
+        Cells per forward pass.
+    key_added
+        ``adata.varp`` key of the result.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or the new AnnData when ``copy``. Writes
+
+    - ``adata.varp[key_added]``: ``(n_vars, n_vars)`` scores (dense float32, or CSR with
+      ``top_k``), diagonal 0, genes outside the vocabulary without edges;
+    - ``adata.uns[key_added]["params"]``: the parameters.
+    """
+    if method != "cosine":
+        raise ValueError(f"method must be 'cosine', not {method!r}.")
+    if top_k is None and adata.n_vars > _DENSE_LIMIT:
+        raise ValueError(
+            f"A dense {adata.n_vars} x {adata.n_vars} GRN would need "
+            f"{adata.n_vars**2 * 4 / 2**30:.1f} GiB; give top_k (e.g. top_k=50)."
+        )
+    target = adata.copy() if copy else adata
+    _check_same_genes(target, model)
+    cells = target if kind == "contextual" else None
+    table = model.get_gene_embeddings(kind=kind, adata=cells, batch_size=batch_size)
+    target.varp[key_added] = cosine_similarity_graph(table.to_numpy(), top_k=top_k)
+    target.uns[key_added] = {"params": {"method": method, "kind": kind, "top_k": top_k}}
+    return target if copy else None
+
+
+def grn_edges(
+    adata: ad.AnnData,
+    *,
+    key: str = "sclong_grn",
+    tfs: Sequence[str] | None = None,
+    n_top: int | None = None,
+    min_score: float | None = None,
+) -> pd.DataFrame:
+    """Ranked edges of a GRN stored in ``adata.varp[key]``.
+
+    Parameters
+    ----------
+    adata
+        AnnData with ``varp[key]`` (from :func:`grn`).
+    key
+        ``adata.varp`` key.
+    tfs
+        Keep edges whose source is one of these genes (e.g. a TF list); genes not in
+        ``adata.var_names`` are ignored.
+    n_top
+        Keep the ``n_top`` highest-scoring edges.
+    min_score
+        Keep edges scoring at least this.
+
+    Returns
+    -------
+    DataFrame with columns ``source``, ``target``, ``score``, highest score first (self pairs
+    excluded).
+    """
+    if key not in adata.varp:
+        raise KeyError(f"adata.varp[{key!r}] not found; run scl.tl.grn(adata, model) first.")
+    matrix = sparse.coo_matrix(adata.varp[key])
+    names = np.asarray(adata.var_names)
+    keep = matrix.row != matrix.col
+    if tfs is not None:
+        tf_positions = adata.var_names.get_indexer(pd.Index(tfs))
+        keep &= np.isin(matrix.row, tf_positions[tf_positions >= 0])
+    if min_score is not None:
+        keep &= matrix.data >= min_score
+    rows, cols, scores = matrix.row[keep], matrix.col[keep], matrix.data[keep]
+    order = np.argsort(-scores, kind="stable")
+    if n_top is not None:
+        order = order[:n_top]
+    return pd.DataFrame(
+        {"source": names[rows[order]], "target": names[cols[order]], "score": scores[order]}
+    )
