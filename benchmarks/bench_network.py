@@ -30,6 +30,11 @@ def rss_mb() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -80,11 +85,12 @@ def measure_network(queue, preset, n_tokens, top, batch, nonzero, dense, repeats
     with torch.no_grad():
         network(x[:1])  # warm-up
         base = rss_mb()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         for _ in range(repeats):
             network(x)
         seconds = (time.perf_counter() - start) / repeats / batch
-    queue.put((seconds, max(peak_mb() - base, 0.0)))
+        cpu = (cpu_seconds() - cpu_start) / repeats / batch
+    queue.put((seconds, cpu, max(peak_mb() - base, 0.0)))
 
 
 def measure_gcn(queue, use_csr, n_nodes=28_000, n_edges=1_000_000):
@@ -127,18 +133,20 @@ def main() -> None:
     rows = []
     for n_tokens in (2_048, 8_192, 27_875):
         for dense in (False, True):
-            seconds, peak = in_fresh_process(
-                measure_network, "tiny", n_tokens, 512, 4, None, dense, 2
-            )
+            result = in_fresh_process(measure_network, "tiny", n_tokens, 512, 4, None, dense, 2)
             name = "tiny, dense attention" if dense else "tiny, FAVOR+ faithful"
-            rows.append((name, n_tokens, 4, seconds, peak))
+            rows.append((name, n_tokens, 4, *result))
     if not args.quick:
-        seconds, peak = in_fresh_process(measure_network, "bench", 27_875, 4096, 4, 2500, False, 1)
-        rows.append(("bench (original: 10.2 s, 5.9 GB)", 27_875, 4, seconds, peak))
+        result = in_fresh_process(measure_network, "bench", 27_875, 4096, 4, 2500, False, 1)
+        rows.append(("bench (original: 10.2 s, 5.9 GB)", 27_875, 4, *result))
 
-    print(f"{'network':<36}{'tokens':>8}{'batch':>7}{'s/cell':>10}{'peak MB':>10}")
-    for name, n_tokens, batch, seconds, peak in rows:
-        print(f"{name:<36}{n_tokens:>8}{batch:>7}{seconds:>10.3f}{peak:>10.0f}")
+    with open("/proc/loadavg") as handle:
+        load = handle.read().split()[0]
+    print(f"2 threads; load average at the end: {load} (wall time is only comparable when ~0)")
+    header = f"{'network':<36}{'tokens':>8}{'batch':>7}{'s/cell':>10}{'cpu s/cell':>12}"
+    print(header + f"{'peak MB':>10}")
+    for name, n_tokens, batch, seconds, cpu, peak in rows:
+        print(f"{name:<36}{n_tokens:>8}{batch:>7}{seconds:>10.3f}{cpu:>12.3f}{peak:>10.0f}")
 
     print(f"\n{'GO-GCN forward, 28k nodes, 1M edges':<44}{'ms':>8}{'peak MB':>10}")
     for use_csr, name in ((True, "cached CSR (ours)"), (False, "torch-geometric edge list")):

@@ -199,3 +199,19 @@ def test_bad_input_gets_clear_errors(cellbench):
     )
     with pytest.raises(ScLongInputError):
         SCLONG.setup_anndata(pbmc)  # scaled, negative values
+
+
+def test_mudata_rna_modality(cellbench):
+    from mudata import MuData
+
+    rna = cellbench[:40].copy()
+    mdata = MuData({"rna": rna})
+    SCLONG.setup_mudata(mdata, rna_layer="sclong", modalities={"rna_layer": "rna"})
+    model = SCLONG(mdata, config="tiny", gene_graph=False)
+    latent = model.get_latent_representation()
+    assert latent.shape == (40, model.module.config.dim)
+    reference = rna.copy()
+    SCLONG.setup_anndata(reference, layer="sclong")
+    same = SCLONG(reference, config="tiny", gene_graph=False)
+    same.module.load_state_dict(model.module.state_dict())
+    np.testing.assert_allclose(same.get_latent_representation(), latent, atol=1e-5)
