@@ -215,3 +215,13 @@ def test_mudata_rna_modality(cellbench):
     same = SCLONG(reference, config="tiny", gene_graph=False)
     same.module.load_state_dict(model.module.state_dict())
     np.testing.assert_allclose(same.get_latent_representation(), latent, atol=1e-5)
+
+
+def test_training_on_all_cells_without_validation(cellbench):
+    adata = cellbench[:32].copy()
+    SCLONG.setup_anndata(adata, layer="sclong")
+    model = SCLONG(adata, config="tiny", gene_graph=False)
+    model.train(max_epochs=1, batch_size=16, train_size=1.0, enable_progress_bar=False)
+    assert "validation_loss" not in model.history and len(model.history["train_loss"]) == 1
+    with pytest.raises(ValueError, match="early_stopping needs validation cells"):
+        model.train(max_epochs=1, train_size=1.0, early_stopping=True)

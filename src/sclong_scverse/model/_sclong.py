@@ -453,7 +453,11 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             trainer_kwargs["precision"] = precision
         if early_stopping:
             trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        has_validation = train_size is None or train_size < 1.0 or bool(validation_size)
+        if early_stopping and not has_validation:
+            raise ValueError("early_stopping needs validation cells: use train_size < 1.")
+        if has_validation:
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         result = super().train(
             max_epochs=max_epochs,
             batch_size=batch_size,
