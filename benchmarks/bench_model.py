@@ -12,20 +12,11 @@ Each measurement runs in a fresh process. Usage: python benchmarks/bench_model.p
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import resource
 import time
 
 import numpy as np
 
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from _measure import in_fresh_process, peak_mb, rss_mb
 
 
 def prepared(n_genes: int | None, n_cells: int, repeat: int = 1):
@@ -80,16 +71,6 @@ def streaming(queue, repeat):
     queue.put((latent.shape[0], peak_mb() - base))
 
 
-def fresh(target, *args):
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=target, args=(queue, *args))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2k genes only")
@@ -97,11 +78,11 @@ def main() -> None:
     sizes = (2048,) if args.quick else (2048, 8192, None)
     print(f"{'genes':>7}{'train cells/s':>15}{'train peak MB':>15}{'infer cells/s':>15}")
     for n_genes in sizes:
-        n_vars, train_rate, train_peak, infer_rate = fresh(throughput, n_genes)
+        n_vars, train_rate, train_peak, infer_rate = in_fresh_process(throughput, n_genes)
         print(f"{n_vars:>7}{train_rate:>15.1f}{train_peak:>15.0f}{infer_rate:>15.1f}")
     print(f"\n{'cells embedded':>15}{'peak MB':>10}   (get_latent_representation, 2,048 genes)")
     for repeat in (1, 10):
-        n_cells, peak = fresh(streaming, repeat)
+        n_cells, peak = in_fresh_process(streaming, repeat)
         print(f"{n_cells:>15}{peak:>10.0f}")
 
 

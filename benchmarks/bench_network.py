@@ -16,27 +16,13 @@ Usage: python benchmarks/bench_network.py [--quick]
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import resource
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from _measure import cpu_seconds, in_fresh_process, peak_mb, rss_mb
 
 
 def real_cells(n_cells: int, n_tokens: int, nonzero: int | None) -> torch.Tensor:
@@ -113,16 +99,6 @@ def measure_gcn(queue, use_csr, n_nodes=28_000, n_edges=1_000_000):
             embedding.go_embedding() if use_csr else conv(table, edge_index, weight)
         seconds = (time.perf_counter() - start) / 5
     queue.put((seconds, max(peak_mb() - base, 0.0)))
-
-
-def in_fresh_process(target, *args):
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=target, args=(queue, *args))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
 
 
 def main() -> None:
