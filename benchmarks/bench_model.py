@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from _measure import in_fresh_process, peak_mb, rss_mb
+from _measure import in_fresh_process, peak_mb, reset_peak, rss_mb
 
 
 def prepared(n_genes: int | None, n_cells: int, repeat: int = 1):
@@ -45,6 +45,7 @@ def throughput(queue, n_genes):
     SCLONG.setup_anndata(adata, layer="sclong")
     model = SCLONG(adata, config="tiny", gene_graph=False)
     base = rss_mb()
+    reset_peak()
     start = time.perf_counter()
     model.train(
         max_epochs=1, batch_size=8, train_size=1.0, accelerator="cpu", enable_progress_bar=False
@@ -67,6 +68,7 @@ def streaming(queue, repeat):
     SCLONG.setup_anndata(adata, layer="sclong")
     model = SCLONG(adata, config="tiny", gene_graph=False)
     base = rss_mb()
+    reset_peak()
     latent = model.get_latent_representation(batch_size=16)
     queue.put((latent.shape[0], peak_mb() - base))
 

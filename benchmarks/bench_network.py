@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _measure import cpu_seconds, in_fresh_process, peak_mb, rss_mb
+from _measure import cpu_seconds, in_fresh_process, peak_mb, reset_peak, rss_mb
 
 
 def real_cells(n_cells: int, n_tokens: int, nonzero: int | None) -> torch.Tensor:
@@ -71,6 +71,7 @@ def measure_network(queue, preset, n_tokens, top, batch, nonzero, dense, repeats
     with torch.no_grad():
         network(x[:1])  # warm-up
         base = rss_mb()
+        reset_peak()
         start, cpu_start = time.perf_counter(), cpu_seconds()
         for _ in range(repeats):
             network(x)
@@ -94,6 +95,7 @@ def measure_gcn(queue, use_csr, n_nodes=28_000, n_edges=1_000_000):
     with torch.no_grad():
         embedding.go_embedding() if use_csr else conv(table, edge_index, weight)  # warm-up
         base = rss_mb()
+        reset_peak()
         start = time.perf_counter()
         for _ in range(5):
             embedding.go_embedding() if use_csr else conv(table, edge_index, weight)
