@@ -1,4 +1,4 @@
-# Two commands for a new user: `make test` (and, later, `make demo`). Each creates .venv when absent.
+# Two commands for a new user: `make demo` and `make test`. Each creates .venv when absent.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml requirements/ci-constraints.txt
 	$(PY) -m pip install -q -c requirements/ci-constraints.txt -e ".[test]"
 	touch $@
 
-.PHONY: install test lint
+.PHONY: install test lint demo
 install: $(VENV)/.installed
 
 lint: install
@@ -18,3 +18,6 @@ lint: install
 
 test: install
 	$(PY) -m pytest
+
+demo: install
+	$(VENV)/bin/sclong demo --out sclong_demo

@@ -120,7 +120,7 @@ def main() -> None:
 
     with open("/proc/loadavg") as handle:
         load = handle.read().split()[0]
-    print(f"2 threads; load average at the end: {load} (wall time is only comparable when ~0)")
+    print(f"2 threads; load average at the end: {load} (this benchmark alone gives about 2)")
     header = f"{'network':<36}{'tokens':>8}{'batch':>7}{'s/cell':>10}{'cpu s/cell':>12}"
     print(header + f"{'peak MB':>10}")
     for name, n_tokens, batch, seconds, cpu, peak in rows:

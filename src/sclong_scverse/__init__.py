@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, genes, go, io, model, module, nn, pp, tl
+from . import datasets, genes, go, io, model, module, nn, pl, pp, tl
 from .model import SCLONG
 from .nn import ScLongConfig
 
@@ -21,6 +21,7 @@ __all__ = [
     "model",
     "module",
     "nn",
+    "pl",
     "pp",
     "tl",
 ]
