@@ -178,8 +178,26 @@ def test_from_official_on_cellbench(parity_dir, cellbench):
         predicted[:, covered], expected[:, alignment.var_positions[covered]], atol=1e-5
     )
     assert np.isnan(predicted[:, ~covered]).all()
-    # loaded weights are never redrawn when fine-tuning
-    assert model.is_pretrained
+    assert "GO edges" in model.gene_graph_summary
+
+
+def test_random_features_are_redrawn_only_when_pretraining_from_scratch(parity_dir, cellbench):
+    adata = cellbench[:64].copy()
+    SCLONG.setup_anndata(adata, layer="sclong")
+    official = SCLONG.from_official(
+        adata,
+        parity_dir / "tiny_ckpt.pth",
+        parity_dir / "tiny_hparams.pkl",
+        parity_dir / "tiny_genes.txt",
+    )
+    before = {k: v.clone() for k, v in official.module.state_dict().items() if "projection" in k}
+    official.train(max_epochs=1, batch_size=32, train_size=1.0, enable_progress_bar=False)
+    assert official.trainer.lightning_module.redraw_interval is None
+    after = official.module.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    fresh = SCLONG(adata, config="tiny", gene_graph=False)
+    fresh.train(max_epochs=1, batch_size=32, train_size=1.0, enable_progress_bar=False)
+    assert fresh.trainer.lightning_module.redraw_interval == 1000
 
 
 def test_bad_input_gets_clear_errors(cellbench):

@@ -182,12 +182,12 @@ def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
 
 def read_genes(path: PathLike) -> list[str]:
     """Read the official gene list: one id a line (the pad token is not listed)."""
-    genes = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-    if not genes:
-        raise OfficialFormatError(f"{path} lists no genes.")
-    if len(set(genes)) != len(genes):
-        raise OfficialFormatError(f"{path} lists some genes more than once.")
-    return genes
+    from ..genes import GeneVocabulary
+
+    try:
+        return GeneVocabulary.from_file(path).genes
+    except ValueError as error:
+        raise OfficialFormatError(str(error)) from error
 
 
 def config_from_hparams(hparams: Mapping[str, Any], **overrides: Any) -> ScLongConfig:

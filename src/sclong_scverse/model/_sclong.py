@@ -144,12 +144,10 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             )
 
         edge_index = edge_weight = None
-        self.gene_graph_summary = "no GO edges"
         if network is None and gene_graph is not False:
             graph = self._gene_graph(vocabulary, gene_graph)
             if graph is not None:
                 edge_index, edge_weight = graph.edge_index, graph.edge_weight
-                self.gene_graph_summary = graph.summary()
 
         self.module = self._module_cls(
             config,
@@ -290,6 +288,14 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         adata_manager = AnnDataManager(fields=mudata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(mdata, **kwargs)
         cls.register_manager(adata_manager)
+
+    @property
+    def gene_graph_summary(self) -> str:
+        """The GO graph the network uses (it travels with saved and official models)."""
+        embedding = self.module.network.gene_embedding
+        n_edges = embedding.edge_index.shape[1]
+        n_connected = int(torch.unique(embedding.edge_index[1]).numel()) if n_edges else 0
+        return f"{n_edges:,} GO edges into {n_connected:,} of {embedding.n_tokens - 1:,} genes"
 
     @property
     def _setup_args(self) -> dict:
@@ -498,16 +504,29 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             adata=adata, indices=indices, batch_size=batch_size or settings.batch_size
         )
 
-    @torch.inference_mode()
-    def _batches(self, adata, indices, batch_size, mask=False, seed=None):
-        """Yield network outputs batch by batch (streaming; nothing cells x genes x d kept)."""
+    def _batches(
+        self, adata, indices, batch_size, mask_fraction=None, replace_fraction=1.0, seed=None
+    ):
+        """Yield network outputs batch by batch (streaming; nothing cells x genes x d kept).
+
+        ``mask_fraction`` ``None``: no masking; otherwise that fraction of each cell's non-zero
+        values is chosen and ``replace_fraction`` of those masked, with masks from ``seed``.
+        """
         self.module.eval()
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
-        for tensors in self._loader(adata, indices, batch_size or 16):
-            inputs = self.module._get_inference_input(tensors)
-            yield self.module.inference(**inputs, mask=mask, generator=generator)
+        mask = bool(mask_fraction)
+        with torch.inference_mode():
+            for tensors in self._loader(adata, indices, batch_size or 16):
+                inputs = self.module._get_inference_input(tensors)
+                yield self.module.inference(
+                    **inputs,
+                    mask=mask,
+                    generator=generator,
+                    mask_fraction=mask_fraction,
+                    replace_fraction=replace_fraction,
+                )
 
     def get_latent_representation(
         self,
@@ -624,26 +643,19 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         ``(n_cells, n_vars)`` float32 predictions for the registered genes (NaN for genes
         outside the vocabulary), and the mask when ``return_mask``.
         """
-        module = self.module
-        old = (module.mask_fraction, module.replace_fraction)
-        mask = bool(mask_fraction)
-        if mask:
-            module.mask_fraction, module.replace_fraction = mask_fraction, 1.0
         positions = torch.as_tensor(self.alignment.var_positions)
         kept = positions >= 0
         predictions, masks = [], []
-        try:
-            for outputs in self._batches(adata, indices, batch_size, mask=mask, seed=seed):
-                values = torch.full((outputs["prediction"].shape[0], len(positions)), torch.nan)
-                values[:, kept] = outputs["prediction"][:, positions[kept]].float().cpu()
-                predictions.append(values)
-                if return_mask:
-                    chosen = torch.zeros_like(values, dtype=torch.bool)
-                    if mask:
-                        chosen[:, kept] = outputs["replaced"][:, positions[kept]].cpu()
-                    masks.append(chosen)
-        finally:
-            module.mask_fraction, module.replace_fraction = old
+        batches = self._batches(adata, indices, batch_size, mask_fraction=mask_fraction, seed=seed)
+        for outputs in batches:
+            values = torch.full((outputs["prediction"].shape[0], len(positions)), torch.nan)
+            values[:, kept] = outputs["prediction"][:, positions[kept]].float().cpu()
+            predictions.append(values)
+            if return_mask:
+                chosen = torch.zeros_like(values, dtype=torch.bool)
+                if mask_fraction:
+                    chosen[:, kept] = outputs["replaced"][:, positions[kept]].cpu()
+                masks.append(chosen)
         result = torch.cat(predictions).numpy()
         return (result, torch.cat(masks).numpy()) if return_mask else result
 
@@ -689,21 +701,18 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
                 sums += tokens.sum(dim=0).cpu()
                 counts += (tokens > 0).sum(dim=0).cpu()
         gene_means = sums / counts.clamp(min=1)
-        module = self.module
-        old = module.replace_fraction
-        module.replace_fraction = 1.0
         model_error = baseline_error = 0.0
         n_masked = 0
-        try:
-            for outputs in self._batches(adata, indices, batch_size, mask=True, seed=seed):
-                replaced = outputs["replaced"]
-                truth = outputs["tokens"][replaced]
-                model_error += float(((outputs["prediction"][replaced].float() - truth) ** 2).sum())
-                baseline = gene_means.to(truth.device).expand_as(outputs["tokens"])[replaced]
-                baseline_error += float(((baseline - truth) ** 2).sum())
-                n_masked += int(replaced.sum())
-        finally:
-            module.replace_fraction = old
+        batches = self._batches(
+            adata, indices, batch_size, mask_fraction=self.module.mask_fraction, seed=seed
+        )
+        for outputs in batches:
+            replaced = outputs["replaced"]
+            truth = outputs["tokens"][replaced]
+            model_error += float(((outputs["prediction"][replaced].float() - truth) ** 2).sum())
+            baseline = gene_means.to(truth.device).expand_as(outputs["tokens"])[replaced]
+            baseline_error += float(((baseline - truth) ** 2).sum())
+            n_masked += int(replaced.sum())
         return {
             "model_mse": model_error / max(n_masked, 1),
             "baseline_mse": baseline_error / max(n_masked, 1),
@@ -738,10 +747,6 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
                 adata = _align_to_genes(adata, layer, ids, model_ids, model_ids)
         model = super().load(dir_path, adata=adata, **kwargs)
         model.is_pretrained = True  # fine-tuning keeps the loaded random features
-        embedding = model.module.network.gene_embedding
-        model.gene_graph_summary = (
-            f"GO graph loaded with the model: {embedding.edge_index.shape[1]} edges"
-        )
         return model
 
 

@@ -114,6 +114,8 @@ class ScLongModule(BaseModuleClass):
         x: torch.Tensor,
         mask: bool = True,
         generator: torch.Generator | None = None,
+        mask_fraction: float | None = None,
+        replace_fraction: float | None = None,
     ) -> dict[str, torch.Tensor]:
         """Run the network on data values, with or without masking.
 
@@ -126,6 +128,9 @@ class ScLongModule(BaseModuleClass):
             (embeddings, predictions) pass ``False``.
         generator
             Random generator for the masks.
+        mask_fraction, replace_fraction
+            Override the module's fractions for this call (e.g. evaluation masks every chosen
+            value: ``replace_fraction=1``).
 
         Returns
         -------
@@ -137,7 +142,10 @@ class ScLongModule(BaseModuleClass):
         network_input = tokens
         if mask:
             chosen, replaced = choose_masked_positions(
-                tokens, self.mask_fraction, self.replace_fraction, generator
+                tokens,
+                self.mask_fraction if mask_fraction is None else mask_fraction,
+                self.replace_fraction if replace_fraction is None else replace_fraction,
+                generator,
             )
             network_input = tokens.masked_fill(replaced, self.config.mask_value)
             outputs.update(chosen=chosen, replaced=replaced)
