@@ -7,7 +7,7 @@ $(VENV)/.installed: pyproject.toml requirements/ci-constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c requirements/ci-constraints.txt -e ".[test]"
+	$(PY) -m pip install -q -c requirements/ci-constraints.txt -e ".[test,docs]"
 	touch $@
 
 .PHONY: install test lint demo
