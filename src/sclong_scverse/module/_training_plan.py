@@ -72,13 +72,29 @@ class ScLongTrainingPlan(TrainingPlan):
         }
 
     def training_step(self, batch, batch_idx):
-        """One masked-expression step; redraws random features when asked to."""
+        """One masked-expression step; redraws random features when asked to.
+
+        Parameters
+        ----------
+        batch
+            The mini-batch from the scvi-tools data loader.
+        batch_idx
+            Index of the mini-batch in the epoch.
+
+        Returns
+        -------
+        The loss of :meth:`scvi.train.TrainingPlan.training_step`. Redraws the FAVOR+ random
+        features first every ``redraw_interval`` optimiser steps (never at step 0); also logs
+        the learning rate.
+        """
         if (
             self.redraw_interval
             and self.global_step
             and self.global_step % self.redraw_interval == 0
+            and self.global_step != self._last_redraw  # once per step with gradient accumulation
         ):
             self.module.network.redraw_projection_matrices()
+            self._last_redraw = self.global_step
         loss = super().training_step(batch, batch_idx)
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
         return loss
