@@ -12,33 +12,6 @@ import sclong_scverse as scl
 from sclong_scverse.model import SCLONG
 from sclong_scverse.pp import ScLongInputError
 
-N_GENES = 2048  # the most frequently detected CellBench genes: keeps CI pretraining in a minute
-
-
-@pytest.fixture(scope="module")
-def cellbench(data_dir):
-    adata = scl.datasets.cellbench(data_dir)
-    detected = np.asarray((adata.X > 0).mean(axis=0)).ravel()
-    adata = adata[:, np.sort(np.argsort(-detected)[:N_GENES])].copy()
-    scl.pp.normalize(adata)
-    return adata
-
-
-@pytest.fixture(scope="module")
-def trained(cellbench):
-    adata = cellbench.copy()
-    SCLONG.setup_anndata(adata, layer="sclong", batch_key="batch", labels_key="cell_line")
-    torch.manual_seed(0)
-    model = SCLONG(adata, config="tiny")
-    initial_state = {k: v.clone() for k, v in model.module.state_dict().items()}
-    model.train(max_epochs=4, batch_size=16, lr=5e-3, accelerator="cpu", enable_progress_bar=False)
-    trained_state = {k: v.clone() for k, v in model.module.state_dict().items()}
-    after = model.evaluate_masked_mse(seed=1)  # the held-out (validation) cells
-    model.module.load_state_dict(initial_state)
-    before = model.evaluate_masked_mse(seed=1)
-    model.module.load_state_dict(trained_state)
-    return model, adata, after, before
-
 
 def test_pretraining_beats_the_per_gene_mean_and_initialisation(trained, capsys):
     model, adata, after, before = trained
@@ -63,7 +36,7 @@ def test_embed_gene_embeddings_grn_write_documented_keys(trained):
     out = scl.tl.embed(view_free, model, copy=True)
     assert "X_sclong" not in view_free.obsm  # copy=True leaves the input untouched
     assert out.obsm["X_sclong"].shape == (adata.n_obs, model.module.config.dim)
-    assert out.uns["X_sclong"]["params"]["pooling"] == "mean"
+    assert out.uns["X_sclong"]["params"]["pooling"] == "max"  # the benchmark's choice
     assert scl.tl.embed(view_free, model) is None
     np.testing.assert_allclose(view_free.obsm["X_sclong"], out.obsm["X_sclong"], atol=1e-5)
 
@@ -149,8 +122,8 @@ def test_predict_returns_data_genes_and_masks(trained):
     assert (truth[masked] > 0).all()
 
 
-def test_from_official_on_cellbench(parity_dir, cellbench):
-    adata = cellbench.copy()
+def test_from_official_on_cellbench(parity_dir, cellbench_top):
+    adata = cellbench_top.copy()
     SCLONG.setup_anndata(adata, layer="sclong")
     model = SCLONG.from_official(
         adata,
@@ -181,8 +154,8 @@ def test_from_official_on_cellbench(parity_dir, cellbench):
     assert "GO edges" in model.gene_graph_summary
 
 
-def test_random_features_are_redrawn_only_when_pretraining_from_scratch(parity_dir, cellbench):
-    adata = cellbench[:64].copy()
+def test_random_features_are_redrawn_only_when_pretraining_from_scratch(parity_dir, cellbench_top):
+    adata = cellbench_top[:64].copy()
     SCLONG.setup_anndata(adata, layer="sclong")
     official = SCLONG.from_official(
         adata,
@@ -200,18 +173,18 @@ def test_random_features_are_redrawn_only_when_pretraining_from_scratch(parity_d
     assert fresh.trainer.lightning_module.redraw_interval == 1000
 
 
-def test_bad_input_gets_clear_errors(cellbench):
+def test_bad_input_gets_clear_errors(cellbench_top):
     raw = scl.datasets.cellbench(batches=("sc_dropseq",))
     with pytest.raises(ScLongInputError, match="normalize"):
         SCLONG.setup_anndata(raw)  # raw counts where log values are needed
     with pytest.raises(ScLongInputError, match="view"):
-        SCLONG.setup_anndata(cellbench[:10], layer="sclong")
-    duplicated = cellbench[:, :20].copy()
+        SCLONG.setup_anndata(cellbench_top[:10], layer="sclong")
+    duplicated = cellbench_top[:, :20].copy()
     duplicated.var_names = ["ENSG00000000001"] * 2 + list(duplicated.var_names[2:])
     with pytest.raises(ScLongInputError, match="var_names_make_unique"):
         SCLONG.setup_anndata(duplicated, layer="sclong")
     with pytest.raises(KeyError, match="scl.pp.normalize"):
-        SCLONG.setup_anndata(cellbench, layer="missing")
+        SCLONG.setup_anndata(cellbench_top, layer="missing")
     pbmc = sc.read_h5ad(
         scl.datasets.shared_data_dir() / "scrna/pbmc68k_reduced/10x_pbmc68k_reduced.h5ad"
     )
@@ -219,10 +192,10 @@ def test_bad_input_gets_clear_errors(cellbench):
         SCLONG.setup_anndata(pbmc)  # scaled, negative values
 
 
-def test_mudata_rna_modality(cellbench):
+def test_mudata_rna_modality(cellbench_top):
     from mudata import MuData
 
-    rna = cellbench[:40].copy()
+    rna = cellbench_top[:40].copy()
     mdata = MuData({"rna": rna})
     SCLONG.setup_mudata(mdata, rna_layer="sclong", modalities={"rna_layer": "rna"})
     model = SCLONG(mdata, config="tiny", gene_graph=False)
@@ -235,11 +208,33 @@ def test_mudata_rna_modality(cellbench):
     np.testing.assert_allclose(same.get_latent_representation(), latent, atol=1e-5)
 
 
-def test_training_on_all_cells_without_validation(cellbench):
-    adata = cellbench[:32].copy()
+def test_training_on_all_cells_without_validation(cellbench_top):
+    adata = cellbench_top[:32].copy()
     SCLONG.setup_anndata(adata, layer="sclong")
     model = SCLONG(adata, config="tiny", gene_graph=False)
     model.train(max_epochs=1, batch_size=16, train_size=1.0, enable_progress_bar=False)
     assert "validation_loss" not in model.history and len(model.history["train_loss"]) == 1
     with pytest.raises(ValueError, match="early_stopping needs validation cells"):
         model.train(max_epochs=1, train_size=1.0, early_stopping=True)
+
+
+def test_redraw_happens_once_per_optimiser_step_with_gradient_accumulation(cellbench_top):
+    adata = cellbench_top[:64].copy()
+    SCLONG.setup_anndata(adata, layer="sclong")
+    torch.manual_seed(0)
+    model = SCLONG(adata, config="tiny")
+    calls = []
+    redraw = model.module.network.redraw_projection_matrices
+    model.module.network.redraw_projection_matrices = lambda *a, **k: (calls.append(1), redraw())
+    # 64 cells, batch 8 -> 8 micro-batches, 4 optimiser steps (0..3); interval 2 -> redraw at 2
+    model.train(
+        max_epochs=1,
+        batch_size=8,
+        train_size=1.0,
+        redraw_interval=2,
+        accumulate_grad_batches=2,
+        accelerator="cpu",
+        enable_progress_bar=False,
+    )
+    assert model.trainer.global_step == 4
+    assert len(calls) == 1

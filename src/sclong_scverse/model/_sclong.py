@@ -65,6 +65,12 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
     embeddings enriched by a graph network over Gene Ontology; pretrained by masked-expression
     modelling.
 
+    The model reads the values registered by :meth:`setup_anndata` (``adata.layers[layer]`` or
+    ``adata.X``) and the gene ids (``adata.var_names`` or ``adata.var[gene_id_key]``); it never
+    writes into ``adata`` itself. The query methods return arrays and tables; the
+    ``scl.tl`` functions write them into AnnData (``obsm["X_sclong"]``,
+    ``varm["sclong"]``, ``varp["sclong_grn"]``).
+
     Parameters
     ----------
     adata
@@ -95,10 +101,10 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
     --------
     >>> import sclong_scverse as scl
     >>> scl.pp.normalize(adata)  # writes adata.layers["sclong"]
-    >>> scl.model.SCLONG.setup_anndata(adata, layer="sclong")
-    >>> model = scl.model.SCLONG(adata, config="tiny")
+    >>> scl.SCLONG.setup_anndata(adata, layer="sclong")
+    >>> model = scl.SCLONG(adata, config="tiny")
     >>> model.train(max_epochs=5)
-    >>> adata.obsm["X_sclong"] = model.get_latent_representation()
+    >>> scl.tl.embed(adata, model)  # writes adata.obsm["X_sclong"]
     """
 
     _module_cls = ScLongModule
@@ -194,6 +200,12 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
     ) -> None:
         """Register an AnnData for scLong.
 
+        Reads ``adata.layers[layer]`` (or ``adata.X``; checked to be log-normalised),
+        ``adata.var_names`` (or ``adata.var[gene_id_key]``) and the ``adata.obs`` columns
+        ``batch_key`` and ``labels_key``. Writes the scvi-tools registration:
+        ``adata.uns["_scvi_uuid"]``, ``adata.uns["_scvi_manager_uuid"]``,
+        ``adata.obs["_scvi_batch"]`` and ``adata.obs["_scvi_labels"]``.
+
         Parameters
         ----------
         adata
@@ -239,6 +251,12 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         **kwargs,
     ) -> None:
         """Register the RNA modality of a MuData for scLong.
+
+        Reads the RNA modality's layer ``rna_layer`` (or its ``X``), its ``var_names`` (or
+        ``var[gene_id_key]``) and the ``obs`` columns ``batch_key`` and ``labels_key``. Writes
+        the scvi-tools registration: ``mdata.uns["_scvi_uuid"]``,
+        ``mdata.uns["_scvi_manager_uuid"]``, and ``obs["_scvi_batch"]`` / ``obs["_scvi_labels"]``
+        of the modalities holding those columns.
 
         Parameters
         ----------
@@ -362,7 +380,8 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
 
         The data's genes are aligned to the official vocabulary (symbols or Ensembl ids;
         absent vocabulary genes enter as 0; coverage is reported); results are returned for the
-        data's genes.
+        data's genes. Reads the registered gene ids of ``adata`` (``adata.var_names`` or
+        ``adata.var[gene_id_key]``); writes nothing into ``adata``.
 
         Parameters
         ----------
@@ -377,7 +396,8 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
 
         Returns
         -------
-        The model, its network in eval mode with the official weights.
+        The model, its network in eval mode with the official weights (and their stored
+        random features and GO graph).
         """
         from ..io import load_official
 
@@ -414,8 +434,12 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
     ):
         """Pretrain or fine-tune by masked-expression modelling (scvi-tools + Lightning).
 
-        Per cell, ``ceil(15%)`` of the non-zero values are chosen, 90% of them replaced by the
-        mask token, and the mean squared error on the chosen positions is minimised.
+        Per cell, ``ceil(15%)`` of the non-zero values are chosen, each replaced by the mask
+        token with probability 0.9 (``replace_fraction``), and the mean squared error on the
+        chosen positions is minimised.
+
+        Reads the registered values (``adata.layers[layer]`` or ``adata.X``); writes nothing
+        into ``adata`` (the losses go to ``model.history``).
 
         Parameters
         ----------
@@ -464,6 +488,7 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError("early_stopping needs validation cells: use train_size < 1.")
         if has_validation:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        self.module.train()  # queries leave it in eval mode; Lightning warns about eval modules
         result = super().train(
             max_epochs=max_epochs,
             batch_size=batch_size,
@@ -533,9 +558,13 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         adata: ad.AnnData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
-        pooling: Pooling = "mean",
+        pooling: Pooling = "max",
     ) -> np.ndarray:
         """Cell embeddings: the merged decodings pooled over the vocabulary's genes.
+
+        Reads the registered values (``adata.layers[layer]`` or ``adata.X``, as given to
+        :meth:`setup_anndata`); writes nothing. :func:`sclong_scverse.tl.embed` stores the result
+        in ``adata.obsm["X_sclong"]``.
 
         Parameters
         ----------
@@ -547,7 +576,11 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         batch_size
             Cells per forward pass.
         pooling
-            ``"mean"``, ``"max"`` or ``"sum"`` over all gene positions (pad token excluded).
+            ``"max"`` (default), ``"mean"`` or ``"sum"`` over all gene positions (pad token
+            excluded). Max pooling is the default because it scored best in the integration
+            benchmark (``docs/benchmarks.md``) and in a cell-line linear probe: mean pooling
+            averages gene vectors that share a large gene-identity part, which dilutes what
+            differs between cells. Sum is mean times the number of genes (same up to scale).
 
         Returns
         -------
@@ -576,6 +609,10 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         batch_size: int | None = None,
     ) -> pd.DataFrame:
         """Gene embeddings for the registered data's genes.
+
+        Reads the registered values of the cells (``"contextual"`` only) and the registered
+        genes; writes nothing. :func:`sclong_scverse.tl.gene_embeddings` stores the result in
+        ``adata.varm["sclong"]``.
 
         Parameters
         ----------
@@ -625,6 +662,8 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The model's reconstruction of the data's values (imputation).
 
+        Reads the registered values (``adata.layers[layer]`` or ``adata.X``); writes nothing.
+
         Parameters
         ----------
         adata, indices, batch_size
@@ -669,6 +708,8 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
     ) -> dict[str, float]:
         """Masked-value error on (held-out) cells, against a per-gene mean baseline.
 
+        Reads the registered values of the evaluated and the reference cells; writes nothing.
+
         Parameters
         ----------
         adata, indices, batch_size
@@ -681,9 +722,9 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
 
         Returns
         -------
-        ``model_mse`` (masked positions, the pretraining objective with all chosen values
-        masked), ``baseline_mse`` (each masked value predicted by its gene's mean non-zero value
-        over the reference cells), ``n_masked``.
+        A dictionary: ``model_mse`` (masked positions, the pretraining objective with all
+        chosen values masked), ``baseline_mse`` (each masked value predicted by its gene's mean
+        non-zero value over the reference cells), ``n_masked``.
         """
         if (
             adata is None
@@ -724,15 +765,24 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
     def load(cls, dir_path: str, adata: ad.AnnData | None = None, **kwargs) -> SCLONG:
         """Load a saved model, aligning ``adata`` to the saved genes when they differ.
 
+        Reads ``adata.var_names`` and the values of the layer the model was set up with. When
+        the genes match, ``adata`` itself is registered (the scvi-tools fields that
+        :meth:`setup_anndata` writes); otherwise a new aligned AnnData is registered and
+        ``adata`` is left unchanged.
+
         Parameters
         ----------
         dir_path
-            Folder written by :meth:`save`.
+            Folder written by :meth:`~scvi.model.base.BaseModelClass.save`.
         adata
             Data to attach. Its genes may be in another order or partly missing: the values are
             reordered to the saved genes (missing genes enter as 0) with a report.
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load`.
+
+        Returns
+        -------
+        The model, in eval mode; fine-tuning keeps its random features (``is_pretrained``).
         """
         if adata is not None and not isinstance(adata, MuData):
             saved = torch.load(

@@ -1,15 +1,22 @@
 """Tools: scanpy-style functions that compute with scLong and write results into AnnData."""
 
+from ._benchmark import benchmark_integration
+from ._benchmark_grn import benchmark_grn
 from ._embed import embed, gene_embeddings
 from ._grn import cosine_similarity_graph, grn, grn_edges
+from ._grn_baselines import coexpression_grn, genie3_grn
 from ._grn_evaluation import evaluate_grn, expected_random_aupr, read_ground_truth
 
 __all__ = [
+    "benchmark_grn",
+    "benchmark_integration",
+    "coexpression_grn",
     "cosine_similarity_graph",
     "embed",
     "evaluate_grn",
     "expected_random_aupr",
     "gene_embeddings",
+    "genie3_grn",
     "grn",
     "grn_edges",
     "read_ground_truth",

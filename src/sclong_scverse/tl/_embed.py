@@ -12,12 +12,15 @@ def embed(
     adata: ad.AnnData,
     model: SCLONG,
     *,
-    pooling: Literal["mean", "max", "sum"] = "mean",
+    pooling: Literal["mean", "max", "sum"] = "max",
     batch_size: int | None = None,
     key_added: str = "X_sclong",
     copy: bool = False,
 ) -> ad.AnnData | None:
     """Cell embeddings from scLong, as ``sc.tl.pca`` writes ``X_pca``.
+
+    Reads the values the model was set up with (``adata.layers[layer]`` or ``adata.X``) and
+    ``adata.var_names``; writes ``adata.obsm[key_added]`` and ``adata.uns[key_added]``.
 
     Parameters
     ----------
@@ -28,7 +31,8 @@ def embed(
     model
         A trained or loaded :class:`~sclong_scverse.model.SCLONG`.
     pooling
-        Pooling of the merged decodings over genes: ``"mean"``, ``"max"`` or ``"sum"``.
+        Pooling of the merged decodings over genes: ``"max"`` (default, chosen by the
+        integration benchmark, see ``docs/benchmarks.md``), ``"mean"`` or ``"sum"``.
     batch_size
         Cells per forward pass.
     key_added
@@ -60,6 +64,9 @@ def gene_embeddings(
     copy: bool = False,
 ) -> ad.AnnData | None:
     """Gene embeddings from scLong for the genes of ``adata``.
+
+    Reads ``adata.var_names`` (and, for ``"contextual"``, the values the model was set up with);
+    writes ``adata.varm[key_added]`` and ``adata.uns[f"{key_added}_gene_embeddings"]``.
 
     Parameters
     ----------

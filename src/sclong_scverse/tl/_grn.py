@@ -74,6 +74,9 @@ def grn(
 
     As in the scLong article, genes are scored by the similarity of their embeddings.
 
+    Reads ``adata.var_names`` (and, for ``"contextual"``, the values the model was set up with);
+    writes ``adata.varp[key_added]`` and ``adata.uns[key_added]``.
+
     Parameters
     ----------
     adata
@@ -128,6 +131,8 @@ def grn_edges(
     min_score: float | None = None,
 ) -> pd.DataFrame:
     """Ranked edges of a GRN stored in ``adata.varp[key]``.
+
+    Reads ``adata.varp[key]`` and ``adata.var_names``; writes nothing.
 
     Parameters
     ----------

@@ -242,6 +242,9 @@ def evaluate_grn(
     scores). Ground-truth edges between genes outside the universe are ignored. Scores are used
     as given: rank signed scores (e.g. correlations) by their absolute value before calling.
 
+    With an AnnData, reads ``adata.varp[key]`` and ``adata.var_names`` (or
+    ``adata.var[gene_symbols]``); writes nothing.
+
     Parameters
     ----------
     edges_or_adata

@@ -1,0 +1,273 @@
+"""Integration benchmark (scib-metrics) and GRN benchmark with baselines, on real data."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+from scipy.stats import spearmanr
+
+import sclong_scverse as scl
+from sclong_scverse.pp import ScLongInputError
+
+pytest.importorskip("scib_metrics", reason="scib-metrics (extra [scib]) is not installed")
+
+SCORE_COLUMNS = ["Batch correction", "Bio conservation", "Total"]
+
+
+@pytest.fixture(scope="module")
+def integration(trained):
+    model, adata, _, _ = trained
+    adata = adata.copy()
+    counts_before = adata.X.copy()
+    scl.tl.embed(adata, model)
+    scl.tl.embed(adata, model, pooling="mean", key_added="X_sclong_mean")
+    rng = np.random.default_rng(0)
+    adata.obsm["X_random"] = rng.normal(size=(adata.n_obs, 20)).astype(np.float32)
+    table = scl.tl.benchmark_integration(
+        adata,
+        ["X_sclong", "X_sclong_mean", "X_random"],
+        batch_key="batch",
+        label_key="cell_line",
+        baselines=["pca", "hvg_pca", "scvi"],
+        n_top_genes=1000,
+        scvi_kwargs={"max_epochs": 30, "batch_size": 256},
+        progress_bar=False,
+    )
+    return adata, table, counts_before
+
+
+def test_integration_table_scores_embeddings_and_baselines(integration, capsys):
+    adata, table, counts_before = integration
+    with capsys.disabled():
+        print(
+            "\n"
+            + table[["Bio conservation", "Batch correction", "Batch ASW", "Total"]]
+            .round(3)
+            .to_string()
+        )
+    expected_rows = [
+        "X_sclong",
+        "X_sclong_mean",
+        "X_random",
+        "X_pca_unintegrated",
+        "X_pca_hvg",
+        "X_scVI",
+    ]
+    assert list(table.index) == expected_rows
+    assert {
+        "KMeans ARI",
+        "Silhouette label",
+        "iLISI",
+        "BRAS",
+        "PCR comparison",
+        "Batch ASW",
+    } <= set(table.columns)
+    assert "KBET" not in table.columns  # kBET is off by default
+    assert table.notna().all().all()
+    # scores lie in [0, 1]; the ARI of a chance clustering can be slightly negative
+    assert ((table.values >= -0.05) & (table.values <= 1 + 1e-6)).all(), table.min()
+    np.testing.assert_allclose(
+        table["Total"], 0.4 * table["Batch correction"] + 0.6 * table["Bio conservation"]
+    )
+    # real structure: HVG PCA separates the cell lines (measured bio conservation 0.72), a random
+    # embedding does not (measured 0.26) but mixes the batches best, by construction
+    assert table.loc["X_pca_hvg", "Bio conservation"] > 0.65
+    assert (
+        table.loc["X_random", "Bio conservation"] < table.loc["X_pca_hvg", "Bio conservation"] - 0.2
+    )
+    assert table.loc["X_random", "KMeans ARI"] < 0.05
+    assert table.loc["X_random", "Batch correction"] == table["Batch correction"].max()
+    assert table.loc["X_scVI", "Bio conservation"] > 0.6
+    # the default (max) pooling keeps more cell-line structure than mean pooling (0.38 vs 0.26)
+    assert (
+        table.loc["X_sclong", "Bio conservation"] > table.loc["X_sclong_mean", "Bio conservation"]
+    )
+    # PCR comparison of the pre-integration reference against itself is 0 by definition
+    assert table.loc["X_pca_unintegrated", "PCR comparison"] == pytest.approx(0.0, abs=1e-6)
+    # counts untouched, baselines written where documented
+    assert (adata.X != counts_before).nnz == 0
+    for key in ["X_pca_unintegrated", "X_pca_hvg", "X_scVI"]:
+        assert adata.obsm[key].shape[0] == adata.n_obs
+    assert adata.obsm["X_scVI"].shape[1] == 10
+
+
+def test_integration_results_are_stored_and_survive_h5ad(integration, tmp_path):
+    adata, table, _ = integration
+    entry = adata.uns["sclong_integration"]
+    assert entry["metric_type"]["Batch ASW"] == "Not aggregated"
+    assert entry["metric_type"]["Total"] == "Aggregate score"
+    assert entry["params"]["baselines"] == ["pca", "hvg_pca", "scvi"]
+    path = tmp_path / "bench.h5ad"
+    adata.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    pd.testing.assert_frame_equal(
+        back.uns["sclong_integration"]["results"], table, check_names=False
+    )
+    drawn = tmp_path / "table.png"
+    scl.pl.benchmark(back, save=drawn, show=False)
+    assert drawn.stat().st_size > 10_000
+
+
+def test_integration_reuses_existing_baselines(integration):
+    adata, table, _ = integration
+    marker = adata.obsm["X_pca_hvg"].copy()
+    again = scl.tl.benchmark_integration(
+        adata,
+        ["X_sclong"],
+        batch_key="batch",
+        label_key="cell_line",
+        baselines=["hvg_pca"],
+        batch_asw=False,
+        key_added="again",
+        progress_bar=False,
+    )
+    np.testing.assert_array_equal(adata.obsm["X_pca_hvg"], marker)
+    assert list(again.index) == ["X_sclong", "X_pca_hvg"]
+    assert "Batch ASW" not in again.columns
+    np.testing.assert_allclose(
+        again.loc["X_pca_hvg", "KMeans ARI"], table.loc["X_pca_hvg", "KMeans ARI"], atol=0.05
+    )
+
+
+def test_integration_bad_input(trained):
+    _, adata, _, _ = trained
+    adata = adata[np.random.default_rng(0).choice(adata.n_obs, 200, replace=False)].copy()
+    adata.obsm["X_sclong"] = np.zeros((adata.n_obs, 4), dtype=np.float32)
+    with pytest.raises(KeyError, match="cell_type"):
+        scl.tl.benchmark_integration(adata, batch_key="batch", label_key="cell_type")
+    with pytest.raises(KeyError, match="X_missing"):
+        scl.tl.benchmark_integration(adata, ["X_missing"], batch_key="batch", label_key="cell_line")
+    labels = adata.obs["cell_line"].astype(object).copy()
+    labels.iloc[0] = np.nan
+    adata.obs["partly"] = labels
+    with pytest.raises(ScLongInputError, match="missing values"):
+        scl.tl.benchmark_integration(adata, batch_key="batch", label_key="partly")
+    # baselines need raw counts, not the normalised layer
+    logged = ad.AnnData(adata.layers["sclong"].copy(), obs=adata.obs, obsm=dict(adata.obsm))
+    with pytest.raises(ScLongInputError, match="log-normalised"):
+        scl.tl.benchmark_integration(logged, batch_key="batch", label_key="cell_line")
+    with pytest.raises(ScLongInputError, match="view"):
+        scl.tl.benchmark_integration(adata[:100], batch_key="batch", label_key="cell_line")
+
+
+# ---------------------------------------------------------------- GRN baselines and benchmark
+
+
+@pytest.fixture(scope="module")
+def ground_truths(data_dir):
+    folder = data_dir / "grn"
+    return {
+        "TRRUST": scl.tl.read_ground_truth(folder / "trrust" / "trrust_rawdata.human.tsv"),
+        "STRING": scl.tl.read_ground_truth(folder / "beeline_human_string" / "STRING-network.csv"),
+    }
+
+
+@pytest.fixture(scope="module")
+def grn_data(trained, ground_truths):
+    """The 2,048 CellBench genes with symbols, scLong and baseline GRNs on the same cells."""
+    model, adata, _, _ = trained
+    adata = adata.copy()
+    adata.var["symbol"] = scl.genes.map_gene_ids(adata.var_names, to="symbol").fillna("").values
+    truth_genes = set()
+    for table in ground_truths.values():
+        truth_genes |= set(table["source"]) | set(table["target"])
+    tfs = sorted(set(ground_truths["TRRUST"]["source"]) & set(adata.var["symbol"]))
+    # GENIE3 costs one forest per target: evaluate the 400 most detected ground-truth genes
+    detected = np.asarray((adata.X > 0).sum(axis=0)).ravel()
+    in_truth = np.flatnonzero(adata.var["symbol"].isin(truth_genes).to_numpy())
+    chosen = in_truth[np.argsort(-detected[in_truth])[:400]]
+    genes = set(adata.var["symbol"].iloc[chosen]) | set(tfs)
+    scl.tl.grn(adata, model)
+    scl.tl.coexpression_grn(adata, method="pearson")
+    scl.tl.coexpression_grn(adata, method="spearman")
+    regulator_ids = adata.var_names[adata.var["symbol"].isin(tfs)]
+    target_ids = adata.var_names[adata.var["symbol"].isin(genes)]
+    scl.tl.genie3_grn(
+        adata,
+        regulators=regulator_ids,
+        targets=target_ids,
+        tree_method="extra_trees",
+        n_estimators=30,
+        progress_bar=False,
+    )
+    return adata, tfs, sorted(genes)
+
+
+def test_coexpression_matches_numpy_and_scipy(cellbench_top):
+    adata = cellbench_top[:, :50].copy()
+    scl.tl.coexpression_grn(adata, method="pearson", absolute=False)
+    scl.tl.coexpression_grn(adata, method="spearman")
+    X = adata.X.toarray()
+    logged = np.log1p(X / X.sum(axis=1, keepdims=True) * 1e4)
+    expected = np.corrcoef(logged, rowvar=False)
+    np.fill_diagonal(expected, 0)
+    np.testing.assert_allclose(adata.varp["pearson_grn"], expected, atol=1e-5)
+    rho = np.abs(spearmanr(logged).statistic)
+    np.fill_diagonal(rho, 0)
+    np.testing.assert_allclose(adata.varp["spearman_grn"], rho, atol=1e-5)
+    assert adata.uns["pearson_grn"]["params"]["log_normalized"] is True
+    # the normalised layer (not counts) is used as it is
+    scl.tl.coexpression_grn(adata, layer="sclong", key_added="on_layer")
+    assert adata.uns["on_layer"]["params"]["log_normalized"] is False
+
+
+def test_genie3_importances(grn_data):
+    adata, tfs, genes = grn_data
+    matrix = adata.varp["genie3_grn"]
+    assert sparse.issparse(matrix) and matrix.shape == (adata.n_vars, adata.n_vars)
+    regulator = adata.var["symbol"].isin(tfs).to_numpy()
+    target = adata.var["symbol"].isin(genes).to_numpy()
+    rows, cols = matrix.nonzero()
+    assert regulator[rows].all() and target[cols].all() and (rows != cols).all()
+    column_sums = np.asarray(matrix.sum(axis=0)).ravel()[target]
+    np.testing.assert_allclose(column_sums[column_sums > 0], 1.0, rtol=1e-5)
+    assert (column_sums > 0).mean() > 0.95
+
+
+def test_grn_benchmark_scores_all_methods_on_the_same_pairs(grn_data, ground_truths, capsys):
+    adata, tfs, genes = grn_data
+    results = scl.tl.benchmark_grn(
+        adata, ground_truths, tfs=tfs, genes=genes, gene_symbols="symbol"
+    )
+    with capsys.disabled():
+        print(
+            "\n"
+            + results[["ground_truth", "method", "aupr_ratio", "epr", "n_positives"]].to_string()
+        )
+    methods = ["sclong_grn", "pearson_grn", "spearman_grn", "genie3_grn", "random"]
+    assert list(results["method"]) == methods * 2
+    assert list(results["ground_truth"]) == ["TRRUST"] * 5 + ["STRING"] * 5
+    for _, group in results.groupby("ground_truth"):
+        assert group["n_candidates"].nunique() == 1 and group["n_positives"].nunique() == 1
+    string = results[results["ground_truth"] == "STRING"].set_index("method")
+    assert string.loc["random", "n_positives"] > 300
+    # a random predictor is at the level of chance (about 1 by construction)
+    assert string.loc["random", "aupr_ratio"] == pytest.approx(
+        string.loc["random", "expected_random_aupr_ratio"], abs=0.15
+    )
+    # co-expression in real cells carries STRING signal (measured 1.5 on 1,000 genes)
+    assert string.loc["pearson_grn", "aupr_ratio"] > 1.2
+    assert string.loc["spearman_grn", "epr"] > 1.2
+    assert string.loc["genie3_grn", "aupr_ratio"] > 1.05
+    stored = adata.uns["sclong_grn_benchmark"]["results"]
+    pd.testing.assert_frame_equal(stored, results)
+    drawn = scl.pl.grn_benchmark(adata, show=False)
+    assert len(drawn.patches) >= 10
+
+
+def test_grn_baselines_bad_input(cellbench_top):
+    adata = cellbench_top[:, :20].copy()
+    with pytest.raises(ValueError, match="regulators"):
+        scl.tl.genie3_grn(adata, regulators=["NOT_A_GENE", "NOR_THIS"])
+    with pytest.raises(ValueError, match="spearman"):
+        scl.tl.coexpression_grn(adata, method="kendall")
+    bad = adata.copy()
+    bad.X = bad.X.toarray()
+    bad.X[0, 0] = np.nan
+    with pytest.raises(ScLongInputError, match="NaN"):
+        scl.tl.coexpression_grn(bad)
+    with pytest.raises(KeyError, match="varp"):
+        scl.tl.benchmark_grn(adata, {"x": pd.DataFrame({"source": ["A"], "target": ["B"]})})
