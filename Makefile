@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml requirements/ci-constraints.txt
 	$(PY) -m pip install -q -c requirements/ci-constraints.txt -e ".[test,docs]"
 	touch $@
 
-.PHONY: install test lint demo
+.PHONY: install test lint demo docs
 install: $(VENV)/.installed
 
 lint: install
@@ -21,3 +21,6 @@ test: install
 
 demo: install
 	$(VENV)/bin/sclong demo --out sclong_demo
+
+docs: install
+	$(VENV)/bin/sphinx-build -E -W --keep-going -q -b html docs docs/_build/html

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+#: Names of the five CellBench batches read by :func:`~sclong_scverse.datasets.cellbench`
+#: (the categories of ``adata.obs['batch']``).
 CELLBENCH_BATCHES = (
     "sc_celseq2",
     "sc_dropseq",
@@ -24,7 +26,7 @@ def shared_data_dir(path: str | os.PathLike | None = None) -> Path:
     ----------
     path
         Explicit folder; otherwise the environment variable ``SCLONG_SHARED_DATA``, otherwise
-        ``../shared/data`` beside the source checkout.
+        ``$SCLONG_SHARED/data``, otherwise ``../shared/data`` beside the source checkout.
 
     Returns
     -------
@@ -34,6 +36,8 @@ def shared_data_dir(path: str | os.PathLike | None = None) -> Path:
         return Path(path)
     if "SCLONG_SHARED_DATA" in os.environ:
         return Path(os.environ["SCLONG_SHARED_DATA"])
+    if "SCLONG_SHARED" in os.environ:
+        return Path(os.environ["SCLONG_SHARED"]) / "data"
     return Path(__file__).resolve().parents[4] / "shared" / "data"
 
 
@@ -74,8 +78,8 @@ def cellbench(
     Returns
     -------
     AnnData with raw counts in ``X`` (CSR float32), ``obs["batch"]``, ``obs["cell_line"]``
-    (demuxlet call) and ``obs["n_counts_original"]``. Source: GitHub LuyiTian/sc_mixology,
-    MIT licence.
+    (demuxlet call), ``obs["n_counts_original"]`` and the source in ``uns["dataset"]``.
+    Source: GitHub LuyiTian/sc_mixology, MIT licence.
     """
     folder = shared_data_dir(data_dir) / "scrna" / "cellbench"
     if not folder.is_dir():

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike
 
 _FORMAT = "sclong_scverse.GeneVocabulary"
-#: how an AnnData gene was matched to the vocabulary (GeneAlignment.table['match'])
+#: How an AnnData gene was matched to the vocabulary: the values of the ``match`` column of
+#: :attr:`GeneAlignment.table <sclong_scverse.genes.GeneAlignment.table>`, and their meaning.
 MATCH_KINDS = {
     "exact": "same id",
     "version": "same Ensembl id once the version suffix is removed",
@@ -224,7 +225,7 @@ class GeneVocabulary:
 
     @cached_property
     def id_type(self) -> IdType:
-        """Detected id type of the genes: ``'ensembl'`` or ``'symbol'``."""
+        """The detected id type of the genes, ``'ensembl'`` or ``'symbol'``."""
         return detect_id_type(self._genes)
 
     def index(self, gene: str) -> int:
@@ -571,7 +572,7 @@ class GeneAlignment:
 
     @property
     def present(self) -> np.ndarray:
-        """Boolean mask ``(n_tokens,)``: vocabulary tokens with a gene in the data (pad: False)."""
+        """Which vocabulary tokens have a gene in the data (bool ``(n_tokens,)``; pad False)."""
         mask = np.zeros(self.vocabulary.n_tokens, dtype=bool)
         mask[self.var_positions[self.var_positions >= 0]] = True
         return mask

@@ -11,7 +11,8 @@ import pandas as pd
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
-#: embedded table name -> file
+#: Names of the human gene / GO tables embedded in the package -> their files in
+#: ``sclong_scverse/go/data`` (read them with :func:`~sclong_scverse.go.embedded_table`).
 EMBEDDED_TABLES = {
     "gene2go": "human_gene2go.tsv.gz",
     "gene_ids": "human_gene_ids.tsv.gz",

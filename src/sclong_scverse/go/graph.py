@@ -214,7 +214,7 @@ class GeneGraph:
     # ------------------------------------------------------------------ properties
     @property
     def genes(self) -> list[str]:
-        """Gene ids of nodes ``0 .. len(genes) - 1`` (pad / padding nodes excluded)."""
+        """Gene ids of the gene nodes, in node order (pad / padding nodes excluded)."""
         return list(self._genes)
 
     @property
@@ -234,7 +234,7 @@ class GeneGraph:
 
     @property
     def edge_index(self) -> torch.Tensor:
-        """``torch.long`` ``(2, n_edges)``: row 0 = source, row 1 = target (PyG convention)."""
+        """Edges, ``torch.long`` ``(2, n_edges)``; row 0 = source, row 1 = target (PyG)."""
         return self._edge_index
 
     @property
@@ -244,7 +244,7 @@ class GeneGraph:
 
     @property
     def annotated(self) -> np.ndarray:
-        """Boolean per gene: had GO annotations when the graph was built."""
+        """Whether each gene had GO annotations when the graph was built (bool array)."""
         return self._annotated.copy()
 
     @property

@@ -20,8 +20,11 @@ import pandas as pd
 from ._data import _read
 
 PathLike = str | os.PathLike
+#: Gene annotations as the readers return them: ``{gene id: set of GO term ids}``.
 Annotations = dict[str, set[str]]
 
+#: The three GO ontologies (biological process, molecular function, cellular component);
+#: the readers keep all three by default, as scLong.
 ONTOLOGIES: tuple[str, ...] = ("BP", "MF", "CC")
 _ONTOLOGY_NAMES = {
     "BP": "BP",

@@ -163,7 +163,23 @@ def read_hparams(path: PathLike) -> dict[str, Any]:
 
 
 def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
-    """Read the official checkpoint: a dict with ``model_state_dict`` or a bare state dict."""
+    """Read the official checkpoint: a dict with ``model_state_dict`` or a bare state dict.
+
+    Parameters
+    ----------
+    path
+        The ``.pth`` file (read on the CPU).
+
+    Returns
+    -------
+    The state dict in the official key layout (names as in the file, tensors unchanged).
+
+    Raises
+    ------
+    OfficialFormatError
+        The file is not a torch checkpoint, or holds neither a state dict nor a dict with
+        ``model_state_dict``.
+    """
     path = Path(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
@@ -181,7 +197,24 @@ def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
 
 
 def read_genes(path: PathLike) -> list[str]:
-    """Read the official gene list: one id a line (the pad token is not listed)."""
+    """Read the official gene list: one id a line (the pad token is not listed).
+
+    Parameters
+    ----------
+    path
+        The gene list ``.txt`` (e.g. ``selected_genes_27k.txt``; ``.gz`` accepted).
+
+    Returns
+    -------
+    The gene ids in token order.
+
+    Raises
+    ------
+    OfficialFormatError
+        The file lists no gene ids, or an id more than once.
+    FileNotFoundError
+        There is no file at ``path``.
+    """
     from ..genes import GeneVocabulary
 
     try:
@@ -191,7 +224,21 @@ def read_genes(path: PathLike) -> list[str]:
 
 
 def config_from_hparams(hparams: Mapping[str, Any], **overrides: Any) -> ScLongConfig:
-    """Translate the official constructor arguments into a :class:`ScLongConfig`."""
+    """Translate the official constructor arguments into a :class:`~sclong_scverse.ScLongConfig`.
+
+    Parameters
+    ----------
+    hparams
+        The official constructor keyword arguments (:func:`read_hparams`); ``max_seq_len``,
+        ``top_seq_len`` and ``base_dim`` are required, other sizes default to the official 1B
+        values.
+    **overrides
+        Config fields to set in addition, e.g. ``attention_mode="per_cell"``.
+
+    Returns
+    -------
+    The config; ``n_genes = max_seq_len - 1``.
+    """
     get = hparams.get
     values = dict(
         n_genes=int(hparams["max_seq_len"]) - 1,

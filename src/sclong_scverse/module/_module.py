@@ -99,7 +99,18 @@ class ScLongModule(BaseModuleClass):
         return self.network.config
 
     def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """Place ``(batch, n_vars)`` data values on ``(batch, n_tokens)`` vocabulary positions."""
+        """Place data values on vocabulary positions.
+
+        Parameters
+        ----------
+        x
+            ``(batch, n_vars)`` values in the registered genes' order.
+
+        Returns
+        -------
+        ``(batch, n_tokens)`` values; vocabulary genes absent from the data and the pad token
+        are 0, data genes outside the vocabulary are left out.
+        """
         kept = self.var_positions >= 0
         tokens = x.new_zeros(x.shape[0], self.config.n_tokens)
         tokens[:, self.var_positions[kept]] = x[:, kept].to(tokens.dtype)
@@ -156,11 +167,39 @@ class ScLongModule(BaseModuleClass):
         return {}
 
     def generative(self, **kwargs) -> dict:
-        """No generative model: scLong is trained by masked-value reconstruction."""
+        """No generative model: scLong is trained by masked-value reconstruction.
+
+        Parameters
+        ----------
+        **kwargs
+            Ignored.
+
+        Returns
+        -------
+        An empty dictionary.
+        """
         return {}
 
     def loss(self, tensors, inference_outputs, generative_outputs, **kwargs) -> LossOutput:
-        """Mean squared error between predicted and true values on the chosen positions."""
+        """Mean squared error between predicted and true values on the chosen positions.
+
+        Parameters
+        ----------
+        tensors
+            The mini-batch (unused: the targets are in ``inference_outputs``).
+        inference_outputs
+            Output of :meth:`inference` with masking: ``prediction``, ``tokens`` and ``chosen``.
+        generative_outputs
+            Output of :meth:`generative` (empty).
+        **kwargs
+            Ignored.
+
+        Returns
+        -------
+        :class:`scvi.module.base.LossOutput` with the MSE over all chosen positions of the
+        batch as ``loss``, the per-cell MSE as ``reconstruction_loss`` and ``masked_mse`` as an
+        extra metric.
+        """
         chosen = inference_outputs["chosen"]
         target = inference_outputs["tokens"]
         squared = (inference_outputs["prediction"].float() - target) ** 2

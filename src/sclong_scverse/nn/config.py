@@ -161,19 +161,39 @@ class ScLongConfig:
 
     @property
     def n_tokens(self) -> int:
-        """Values per cell: the vocabulary plus one pad token (``max_seq_len``)."""
+        """Number of values per cell, the vocabulary plus one pad token (``max_seq_len``)."""
         if self.n_genes is None:
             raise ValueError("n_genes is not set: give the vocabulary size to the config.")
         return self.n_genes + 1
 
     def features_for(self, dim_head: int) -> int:
-        """FAVOR+ random features for a head of size ``dim_head``."""
+        """FAVOR+ random features for a head of size ``dim_head``.
+
+        Parameters
+        ----------
+        dim_head
+            Head size.
+
+        Returns
+        -------
+        ``nb_features`` when set, else the original ``int(dim_head * ln(dim_head))``.
+        """
         if self.nb_features is not None:
             return self.nb_features
         return int(dim_head * math.log(dim_head))
 
     def replace(self, **changes: Any) -> ScLongConfig:
-        """Return a copy with some fields changed."""
+        """Return a copy with some fields changed.
+
+        Parameters
+        ----------
+        **changes
+            New values of fields, e.g. ``attention_mode="per_cell"``.
+
+        Returns
+        -------
+        The new config (validated); this one is unchanged.
+        """
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -182,7 +202,17 @@ class ScLongConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ScLongConfig:
-        """Build a config from :meth:`to_dict` output; unknown keys raise a clear error."""
+        """Build a config from :meth:`to_dict` output; unknown keys raise a clear error.
+
+        Parameters
+        ----------
+        values
+            Field names and values.
+
+        Returns
+        -------
+        The config.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -206,6 +236,10 @@ class ScLongConfig:
             laptop CPU in minutes). ``"small"`` and ``"tiny"`` leave ``n_genes`` open.
         **overrides
             Fields to change, e.g. ``n_genes=18000`` or ``attention_mode="per_cell"``.
+
+        Returns
+        -------
+        The config.
         """
         if name not in _PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of {cls.presets()}.")

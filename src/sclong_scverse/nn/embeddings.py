@@ -11,7 +11,15 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 
 class ValueEmbedding(nn.Module):
-    """Scalar expression value -> vector: ``Linear(1, hidden) -> ReLU -> Linear(hidden, dim)``."""
+    """Scalar expression value -> vector: ``Linear(1, hidden) -> ReLU -> Linear(hidden, dim)``.
+
+    Parameters
+    ----------
+    dim
+        Output width.
+    hidden_dim
+        Hidden width (50 in scLong).
+    """
 
     def __init__(self, dim: int, hidden_dim: int = 50):
         super().__init__()
@@ -20,7 +28,17 @@ class ValueEmbedding(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
-        """Embed ``(batch, tokens)`` values into ``(batch, tokens, dim)``."""
+        """Embed scalar values.
+
+        Parameters
+        ----------
+        values
+            ``(batch, tokens)`` expression values.
+
+        Returns
+        -------
+        ``(batch, tokens, dim)`` embeddings.
+        """
         return self.fc2(self.act(self.fc1(values.unsqueeze(-1))))
 
 

@@ -108,12 +108,26 @@ class ScLongNetwork(nn.Module):
             performer.key_max = "batch" if mode == "faithful" else "cell"
 
     def redraw_projection_matrices(self, generator: torch.Generator | None = None) -> None:
-        """Draw new FAVOR+ random features in all Performers (pretraining only)."""
+        """Draw new FAVOR+ random features in all Performers (pretraining only).
+
+        Parameters
+        ----------
+        generator
+            Optional random generator, for reproducible draws.
+        """
         for performer in self.performers:
             performer.redraw_projection_matrices(generator)
 
     def set_gene_graph(self, edge_index: torch.Tensor, edge_weight: torch.Tensor | None) -> None:
-        """Replace the GO graph (token positions), see :class:`GeneEmbedding`."""
+        """Replace the GO graph, see :meth:`GeneEmbedding.set_graph`.
+
+        Parameters
+        ----------
+        edge_index
+            ``(2, n_edges)`` (source, target) token positions.
+        edge_weight
+            ``(n_edges,)`` edge weights (Jaccard indices); ones when ``None``.
+        """
         self.gene_embedding.set_graph(edge_index, edge_weight)
 
     # ------------------------------------------------------------------ pieces
@@ -157,7 +171,19 @@ class ScLongNetwork(nn.Module):
         return top_indices, low_indices
 
     def encode_tokens(self, x: torch.Tensor, gene_embedding: torch.Tensor) -> torch.Tensor:
-        """Token = LayerNorm(value embedding or mask vector) + gene embedding."""
+        """Token = LayerNorm(value embedding or mask vector) + gene embedding.
+
+        Parameters
+        ----------
+        x
+            ``(batch, n_tokens)`` input values; ``<= config.mask_threshold`` marks a mask token.
+        gene_embedding
+            ``(n_tokens, dim)`` gene embeddings, as returned by :class:`GeneEmbedding`.
+
+        Returns
+        -------
+        ``(batch, n_tokens, dim)`` tokens.
+        """
         is_masked = x <= self.config.mask_threshold
         values = self.value_embedding(x.masked_fill(is_masked, 0.0))
         values = torch.where(is_masked.unsqueeze(-1), self.mask_vector().to(values.dtype), values)
@@ -174,7 +200,7 @@ class ScLongNetwork(nn.Module):
 
         Returns
         -------
-        Dictionary with
+        A dictionary with
 
         - ``prediction``: ``(batch, n_tokens)`` predicted expression (the head's output);
         - ``decodings``: ``(batch, n_tokens, dim)`` merged decodings, the per-gene representation;

@@ -187,7 +187,17 @@ class FavorSelfAttention(nn.Module):
         return t.view(b, n, self.heads, -1).transpose(1, 2).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Attention update of ``x`` (``(batch, tokens, dim)``), without the residual."""
+        """Attention update of ``x``, without the residual.
+
+        Parameters
+        ----------
+        x
+            Tokens, ``(batch, tokens, dim)``.
+
+        Returns
+        -------
+        ``(batch, tokens, dim)`` update.
+        """
         h = self.norm(x)
         q, k, v = (self._split_heads(f(h)) for f in (self.to_q, self.to_k, self.to_v))
         projection = self.projection_matrix
@@ -201,7 +211,15 @@ class FavorSelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Pre-LayerNorm feed-forward ``dim -> mult*dim -> GELU -> dim``."""
+    """Pre-LayerNorm feed-forward ``dim -> mult*dim -> GELU -> dim``.
+
+    Parameters
+    ----------
+    dim
+        Token width.
+    mult
+        Expansion of the hidden layer (4 in scLong).
+    """
 
     def __init__(self, dim: int, mult: int = 4):
         super().__init__()
@@ -211,12 +229,38 @@ class FeedForward(nn.Module):
         self.w2 = nn.Linear(dim * mult, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Feed-forward update of ``x``, without the residual."""
+        """Feed-forward update of ``x``, without the residual.
+
+        Parameters
+        ----------
+        x
+            Tokens, ``(batch, tokens, dim)``.
+
+        Returns
+        -------
+        ``(batch, tokens, dim)`` update.
+        """
         return self.w2(self.act(self.w1(self.norm(x))))
 
 
 class PerformerLayer(nn.Module):
-    """One Performer layer: ``x + attention(x)``, then ``x + feed_forward(x)``."""
+    """One Performer layer: ``x + attention(x)``, then ``x + feed_forward(x)``.
+
+    Parameters
+    ----------
+    dim
+        Token width.
+    heads
+        Number of attention heads.
+    dim_head
+        Head size.
+    nb_features
+        FAVOR+ random features per head.
+    ff_mult
+        Feed-forward expansion.
+    key_max
+        Key stabiliser: ``"batch"`` (faithful) or ``"cell"``, see :class:`FavorSelfAttention`.
+    """
 
     def __init__(
         self,
@@ -232,7 +276,17 @@ class PerformerLayer(nn.Module):
         self.feed_forward = FeedForward(dim, ff_mult)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the layer to ``(batch, tokens, dim)``."""
+        """Apply the layer.
+
+        Parameters
+        ----------
+        x
+            Tokens, ``(batch, tokens, dim)``.
+
+        Returns
+        -------
+        ``(batch, tokens, dim)`` output, residuals included.
+        """
         x = x + self.attention(x)
         return x + self.feed_forward(x)
 
@@ -298,14 +352,30 @@ class Performer(nn.Module):
 
     @torch.no_grad()
     def redraw_projection_matrices(self, generator: torch.Generator | None = None) -> None:
-        """Draw new random features for every layer (pretraining only)."""
+        """Draw new random features for every layer (pretraining only).
+
+        Parameters
+        ----------
+        generator
+            Optional random generator, for reproducible draws.
+        """
         for layer in self.layers:
             buffer = layer.attention.projection_matrix
             buffer.copy_(gaussian_orthogonal_random_matrix(*buffer.shape, generator=generator))
         self.calls_since_last_redraw.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply all layers to ``(batch, tokens, dim)``."""
+        """Apply all layers.
+
+        Parameters
+        ----------
+        x
+            Tokens, ``(batch, tokens, dim)``.
+
+        Returns
+        -------
+        ``(batch, tokens, dim)`` output of the last layer.
+        """
         for layer in self.layers:
             x = layer(x)
         return x

@@ -288,6 +288,8 @@ def check_log_normalized(
 def check_not_view(adata: Any, name: str = "adata") -> None:
     """Refuse an AnnData view, which would be silently copied on the first write.
 
+    Reads ``adata.is_view``; writes nothing.
+
     Parameters
     ----------
     adata
