@@ -238,3 +238,33 @@ def test_redraw_happens_once_per_optimiser_step_with_gradient_accumulation(cellb
     )
     assert model.trainer.global_step == 4
     assert len(calls) == 1
+
+
+def test_default_gene_graph_is_built_once_per_vocabulary(cellbench_top):
+    from sclong_scverse.model import _sclong
+
+    adata = cellbench_top[:, :600].copy()
+    SCLONG.setup_anndata(adata, layer="sclong")
+    _sclong._DEFAULT_GRAPHS.clear()
+    first = SCLONG(adata, config="tiny")
+    second = SCLONG(adata, config="tiny")
+    assert len(_sclong._DEFAULT_GRAPHS) == 1  # the second model reused the first one's graph
+    graph = next(iter(_sclong._DEFAULT_GRAPHS.values()))
+    assert graph.n_edges > 1000 and graph.n_nodes == 601
+    buffers = [m.module.network.gene_embedding for m in (first, second)]
+    for name in ("edge_index", "edge_weight"):
+        a, b = (getattr(embedding, name) for embedding in buffers)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        torch.testing.assert_close(a, getattr(graph, name), rtol=0, atol=0)
+        pointers = {a.data_ptr(), b.data_ptr(), getattr(graph, name).data_ptr()}
+        assert len(pointers) == 3  # no aliasing between the models and the cache
+    # and equal to a graph built from scratch with the embedded annotations
+    fresh = scl.go.GeneGraph.from_annotations(
+        first.vocabulary, scl.go.default_human_annotations(id_type="ensembl")
+    )
+    assert fresh.equals(graph)
+    # other genes, another entry
+    other = cellbench_top[:, 600:900].copy()
+    SCLONG.setup_anndata(other, layer="sclong")
+    SCLONG(other, config="tiny")
+    assert len(_sclong._DEFAULT_GRAPHS) == 2
