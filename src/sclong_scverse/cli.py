@@ -572,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     grn.add_argument(
         "--center",
         action="store_true",
-        help="subtract the mean gene embedding before the cosine (not in the article; scores "
+        help="subtract the mean gene embedding before the cosine (not in the article; mostly scores "
         "regulatory pairs better for small self-pretrained models)",
     )
     grn.add_argument("--edges", metavar="EDGES.csv", help="write the ranked edges here")

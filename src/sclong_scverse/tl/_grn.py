@@ -89,8 +89,8 @@ def grn(
 
     As in the scLong article, genes are scored by the cosine similarity of their embeddings.
     ``center=True`` (not in the article) removes the embedding component all genes share
-    first; on models pretrained here it scores regulatory pairs better (see the benchmark page
-    of the documentation), while the default keeps the article's plain cosine.
+    first; on models pretrained here it mostly scores known regulatory pairs better (see the
+    benchmark page of the documentation), while the default keeps the article's plain cosine.
 
     Reads ``adata.var_names`` (and, for ``"contextual"``, the values the model was set up with);
     writes ``adata.varp[key_added]`` and ``adata.uns[key_added]``.
