@@ -572,8 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     grn.add_argument(
         "--center",
         action="store_true",
-        help="subtract the mean gene embedding before the cosine (not in the article; mostly scores "
-        "regulatory pairs better for small self-pretrained models)",
+        help="subtract the mean gene embedding before the cosine (not in the article; mostly "
+        "scores regulatory pairs better for small self-pretrained models)",
     )
     grn.add_argument("--edges", metavar="EDGES.csv", help="write the ranked edges here")
     grn.add_argument("--n-edges", type=int, default=1000, help="edges in EDGES.csv")
