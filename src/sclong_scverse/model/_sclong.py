@@ -61,7 +61,8 @@ def _values(adata: ad.AnnData, layer: str | None):
 
 # Default GO graphs built in this process, by vocabulary: a model built again on the same genes
 # (a notebook re-run, several models on one dataset) reuses the graph instead of rebuilding it
-# (about 10 s for the 27,874-gene vocabulary). Small: a full human graph is about 12 MB.
+# (28,517 CellBench genes: 2.7 s, then 0.19 s; benchmarks/bench_model.py). A full human graph
+# (~480k edges) takes about 10 MB.
 _DEFAULT_GRAPHS: OrderedDict[tuple, GeneGraph] = OrderedDict()
 _DEFAULT_GRAPHS_KEPT = 4
 
