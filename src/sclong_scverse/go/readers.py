@@ -399,18 +399,30 @@ def read_gene2go_pickle(path: PathLike) -> Annotations:
     Parameters
     ----------
     path
-        The pickle. Only open pickles from a source you trust: unpickling runs code.
+        The pickle. It is read with an allow-list unpickler that admits only plain data (dicts,
+        lists, sets and tuples of strings and numbers): a pickle that refers to any other
+        global (code) is refused before anything in it runs.
 
     Returns
     -------
     ``{gene: set of GO ids}``.
+
+    Raises
+    ------
+    UnsafeFileError
+        The pickle refers to a global outside the allow-list (named in the message).
+    ValueError
+        Not a pickle.
+    TypeError
+        Not a dict of gene ids to sets of GO ids.
     """
+    from ..io._safe import PLAIN_DATA_GLOBALS, restricted_load
+
     path = _require_file(path)
-    with path.open("rb") as handle:
-        try:
-            data = pickle.load(handle)
-        except (pickle.UnpicklingError, EOFError) as error:
-            raise ValueError(f"{path} is not a pickle ({error}).") from error
+    try:
+        data = restricted_load(path, PLAIN_DATA_GLOBALS, what=str(path))
+    except (pickle.UnpicklingError, EOFError) as error:
+        raise ValueError(f"{path} is not a pickle ({error}).") from error
     return _check_annotations(data, str(path))
 
 

@@ -11,7 +11,6 @@ An official release has three files:
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import re
@@ -23,6 +22,14 @@ from typing import Any
 import torch
 
 from ..nn import ScLongConfig, ScLongNetwork
+from ._safe import (
+    TENSOR_PICKLE_GLOBALS,
+    UnsafeFileError,
+    non_finite_tensors,
+    restricted_load,
+    safe_torch_load,
+    sha256_file,
+)
 
 PathLike = str | os.PathLike
 
@@ -115,13 +122,50 @@ def ours_to_official(key: str) -> str | None:
     return None
 
 
-class _CpuUnpickler(pickle.Unpickler):
-    """Unpickle torch objects saved on a GPU machine onto the CPU."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "torch.storage" and name == "_load_from_bytes":
-            return lambda b: torch.load(io.BytesIO(b), map_location="cpu", weights_only=False)
-        return super().find_class(module, name)
+#: the constructor arguments of the original ``DualEncoderSCFM`` that this package reproduces
+KNOWN_HPARAMS = frozenset(
+    {
+        "max_seq_len",
+        "top_seq_len",
+        "base_dim",
+        "mini_enc_depth",
+        "mini_enc_heads",
+        "mini_enc_dim_head",
+        "large_dim",
+        "large_enc_depth",
+        "large_enc_heads",
+        "large_enc_dim_head",
+        "dec_depth",
+        "dec_heads",
+        "dec_dim_head",
+        "mask_token_thres",
+        "g2v_position_emb",
+        "G_go",
+        "G_go_weight",
+        "go_num_layers",
+        "device",
+        "go_use_gene2vec",
+        "gene2vec_file",
+    }
+)
+_INTEGER_HPARAMS = (
+    "max_seq_len",
+    "top_seq_len",
+    "base_dim",
+    "mini_enc_depth",
+    "mini_enc_heads",
+    "mini_enc_dim_head",
+    "large_dim",
+    "large_enc_depth",
+    "large_enc_heads",
+    "large_enc_dim_head",
+    "dec_depth",
+    "dec_heads",
+    "dec_dim_head",
+    "go_num_layers",
+)
+#: key of this package's record of the hyper-parameters inside checkpoints it writes
+RECORD_KEY = "sclong_scverse_hparams"
 
 
 def read_hparams(path: PathLike) -> dict[str, Any]:
@@ -132,18 +176,33 @@ def read_hparams(path: PathLike) -> dict[str, Any]:
     path
         The ``.pkl`` file.
 
+    The file is read with an allow-list unpickler: besides plain data it may refer only to torch's
+    tensor rebuild functions and ``collections.OrderedDict`` (nested tensors are read with
+    ``torch.load(weights_only=True)``). Anything else is refused before it runs.
+
     Returns
     -------
     The constructor keyword arguments, with ``G_go`` / ``G_go_weight`` as CPU tensors.
+
+    Raises
+    ------
+    OfficialFormatError
+        Not a pickle; a global outside the allow-list (named in the message; nothing was run);
+        not a dict of constructor arguments.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"hyper-parameter file not found: {path}")
     try:
-        with path.open("rb") as handle:
-            hparams = _CpuUnpickler(handle).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as error:
+        hparams = restricted_load(path, TENSOR_PICKLE_GLOBALS, what=str(path))
+    except UnsafeFileError as error:
+        raise OfficialFormatError(
+            f"{error} This is not an official scLong hyper-parameter pickle."
+        ) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, RuntimeError) as error:
         raise OfficialFormatError(
             f"{path} is not an official scLong hyper-parameter pickle ({error})."
-        ) from error
+        ) from None
     if not isinstance(hparams, Mapping):
         raise OfficialFormatError(
             f"{path} holds a {type(hparams).__name__}, expected the dict of constructor arguments "
@@ -177,15 +236,26 @@ def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
     Raises
     ------
     OfficialFormatError
-        The file is not a torch checkpoint, or holds neither a state dict nor a dict with
-        ``model_state_dict``.
+        The file is not a torch checkpoint, refers to code or objects outside the allow-list, or
+        holds neither a state dict nor a dict with ``model_state_dict``.
     """
+    return _read_checkpoint_file(path)[0]
+
+
+def _read_checkpoint_file(path: PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """The state dict of a checkpoint and this package's hyper-parameter record (if any)."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = safe_torch_load(path)
+    except UnsafeFileError as error:
+        raise OfficialFormatError(str(error)) from None
     except Exception as error:  # torch raises several types for non-checkpoint files
-        raise OfficialFormatError(f"{path} is not a torch checkpoint ({error}).") from error
+        raise OfficialFormatError(f"{path} is not a torch checkpoint ({error}).") from None
+    record = None
     if isinstance(checkpoint, Mapping) and "model_state_dict" in checkpoint:
+        record = checkpoint.get(RECORD_KEY)
         checkpoint = checkpoint["model_state_dict"]
     if not isinstance(checkpoint, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in checkpoint.values()
@@ -193,7 +263,128 @@ def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
         raise OfficialFormatError(
             f"{path} holds neither a state dict nor a dict with 'model_state_dict'."
         )
-    return dict(checkpoint)
+    return dict(checkpoint), record if isinstance(record, dict) else None
+
+
+def check_hparams(hparams: Mapping[str, Any], where: str = "the hyper-parameters") -> None:
+    """Check the official constructor arguments before a network is built from them.
+
+    Every argument must be one this package reproduces (:data:`KNOWN_HPARAMS`), sizes positive
+    integers, ``0 < top_seq_len < max_seq_len``, ``mask_token_thres < 0`` (inputs are
+    non-negative; values at or below it are mask tokens), ``g2v_position_emb`` true (the only
+    gene-embedding layout of the original), and the GO graph a ``(2, n_edges)`` integer tensor
+    over token positions with ``n_edges`` finite, non-negative weights.
+
+    Parameters
+    ----------
+    hparams
+        The constructor keyword arguments (:func:`read_hparams`).
+    where
+        How to name them in errors (e.g. the file's path).
+
+    Raises
+    ------
+    OfficialFormatError
+        The first inconsistency found, named.
+    """
+    unknown = sorted(set(hparams) - KNOWN_HPARAMS)
+    if unknown:
+        raise OfficialFormatError(
+            f"{where} has arguments this package does not reproduce: {unknown}. The network "
+            "built from it would silently differ from the original; this release is not of the "
+            f"scLong version this package implements (known arguments: {sorted(KNOWN_HPARAMS)})."
+        )
+    for key in _INTEGER_HPARAMS:
+        if key not in hparams:
+            continue
+        value = hparams[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise OfficialFormatError(f"{where}: {key} must be a positive integer, got {value!r}.")
+    top, length = hparams["top_seq_len"], hparams["max_seq_len"]
+    if not top < length:
+        raise OfficialFormatError(
+            f"{where}: top_seq_len ({top}) must be smaller than max_seq_len ({length})."
+        )
+    threshold = hparams.get("mask_token_thres", -1)
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or threshold >= 0:
+        raise OfficialFormatError(
+            f"{where}: mask_token_thres must be a negative number (inputs are non-negative and "
+            f"values at or below it are mask tokens), got {threshold!r}."
+        )
+    if hparams.get("g2v_position_emb", True) is not True:
+        raise OfficialFormatError(
+            f"{where}: g2v_position_emb={hparams['g2v_position_emb']!r}; only the original's "
+            "gene-identity embedding (True) is implemented."
+        )
+    edge_index, edge_weight = hparams.get("G_go"), hparams.get("G_go_weight")
+    if edge_index is None:
+        if edge_weight is not None:
+            raise OfficialFormatError(f"{where}: G_go_weight is given without G_go.")
+        return
+    if (
+        not isinstance(edge_index, torch.Tensor)
+        or edge_index.dim() != 2
+        or edge_index.shape[0] != 2
+        or edge_index.is_floating_point()
+    ):
+        raise OfficialFormatError(
+            f"{where}: G_go must be a (2, n_edges) integer tensor, got "
+            f"{type(edge_index).__name__} {tuple(getattr(edge_index, 'shape', ()))}."
+        )
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= length):
+        raise OfficialFormatError(
+            f"{where}: G_go has token positions outside [0, max_seq_len={length})."
+        )
+    if edge_weight is not None:
+        if not isinstance(edge_weight, torch.Tensor) or edge_weight.shape != (
+            edge_index.shape[1],
+        ):
+            raise OfficialFormatError(
+                f"{where}: G_go_weight must hold one weight per G_go edge "
+                f"({edge_index.shape[1]}), got {tuple(getattr(edge_weight, 'shape', ()))}."
+            )
+        weight = edge_weight.double()
+        if not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
+            raise OfficialFormatError(
+                f"{where}: G_go_weight holds NaN, infinite or negative weights "
+                f"({int((~torch.isfinite(weight)).sum())} non-finite); the GO-GCN would give "
+                "NaN outputs. The file is corrupted."
+            )
+
+
+def _plain_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The scalar hyper-parameters and a digest of the GO graph (for the record and its check)."""
+    import hashlib
+
+    record: dict[str, Any] = {
+        k: v for k, v in hparams.items() if isinstance(v, bool | int | float | str)
+    }
+    record.pop("device", None)  # where it was saved; loading maps to any device
+    record.pop("gene2vec_file", None)  # initialisation only
+    digest = hashlib.sha256()
+    for key in ("G_go", "G_go_weight"):
+        value = hparams.get(key)
+        if value is not None:
+            tensor = torch.as_tensor(value).detach().cpu()
+            tensor = tensor.long() if key == "G_go" else tensor.float()
+            digest.update(key.encode() + tensor.contiguous().numpy().tobytes())
+    record["go_graph_sha256"] = digest.hexdigest()
+    return record
+
+
+def _check_record(record: Mapping[str, Any], hparams: Mapping[str, Any], where: str) -> None:
+    """Refuse hyper-parameters that differ from the record the checkpoint carries."""
+    expected = _plain_hparams(hparams)
+    differing = [
+        f"{key}: hyper-parameters {expected.get(key)!r}, checkpoint {value!r}"
+        for key, value in record.items()
+        if expected.get(key) != value
+    ]
+    if differing:
+        raise OfficialFormatError(
+            f"{where} disagree with the record in the checkpoint, which was written with other "
+            f"hyper-parameters: {differing[:5]}. Use the .pkl written with this .pth."
+        )
 
 
 def read_genes(path: PathLike) -> list[str]:
@@ -356,8 +547,15 @@ def load_official(
     *,
     attention_mode: str = "faithful",
     map_location: str | torch.device = "cpu",
+    expected_sha256: str | Mapping[str, str] | None = None,
 ) -> OfficialRelease:
-    """Load the official scLong weights.
+    """Load the official scLong weights, safely and verified.
+
+    Both files are read without running code from them (:func:`read_hparams`,
+    :func:`read_checkpoint`). The hyper-parameters are checked (:func:`check_hparams`) and
+    cross-checked against every tensor shape of the checkpoint and, for releases written by
+    :func:`save_official`, against the record the checkpoint carries (including ``top_seq_len``
+    and the GO graph, which shapes do not reveal). Every weight and GO edge weight must be finite.
 
     Parameters
     ----------
@@ -374,13 +572,27 @@ def load_official(
         :class:`~sclong_scverse.nn.ScLongConfig`.
     map_location
         Device of the returned network.
+    expected_sha256
+        The sha256 (hex) of the checkpoint, or ``{"checkpoint": ..., "hparams": ...,
+        "genes": ...}`` for any of the three files: a file whose checksum differs is refused
+        (e.g. a truncated download or flipped bytes, which loading alone may not reveal).
 
     Returns
     -------
     :class:`OfficialRelease` with the network in eval mode, its genes and the raw
     hyper-parameters. The stored random-feature projection matrices are loaded, never redrawn.
+
+    Raises
+    ------
+    OfficialFormatError
+        A file that is not what it should be, refers to code outside the allow-list, differs
+        from ``expected_sha256``, holds NaN or infinite weights, or disagrees with another.
     """
+    _verify_checksums(
+        expected_sha256, {"checkpoint": checkpoint, "hparams": hparams, "genes": genes}
+    )
     params = read_hparams(hparams)
+    check_hparams(params, where=str(hparams))
     config = config_from_hparams(params, attention_mode=attention_mode)
     gene_list = None
     if genes is not None:
@@ -390,8 +602,16 @@ def load_official(
                 f"{genes} lists {len(gene_list)} genes but the hyper-parameters expect "
                 f"max_seq_len - 1 = {config.n_genes}."
             )
-    state = read_checkpoint(checkpoint)
-    edge_index, edge_weight = params.get("G_go"), params.get("G_go_weight")
+    state, record = _read_checkpoint_file(checkpoint)
+    if record is not None:
+        _check_record(record, params, str(hparams))
+    bad = non_finite_tensors(state)
+    if bad:
+        raise OfficialFormatError(
+            f"{checkpoint} holds NaN or infinite values in {bad[:5]}"
+            f"{' ...' if len(bad) > 5 else ''} ({len(bad)} tensors): the file is corrupted or "
+            "the training diverged; the network would give NaN outputs."
+        )
     with torch.device("meta"):  # no random initialisation of weights that are loaded anyway
         network = ScLongNetwork(config)
     converted = convert_official_state_dict(state, network)
@@ -406,6 +626,28 @@ def load_official(
     network.load_state_dict(converted, assign=True)
     network.gene_embedding.set_graph(edge_index, edge_weight)  # validates the positions
     return OfficialRelease(network.to(map_location).eval(), gene_list, params)
+
+
+def _verify_checksums(
+    expected: str | Mapping[str, str] | None, paths: Mapping[str, PathLike | None]
+) -> None:
+    if expected is None:
+        return
+    if isinstance(expected, str):
+        expected = {"checkpoint": expected}
+    unknown = sorted(set(expected) - set(paths))
+    if unknown:
+        raise ValueError(f"expected_sha256 keys must be among {sorted(paths)}, got {unknown}.")
+    for name, digest in expected.items():
+        path = paths[name]
+        if path is None:
+            raise ValueError(f"expected_sha256 gives a checksum for {name}, but no {name} file.")
+        actual = sha256_file(path)
+        if actual.lower() != str(digest).strip().lower():
+            raise OfficialFormatError(
+                f"{path} has sha256 {actual}, expected {digest}: the file is corrupted, "
+                "incomplete or another release. Download it again."
+            )
 
 
 def save_official(
@@ -423,7 +665,9 @@ def save_official(
         The network to write.
     checkpoint
         Destination ``.pth`` (a dict with ``model_state_dict`` and empty optimiser states, the
-        identity table in float64 as in the official file).
+        identity table in float64 as in the official file, and a record of the scalar
+        hyper-parameters and a digest of the GO graph, which :func:`load_official` checks the
+        ``.pkl`` against; the original scripts ignore it).
     hparams
         Destination ``.pkl`` of constructor arguments (with ``G_go`` / ``G_go_weight``,
         ``device='cpu'``).
@@ -441,6 +685,8 @@ def save_official(
             continue  # the GO graph lives in the hyper-parameters
         value = value.detach().cpu()
         state[official] = value.double() if official == "pos_emb.emb.weight" else value.clone()
+    embedding = network.gene_embedding
+    params = hparams_from_config(network.config, embedding.edge_index, embedding.edge_weight)
     torch.save(
         {
             "epoch": "sclong-scverse",
@@ -449,14 +695,11 @@ def save_official(
             "scheduler_state_dict": {},
             "scaler_state_dict": {},
             "losses": [],
+            RECORD_KEY: _plain_hparams(params),
         },
         checkpoint,
     )
-    embedding = network.gene_embedding
     with open(hparams, "wb") as handle:
-        pickle.dump(
-            hparams_from_config(network.config, embedding.edge_index, embedding.edge_weight),
-            handle,
-        )
+        pickle.dump(params, handle)
     if genes is not None:
         Path(genes_path).write_text("\n".join(genes) + "\n")
