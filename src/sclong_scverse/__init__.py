@@ -1,15 +1,39 @@
 """sclong-scverse: the scLong single-cell foundation model for scanpy and scvi-tools users."""
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
-
-from . import datasets, genes, go, io, model, module, nn, pl, pp, tl
-from .model import SCLONG
-from .nn import ScLongConfig
+from typing import TYPE_CHECKING
 
 try:
     __version__ = version("sclong-scverse")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
+
+_SUBMODULES = {"datasets", "genes", "go", "io", "model", "module", "nn", "pl", "pp", "tl"}
+_ATTRIBUTES = {"SCLONG": "model", "ScLongConfig": "nn"}
+
+if TYPE_CHECKING:  # static analysers and IDEs see the eager names
+    from . import datasets, genes, go, io, model, module, nn, pl, pp, tl
+    from .model import SCLONG
+    from .nn import ScLongConfig
+
+
+def __getattr__(name: str):
+    """Import submodules and the main classes on first use (PEP 562).
+
+    ``import sclong_scverse`` and the ``sclong`` command line then start without importing
+    torch or scvi-tools (``sclong --help`` answers in a fraction of a second).
+    """
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _ATTRIBUTES:
+        return getattr(importlib.import_module(f".{_ATTRIBUTES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _SUBMODULES | set(_ATTRIBUTES))
+
 
 __all__ = [
     "SCLONG",

@@ -1,5 +1,6 @@
 """scvi-tools model class of scLong."""
 
+from ._saving import ModelIntegrityError
 from ._sclong import SCLONG
 
-__all__ = ["SCLONG"]
+__all__ = ["SCLONG", "ModelIntegrityError"]

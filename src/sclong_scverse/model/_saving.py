@@ -1,0 +1,305 @@
+"""Saving and loading scLong models safely: plain-data files, a checksum manifest, verification.
+
+scvi-tools saves a model as one ``model.pt`` pickled with ``torch.save`` (its training history as
+pandas data frames) and loads it with ``weights_only=False``, which runs whatever code a crafted
+file carries. This module writes the same content as plain data (tensors, numpy arrays, dicts,
+lists, strings, numbers), so that it reads back with ``torch.load(weights_only=True)``, and writes
+``manifest.json`` beside it: the sha256 of every file, the package, torch and scvi-tools versions
+and the network configuration. Loading verifies the manifest and that every weight is finite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..io._safe import UnsafeFileError, non_finite_tensors, safe_torch_load, sha256_file
+
+MODEL_FILE = "model.pt"
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = "sclong-scverse-model/1"
+
+_TAG = "__sclong_plain__"
+
+
+class ModelIntegrityError(ValueError):
+    """A saved model's files do not match their manifest, or hold non-finite weights."""
+
+
+# ---------------------------------------------------------------------- plain data
+def to_plain(value: Any, where: str = "model") -> Any:
+    """Turn a model's saved attributes into plain data that ``weights_only`` loading accepts.
+
+    Data frames become tagged dicts of numpy columns (restored by :func:`from_plain`);
+    ``defaultdict`` becomes a tagged dict; tensors, numpy arrays and scalars stay as they are.
+
+    Raises
+    ------
+    TypeError
+        A value of a type with no plain form (it would need pickled code to be read back).
+    """
+    if isinstance(value, torch.Tensor | np.ndarray | str | bytes | bool | int | float | type(None)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.DataFrame):
+        return {
+            _TAG: "DataFrame",
+            "index": np.asarray(value.index.to_numpy()),
+            "index_name": value.index.name,
+            "columns": [str(c) for c in value.columns],
+            "values": [np.asarray(value[c].to_numpy()) for c in value.columns],
+        }
+    if isinstance(value, pd.Index):
+        return np.asarray(value.to_numpy())
+    if isinstance(value, defaultdict):
+        factory = value.default_factory
+        if factory not in (dict, list, None):
+            raise TypeError(f"{where}: a defaultdict of {factory} has no plain form.")
+        return {
+            _TAG: "defaultdict",
+            "factory": None if factory is None else factory.__name__,
+            "items": {k: to_plain(v, f"{where}/{k}") for k, v in value.items()},
+        }
+    if isinstance(value, Mapping):
+        return {k: to_plain(v, f"{where}/{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    raise TypeError(f"{where}: {type(value).__name__} has no plain form to save safely.")
+
+
+def from_plain(value: Any) -> Any:
+    """Invert :func:`to_plain` (data frames and ``defaultdict`` restored)."""
+    if isinstance(value, dict):
+        tag = value.get(_TAG)
+        if tag == "DataFrame":
+            frame = pd.DataFrame(
+                dict(zip(value["columns"], value["values"], strict=True)),
+                index=pd.Index(value["index"], name=value["index_name"]),
+            )
+            return frame
+        if tag == "defaultdict":
+            factory = {"dict": dict, "list": list, None: None}[value["factory"]]
+            return defaultdict(factory, {k: from_plain(v) for k, v in value["items"].items()})
+        return {k: from_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(from_plain(v) for v in value)
+    return value
+
+
+# ---------------------------------------------------------------------- manifest
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("sclong-scverse", "torch", "scvi-tools", "anndata"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+def write_manifest(
+    dir_path: str | os.PathLike,
+    files: list[str],
+    extra: dict | None = None,
+    prefix: str | None = None,
+) -> Path:
+    """Write ``manifest.json`` in ``dir_path``: sha256 and size of ``files``, versions, ``extra``.
+
+    Parameters
+    ----------
+    dir_path
+        The model folder.
+    files
+        File names inside ``dir_path`` to record.
+    extra
+        More plain values to record (e.g. the network configuration).
+    prefix
+        File name prefix of the model (the manifest is ``{prefix}manifest.json``).
+
+    Returns
+    -------
+    The manifest's path.
+    """
+    folder = Path(dir_path)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "versions": _versions(),
+        "files": {
+            name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
+            for name in files
+        },
+        **(extra or {}),
+    }
+    path = folder / f"{prefix or ''}{MANIFEST_FILE}"
+    _atomic_write_bytes(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def verify_manifest(
+    dir_path: str | os.PathLike, names: list[str] | None = None, prefix: str | None = None
+) -> dict:
+    """Check the files of a saved model against its ``manifest.json``.
+
+    Parameters
+    ----------
+    dir_path
+        The model folder.
+    names
+        Files that must be listed and match (default: every file the manifest lists).
+    prefix
+        File name prefix of the model (the manifest is ``{prefix}manifest.json``).
+
+    Returns
+    -------
+    The manifest.
+
+    Raises
+    ------
+    ModelIntegrityError
+        No manifest, an unreadable one, a listed file missing, or a checksum that differs.
+    """
+    folder = Path(dir_path)
+    path = folder / f"{prefix or ''}{MANIFEST_FILE}"
+    if not path.exists():
+        raise ModelIntegrityError(
+            f"{folder} has no {path.name}, so its files cannot be verified (it was not saved "
+            "by sclong-scverse >= 0.1, or the manifest was removed). If you trust the files, "
+            "pass verify=False to load them anyway, then save the model again to add one."
+        )
+    try:
+        manifest = json.loads(path.read_text())
+        listed = manifest["files"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ModelIntegrityError(f"{path} is not a readable model manifest ({error}).") from None
+    for name in names if names is not None else list(listed):
+        if name not in listed:
+            raise ModelIntegrityError(f"{path} does not list {name}; the folder was altered.")
+        if not (folder / name).exists():
+            raise ModelIntegrityError(f"{folder / name} is listed in {path} but missing.")
+        actual = sha256_file(folder / name)
+        if actual != listed[name].get("sha256"):
+            raise ModelIntegrityError(
+                f"{folder / name} does not match its checksum in {path.name} (sha256 "
+                f"{actual[:16]}..., expected {str(listed[name].get('sha256'))[:16]}...): the file "
+                "was corrupted or changed after saving. Copy it again from its source; pass "
+                "verify=False only if you know why it changed."
+            )
+    return manifest
+
+
+# ---------------------------------------------------------------------- files
+def _umask_permissions(path: str | os.PathLike) -> None:
+    """Give a file made by :func:`tempfile.mkstemp` (0600) the usual permissions (umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        _umask_permissions(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_model_file(content: dict, path: str | os.PathLike) -> None:
+    """``torch.save`` the plain form of ``content`` to ``path`` (a temporary name, then renamed)."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(to_plain(content), temporary)
+        _umask_permissions(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_saved_model(
+    dir_path: str | os.PathLike,
+    prefix: str | None = None,
+    *,
+    verify: bool = True,
+    map_location: str | torch.device = "cpu",
+) -> dict:
+    """Read a saved model's ``model.pt`` safely (``weights_only=True``) and verify it.
+
+    Parameters
+    ----------
+    dir_path
+        The folder written by :meth:`~sclong_scverse.model.SCLONG.save`.
+    prefix
+        File name prefix given to ``save``.
+    verify
+        Check ``model.pt`` against ``manifest.json`` (sha256) first.
+    map_location
+        Where the tensors go.
+
+    Returns
+    -------
+    ``{"model_state_dict", "var_names", "attr_dict"}`` as scvi-tools saves them.
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``model.pt`` in ``dir_path``.
+    ModelIntegrityError
+        A checksum mismatch (with ``verify``), content that is not a saved model, or weights
+        that are NaN or infinite.
+    UnsafeFileError
+        The file refers to code or object types outside the allow-list; nothing was run.
+    """
+    folder = Path(dir_path)
+    name = f"{prefix or ''}{MODEL_FILE}"
+    path = folder / name
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} is not a saved scLong model: {name} not found.")
+    if verify:
+        verify_manifest(folder, [name], prefix=prefix)
+    try:
+        content = safe_torch_load(path, map_location=map_location)
+    except UnsafeFileError as error:
+        raise UnsafeFileError(
+            f"{error} (Models saved by sclong-scverse before safe saving pickled pandas objects: "
+            "load them with the version that wrote them, in an environment you trust, and "
+            "save them again.)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+        raise ModelIntegrityError(f"{path} is not a readable torch file ({error}).") from None
+    if not isinstance(content, dict) or not {"model_state_dict", "attr_dict"} <= set(content):
+        raise ModelIntegrityError(
+            f"{path} is not a saved model (expected the keys model_state_dict, var_names, "
+            "attr_dict)."
+        )
+    content = from_plain(content)
+    state = content["model_state_dict"]
+    bad = non_finite_tensors(state)
+    if bad:
+        raise ModelIntegrityError(
+            f"{path} holds NaN or infinite weights in {bad[:5]}{' ...' if len(bad) > 5 else ''} "
+            f"({len(bad)} tensors): the model diverged during training or the file is corrupted. "
+            "It would give NaN outputs; retrain or restore the file."
+        )
+    return content
