@@ -55,7 +55,8 @@ def training_history(
     model_or_history: SCLONG | Mapping[str, Any],
     *,
     ax: Axes | None = None,
-    log_y: bool = False,
+    log_y: bool | None = None,
+    baseline: float | None = None,
     show: bool | None = None,
     save: str | os.PathLike | None = None,
 ) -> Axes | None:
@@ -70,7 +71,11 @@ def training_history(
     ax
         Axes to draw into (default: a new figure).
     log_y
-        Logarithmic error axis.
+        Logarithmic error axis. ``None`` (default): logarithmic when the curve spans more than a
+        factor of 10 (the first epochs of a fresh model would squash the rest).
+    baseline
+        A reference error drawn as a horizontal line, e.g. the per-gene mean baseline of
+        :meth:`~sclong_scverse.model.SCLONG.evaluate_masked_mse` (``baseline_mse``).
     show
         Show the figure (default: ``scanpy.settings.autoshow``, unless ``save`` is given).
     save
@@ -96,10 +101,19 @@ def training_history(
     ax.plot(train.index + 1, train.to_numpy(), marker="o", label="training cells")
     if validation is not None:
         ax.plot(validation.index + 1, validation.to_numpy(), marker="s", label="validation cells")
+    if baseline is not None:
+        ax.axhline(baseline, color="0.4", linestyle="--", label="per-gene mean baseline")
     ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("masked MSE")
     ax.set_title("scLong pretraining")
+    if log_y is None:
+        values = np.concatenate(
+            [train.to_numpy().ravel()]
+            + ([validation.to_numpy().ravel()] if validation is not None else [])
+        )
+        values = values[np.isfinite(values) & (values > 0)]
+        log_y = bool(values.size) and values.max() > 10 * values.min()
     if log_y:
         ax.set_yscale("log")
     ax.legend(frameon=False)
@@ -189,15 +203,20 @@ def grn(
         matrix = matrix[positions][:, positions]
         matrix = matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)
         matrix = np.maximum(matrix, matrix.T)  # top-k graphs keep an edge in one direction
+        # only the listed edges are coloured (the other pairs among these genes are grey)
+        index = {name: i for i, name in enumerate(nodes)}
+        chosen = np.zeros(matrix.shape, dtype=bool)
+        for source, target in zip(edges["source"], edges["target"], strict=True):
+            chosen[index[source], index[target]] = chosen[index[target], index[source]] = True
         size = max(4.0, 0.28 * len(nodes) + 1.5)
         ax = _axes(ax, (size + 1.0, size))
-        shown = np.ma.masked_equal(matrix, 0.0)  # no edge kept: grey, not a score of 0
+        shown = np.ma.masked_array(matrix, mask=~chosen | (matrix == 0.0))
         colours = mpl.colormaps[cmap].with_extremes(bad="0.9")
         image = ax.imshow(shown, cmap=colours, interpolation="nearest")
         ax.set_xticks(range(len(nodes)), nodes, rotation=90, fontsize=7)
         ax.set_yticks(range(len(nodes)), nodes, fontsize=7)
         ax.figure.colorbar(image, ax=ax, shrink=0.7, label="score")
-        ax.set_title(f"scLong GRN: top {len(edges)} edges")
+        ax.set_title(f"scLong GRN: top {len(edges)} edges among {len(nodes)} genes")
         return _finish(ax, show, save)
 
     ax = _axes(ax, (6.0, 6.0))
