@@ -1,4 +1,14 @@
-"""Shared locations of the real data and the parity release (overridable by environment)."""
+"""Locations of the real data and the parity release, and the shared CellBench fixtures.
+
+Data come from the project's shared folder beside the checkout when it is there
+(``../shared/data``, ``../shared/parity``; ``SCLONG_SHARED``, ``SCLONG_SHARED_DATA`` and
+``SCLONG_PARITY_DIR`` override those paths), else from ``tests/data/``: small real subsets of the
+same files, derived by ``scripts/build_test_data.py`` (sources and licences in
+``tests/data/PROVENANCE.md``), so that a clone without the shared folder runs every test. The
+folders chosen are exported as ``SCLONG_SHARED_DATA`` / ``SCLONG_PARITY_DIR``, so that the
+package's defaults (``scl.datasets.shared_data_dir()``), the command line and the tutorials read
+the same files.
+"""
 
 from __future__ import annotations
 
@@ -13,34 +23,82 @@ import sclong_scverse as scl
 from sclong_scverse.model import SCLONG
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_DATA = REPO / "tests" / "data"  # see tests/data/PROVENANCE.md
 SHARED = Path(os.environ.get("SCLONG_SHARED", REPO.parent / "shared"))
-PARITY_DIR = Path(os.environ.get("SCLONG_PARITY_DIR", SHARED / "parity"))
-DATA_DIR = Path(os.environ.get("SCLONG_SHARED_DATA", SHARED / "data"))
+
+
+def _first_present(candidates: list[Path], marker: str) -> Path:
+    """The first folder that holds ``marker``; the last candidate when none does."""
+    for folder in candidates:
+        if (folder / marker).exists():
+            return folder
+    return candidates[-1]
+
+
+def _candidates(variable: str, shared: Path, fallback: Path) -> list[Path]:
+    given = [Path(os.environ[variable])] if os.environ.get(variable) else []
+    return [*given, shared, fallback]
+
+
+#: the parity release (a miniature official scLong release with reference outputs)
+PARITY_DIR = _first_present(
+    _candidates("SCLONG_PARITY_DIR", SHARED / "parity", TEST_DATA / "parity"), "tiny_ckpt.pth"
+)
+#: the real data (CellBench, PBMC samples, GRN ground truths, GO tables)
+DATA_DIR = _first_present(
+    _candidates("SCLONG_SHARED_DATA", SHARED / "data", TEST_DATA), "scrna/cellbench"
+)
+#: True where the tests read tests/data's subsets (no shared folder)
+SUBSET = DATA_DIR == TEST_DATA
+os.environ["SCLONG_SHARED_DATA"] = str(DATA_DIR)
+os.environ["SCLONG_PARITY_DIR"] = str(PARITY_DIR)
+
+
+def data_file(path: Path) -> Path:
+    """``path``, or its gzip'd copy ``path.gz`` (how tests/data stores large text tables)."""
+    compressed = path.with_name(path.name + ".gz")
+    return compressed if not path.exists() and compressed.exists() else path
+
+
+def pytest_report_header(config) -> list[str]:
+    where = "tests/data subsets" if SUBSET else "shared folder"
+    return [f"sclong data: {DATA_DIR} ({where}); parity release: {PARITY_DIR}"]
 
 
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
     if not (PARITY_DIR / "tiny_ckpt.pth").exists():
-        pytest.skip(f"parity release not found in {PARITY_DIR} (set SCLONG_PARITY_DIR)")
+        pytest.skip(
+            f"parity release not found in {PARITY_DIR} (set SCLONG_PARITY_DIR, or build "
+            "tests/data with scripts/build_test_data.py)"
+        )
     return PARITY_DIR
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    if not DATA_DIR.is_dir():
-        pytest.skip(f"shared real data not found in {DATA_DIR} (set SCLONG_SHARED_DATA)")
+    if not (DATA_DIR / "scrna" / "cellbench").is_dir():
+        pytest.skip(
+            f"real data not found in {DATA_DIR} (set SCLONG_SHARED_DATA, or build tests/data "
+            "with scripts/build_test_data.py)"
+        )
     return DATA_DIR
 
 
 N_GENES = 2048  # the most frequently detected CellBench genes: keeps CI pretraining in a minute
 
 
+def most_detected(adata, n_genes: int = N_GENES):
+    """``adata`` restricted to its ``n_genes`` genes detected in the most cells (ties: first)."""
+    detected = np.asarray((adata.X > 0).sum(axis=0)).ravel()
+    # a stable sort: the same genes from the full data and from tests/data's subset
+    return adata[:, np.sort(np.argsort(-detected, kind="stable")[:n_genes])].copy()
+
+
 @pytest.fixture(scope="session")
 def cellbench_top(data_dir):
     """CellBench (1,408 cells, 5 batches) on its 2,048 most detected genes, normalised."""
-    adata = scl.datasets.cellbench(data_dir)
-    detected = np.asarray((adata.X > 0).mean(axis=0)).ravel()
-    adata = adata[:, np.sort(np.argsort(-detected)[:N_GENES])].copy()
+    adata = most_detected(scl.datasets.cellbench(data_dir))
     scl.pp.normalize(adata)
     return adata
 

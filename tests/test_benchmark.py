@@ -10,6 +10,7 @@ from scipy import sparse
 from scipy.stats import spearmanr
 
 import sclong_scverse as scl
+from conftest import data_file
 from sclong_scverse.pp import ScLongInputError
 
 pytest.importorskip("scib_metrics", reason="scib-metrics (extra [scib]) is not installed")
@@ -159,9 +160,11 @@ def test_integration_bad_input(trained):
 @pytest.fixture(scope="module")
 def ground_truths(data_dir):
     folder = data_dir / "grn"
+    trrust = data_file(folder / "trrust" / "trrust_rawdata.human.tsv")
+    string = data_file(folder / "beeline_human_string" / "STRING-network.csv")
     return {
-        "TRRUST": scl.tl.read_ground_truth(folder / "trrust" / "trrust_rawdata.human.tsv"),
-        "STRING": scl.tl.read_ground_truth(folder / "beeline_human_string" / "STRING-network.csv"),
+        "TRRUST": scl.tl.read_ground_truth(trrust),
+        "STRING": scl.tl.read_ground_truth(string),
     }
 
 

@@ -39,7 +39,11 @@ def human_vocab():
 
 @pytest.fixture(scope="module")
 def cellbench(data_dir):
-    path = data_dir / "scrna" / "cellbench" / "sc_celseq2.count.csv.gz"
+    folder = data_dir / "scrna" / "cellbench"
+    # all genes of the batch: the shared file, or tests/data's copy of its first 50 cells
+    path = folder / "sc_celseq2_first50cells.count.csv.gz"
+    if not path.exists():
+        path = folder / "sc_celseq2.count.csv.gz"
     if not path.exists():
         pytest.skip(f"CellBench counts not found at {path}")
     counts = pd.read_csv(path, index_col=0)  # genes x cells
@@ -52,7 +56,11 @@ def cellbench(data_dir):
 
 @pytest.fixture(scope="module")
 def pbmc(data_dir):
-    path = data_dir / "scrna" / "pbmc_celltypist_sample" / "celltypist_sample_559cells.h5ad"
+    folder = data_dir / "scrna" / "pbmc_celltypist_sample"
+    # all genes: the shared sample (559 cells), or tests/data's copy of its first 20 cells
+    path = folder / "celltypist_sample_559cells.h5ad"
+    if not path.exists():
+        path = folder / "celltypist_sample_20cells.h5ad"
     if not path.exists():
         pytest.skip(f"celltypist PBMC sample not found at {path}")
     return ad.read_h5ad(path)

@@ -1,7 +1,7 @@
 """evaluate_grn and the ground-truth readers, on real networks (TRRUST v2, BEELINE).
 
 Data: TRRUST v2 human (CC BY-SA 4.0), BEELINE human STRING and hESC networks (CC BY 4.0), read
-from the shared data folder (``SCLONG_SHARED_DATA``); tests skip when it is absent.
+from the shared data folder (``SCLONG_SHARED_DATA``), else from their gzip'd copies in tests/data.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from conftest import data_file
 from sclong_scverse.tl import evaluate_grn, expected_random_aupr, read_ground_truth
 
 # 8 real genes with TRRUST edges among them, and a hand-written score matrix (row = source,
@@ -41,19 +42,19 @@ SCORES = (
 @pytest.fixture(scope="module")
 def grn_dir(data_dir):
     path = data_dir / "grn"
-    if not (path / "trrust" / "trrust_rawdata.human.tsv").exists():
+    if not data_file(path / "trrust" / "trrust_rawdata.human.tsv").exists():
         pytest.skip(f"GRN ground truths not found in {path}")
     return path
 
 
 @pytest.fixture(scope="module")
 def trrust(grn_dir):
-    return read_ground_truth(grn_dir / "trrust" / "trrust_rawdata.human.tsv")
+    return read_ground_truth(data_file(grn_dir / "trrust" / "trrust_rawdata.human.tsv"))
 
 
 @pytest.fixture(scope="module")
 def string_net(grn_dir):
-    return read_ground_truth(grn_dir / "beeline_human_string" / "STRING-network.csv")
+    return read_ground_truth(data_file(grn_dir / "beeline_human_string" / "STRING-network.csv"))
 
 
 def _hand_ap_and_epr(pairs: list[tuple[float, bool]]) -> tuple[float, float, int, int]:
@@ -79,7 +80,9 @@ def _edge_table(genes, scores) -> pd.DataFrame:
 
 
 def test_read_trrust(trrust, grn_dir):
-    raw = pd.read_csv(grn_dir / "trrust" / "trrust_rawdata.human.tsv", sep="\t", header=None)
+    raw = pd.read_csv(
+        data_file(grn_dir / "trrust" / "trrust_rawdata.human.tsv"), sep="\t", header=None
+    )
     assert list(trrust.columns) == ["source", "target"]
     assert trrust.iloc[0].tolist() == ["AATF", "BAX"]
     # 9,396 rows; pairs listed with several modes are kept once
@@ -93,8 +96,9 @@ def test_read_beeline_formats(string_net, grn_dir):
     assert list(string_net.columns) == ["source", "target"]
     assert string_net.iloc[0].tolist() == ["CDC5L", "ARF5"]
     assert len(string_net) == 99149 and not string_net.duplicated().any()
-    hesc = read_ground_truth(grn_dir / "beeline_hesc" / "Specific" / "BL--network.csv")
-    raw = pd.read_csv(grn_dir / "beeline_hesc" / "Specific" / "BL--network.csv")
+    hesc_file = data_file(grn_dir / "beeline_hesc" / "Specific" / "BL--network.csv")
+    hesc = read_ground_truth(hesc_file)
+    raw = pd.read_csv(hesc_file)
     assert hesc.iloc[0].tolist() == raw.iloc[0, :2].tolist()
     assert len(hesc) == len(raw.drop_duplicates())
 

@@ -265,3 +265,29 @@ def test_dense_blocks_and_backed_data(cellbench, tmp_path):
             backed.file.close()
     finally:
         _checks._BLOCK_VALUES = old
+
+
+def test_normalize_parameters_backed_data_and_overwrites(cellbench, tmp_path, caplog):
+    # found by the property tests: infinite parameters gave NaN layers, backed data crashed
+    adata = cellbench[:20].copy()
+    for bad in (np.inf, np.nan, 0.0, -1.0, "10"):
+        with pytest.raises(ValueError, match="max_value must be a positive finite number"):
+            normalize(adata, max_value=bad)
+        with pytest.raises(ValueError, match="target_sum must be a positive finite number"):
+            normalize(adata, target_sum=bad)
+    assert "sclong" not in adata.layers
+    adata.write_h5ad(tmp_path / "counts.h5ad")
+    backed = ad.read_h5ad(tmp_path / "counts.h5ad", backed="r")
+    with pytest.raises(ScLongInputError, match=r"backed.*inplace_X=True.*to_memory"):
+        normalize(backed, inplace_X=True)
+    result = normalize(backed, copy=True)  # an in-memory copy
+    assert not result.isbacked and result.layers["sclong"].shape == (20, 15127)
+    normalize(backed)  # the layer is kept in memory, the file is untouched
+    assert (backed.layers["sclong"] != result.layers["sclong"]).nnz == 0
+    backed.file.close()
+    # an existing layer is replaced, and the replacement logged
+    with caplog.at_level("WARNING", logger="sclong_scverse.pp._normalize"):
+        normalize(adata)
+        assert not caplog.records
+        normalize(adata)
+    assert "replacing the existing adata.layers['sclong']" in caplog.records[0].getMessage()

@@ -7,8 +7,9 @@ locations of ``tests/conftest.py`` in its environment. The committed notebooks a
 written to by the tests.
 
 A notebook declares the shared files it needs in its metadata, ``"sclong": {"requires": [...]}``
-with ``"shared_data"`` (``../shared/data``) and/or ``"parity"`` (``../shared/parity``); it is
-skipped when one is absent. A notebook without that entry is assumed to need both.
+with ``"shared_data"`` (``../shared/data``, else the subsets in ``tests/data``) and/or ``"parity"``
+(``../shared/parity``, else ``tests/data/parity``); it is skipped when one is absent (never in a
+checkout, which has ``tests/data``). A notebook without that entry is assumed to need both.
 
 To refresh the committed outputs (full mode, figures inline), run from the repository root::
 
@@ -36,7 +37,7 @@ from conftest import DATA_DIR, PARITY_DIR, REPO  # noqa: E402
 TUTORIALS = REPO / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 KERNEL = "sclong-tutorials"  # written for sys.executable by execute()
-CELL_TIMEOUT = 600  # seconds per cell
+CELL_TIMEOUT = 1200  # seconds per cell: generous for loaded machines (fast mode: < 2 min each)
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")  # colours in IPython tracebacks
 RESOURCES = {
     "shared_data": (DATA_DIR, DATA_DIR.is_dir(), "SCLONG_SHARED_DATA"),

@@ -6,6 +6,7 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import anndata as ad
@@ -22,7 +23,17 @@ from ..genes import GeneVocabulary
 from ..go import GeneGraph, default_human_annotations
 from ..module import ScLongModule, ScLongTrainingPlan
 from ..nn import ScLongConfig, ScLongNetwork
-from ..pp._checks import check_log_normalized, check_not_view, check_unique_var_names
+from ..pp._checks import (
+    SCLONG_MAX_VALUE,
+    ScLongInputError,
+    check_not_view,
+    check_obs_key,
+    check_unique_var_names,
+    model_normalization,
+    normalization_record,
+    to_memory,
+    validate_adata_input,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +56,15 @@ def _gene_ids(adata: ad.AnnData, gene_id_key: str | None) -> pd.Index:
             f"gene_id_key {gene_id_key!r} is not a column of adata.var "
             f"(columns: {list(adata.var.columns)})."
         )
-    return pd.Index(adata.var[gene_id_key].astype(str))
+    column = adata.var[gene_id_key]
+    missing = np.asarray(column.isna())
+    if missing.any():
+        raise ScLongInputError(
+            f"adata.var[{gene_id_key!r}] (gene_id_key) has no id for {int(missing.sum())} genes "
+            f"(e.g. {list(adata.var_names[missing][:3])}); remove those genes "
+            f"(adata = adata[:, adata.var[{gene_id_key!r}].notna()].copy()) or fill in their ids."
+        )
+    return pd.Index(column.astype(str))
 
 
 def _values(adata: ad.AnnData, layer: str | None):
@@ -229,40 +248,97 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         batch_key: str | None = None,
         labels_key: str | None = None,
         gene_id_key: str | None = None,
+        check_normalization: bool = True,
+        normalization: dict | None = None,
         **kwargs,
     ) -> None:
         """Register an AnnData for scLong.
 
-        Reads ``adata.layers[layer]`` (or ``adata.X``; checked to be log-normalised),
-        ``adata.var_names`` (or ``adata.var[gene_id_key]``) and the ``adata.obs`` columns
-        ``batch_key`` and ``labels_key``. Writes the scvi-tools registration:
-        ``adata.uns["_scvi_uuid"]``, ``adata.uns["_scvi_manager_uuid"]``,
+        Reads ``adata.layers[layer]`` (or ``adata.X``), ``adata.var_names`` (or
+        ``adata.var[gene_id_key]``), the ``adata.obs`` columns ``batch_key`` and ``labels_key``
+        and the record :func:`sclong_scverse.pp.normalize` leaves in ``adata.uns``. Writes the
+        scvi-tools registration: ``adata.uns["_scvi_uuid"]``, ``adata.uns["_scvi_manager_uuid"]``,
         ``adata.obs["_scvi_batch"]`` and ``adata.obs["_scvi_labels"]``.
+
+        The values are validated by :func:`sclong_scverse.pp.validate_model_input`: finite,
+        non-negative (the model reads values <= -1 as mask tokens) and, unless
+        ``check_normalization=False``, normalised as scLong expects (not raw counts, each cell
+        rescaled to the maximum of ``normalization``). The normalisation is recorded in the
+        registry (saved with the model); every later query of the model (embeddings, gene
+        networks, predictions, training) is checked against it the same way.
 
         Parameters
         ----------
         adata
-            AnnData with log-normalised values (:func:`sclong_scverse.pp.normalize`).
+            AnnData with log-normalised values (:func:`sclong_scverse.pp.normalize`), at least
+            one cell and one gene.
         layer
             ``adata.layers[layer]`` holds the values (``None``: ``adata.X``). Usually
             ``"sclong"``, the layer written by :func:`sclong_scverse.pp.normalize`.
         batch_key
-            ``adata.obs`` column of batches (recorded, e.g. for integration benchmarks).
+            ``adata.obs`` column of batches (recorded, e.g. for integration benchmarks); every
+            cell needs a value. The model never reads it, so queries may have other batches.
         labels_key
-            ``adata.obs`` column of cell labels (recorded).
+            ``adata.obs`` column of cell labels (recorded); every cell needs a value.
         gene_id_key
             ``adata.var`` column with the gene ids to match to the vocabulary (``None``:
             ``adata.var_names``). Symbols and Ensembl ids are both understood.
+        check_normalization
+            Test that the values look normalised as scLong expects (integer-valued data are
+            refused as raw counts; values above the per-cell maximum, or no cell reaching it,
+            are refused as another normalisation). ``False`` keeps only the finite and
+            non-negative tests, for data normalised otherwise on purpose; recorded, so queries
+            skip those tests as well.
+        normalization
+            How the values were normalised: a dict with ``max_value`` (the per-cell maximum)
+            and optionally ``target_sum`` and ``method``. ``None`` (default): read from the
+            record :func:`sclong_scverse.pp.normalize` leaves in ``adata.uns`` when it wrote
+            these values, else scLong's preprocessing is assumed (maximum 10). Recorded in the
+            registry as ``{"method", "target_sum", "max_value"}``.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+
+        Raises
+        ------
+        ScLongInputError
+            ``adata`` is a view, has no cells or genes, duplicated gene names, values the
+            model cannot read (see above; the message names cells and says what to run), or
+            a ``batch_key`` / ``labels_key`` column with missing values.
+        KeyError
+            ``layer``, ``gene_id_key``, ``batch_key`` or ``labels_key`` not found.
         """
         check_not_view(adata)
+        if adata.n_obs == 0 or adata.n_vars == 0:
+            raise ScLongInputError(
+                f"adata has {adata.n_obs} cells x {adata.n_vars} genes; scLong needs at least "
+                "one cell and one gene."
+            )
         check_unique_var_names(adata)
-        _gene_ids(adata, gene_id_key)
-        check_log_normalized(
-            _values(adata, layer), where=f"adata.layers[{layer!r}]" if layer else "adata.X"
+        if gene_id_key is not None and _gene_ids(adata, gene_id_key).has_duplicates:
+            raise ScLongInputError(
+                f"adata.var[{gene_id_key!r}] (gene_id_key) has duplicated gene ids; make them "
+                "unique (e.g. keep one gene per id) or register without gene_id_key."
+            )
+        check_obs_key(adata, batch_key, "batch_key")
+        check_obs_key(adata, labels_key, "labels_key")
+        _values(adata, layer)  # a clear KeyError for a missing layer
+        normalization = model_normalization(adata, layer, normalization)
+        validate_adata_input(
+            adata,
+            layer,
+            expected_max=normalization["max_value"],
+            check_normalization=bool(check_normalization),
         )
-        setup_method_args = cls._get_setup_method_args(**locals())
+        setup_method_args = cls._get_setup_method_args(
+            cls=cls,
+            adata=adata,
+            layer=layer,
+            batch_key=batch_key,
+            labels_key=labels_key,
+            gene_id_key=gene_id_key,
+            check_normalization=bool(check_normalization),
+            normalization=normalization,
+        )
         anndata_fields = [
             fields.LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
             fields.CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
@@ -281,15 +357,18 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         labels_key: str | None = None,
         gene_id_key: str | None = None,
         modalities: dict[str, str] | None = None,
+        check_normalization: bool = True,
+        normalization: dict | None = None,
         **kwargs,
     ) -> None:
         """Register the RNA modality of a MuData for scLong.
 
         Reads the RNA modality's layer ``rna_layer`` (or its ``X``), its ``var_names`` (or
-        ``var[gene_id_key]``) and the ``obs`` columns ``batch_key`` and ``labels_key``. Writes
-        the scvi-tools registration: ``mdata.uns["_scvi_uuid"]``,
-        ``mdata.uns["_scvi_manager_uuid"]``, and ``obs["_scvi_batch"]`` / ``obs["_scvi_labels"]``
-        of the modalities holding those columns.
+        ``var[gene_id_key]``), its ``uns`` record of :func:`sclong_scverse.pp.normalize` and the
+        ``obs`` columns ``batch_key`` and ``labels_key``. Writes the scvi-tools registration:
+        ``mdata.uns["_scvi_uuid"]``, ``mdata.uns["_scvi_manager_uuid"]``, and
+        ``obs["_scvi_batch"]`` / ``obs["_scvi_labels"]`` of the modalities holding those
+        columns. The values are validated as in :meth:`setup_anndata`.
 
         Parameters
         ----------
@@ -304,6 +383,8 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         modalities
             Which modality holds each field, e.g. ``{"rna_layer": "rna"}`` (default ``"rna"``
             for all).
+        check_normalization, normalization
+            As in :meth:`setup_anndata`.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
@@ -317,10 +398,36 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         if rna_name not in mdata.mod:
             raise KeyError(f"Modality {rna_name!r} not in the MuData ({list(mdata.mod)}).")
         rna = mdata.mod[rna_name]
+        if rna.n_obs == 0 or rna.n_vars == 0:
+            raise ScLongInputError(
+                f"mdata.mod[{rna_name!r}] has {rna.n_obs} cells x {rna.n_vars} genes; scLong "
+                "needs at least one cell and one gene."
+            )
         check_unique_var_names(rna)
         _gene_ids(rna, gene_id_key)
-        check_log_normalized(_values(rna, rna_layer), where=f"mdata.mod[{rna_name!r}]")
-        setup_method_args = cls._get_setup_method_args(**locals())
+        for key, argument in ((batch_key, "batch_key"), (labels_key, "labels_key")):
+            if key is not None and modalities[argument] in mdata.mod:
+                check_obs_key(mdata.mod[modalities[argument]], key, argument)
+        _values(rna, rna_layer)
+        normalization = model_normalization(rna, rna_layer, normalization)
+        validate_adata_input(
+            rna,
+            rna_layer,
+            expected_max=normalization["max_value"],
+            check_normalization=bool(check_normalization),
+            name=f"mdata.mod[{rna_name!r}]",
+        )
+        setup_method_args = cls._get_setup_method_args(
+            cls=cls,
+            mdata=mdata,
+            rna_layer=rna_layer,
+            batch_key=batch_key,
+            labels_key=labels_key,
+            gene_id_key=gene_id_key,
+            modalities=modalities,
+            check_normalization=bool(check_normalization),
+            normalization=normalization,
+        )
         mudata_fields = [
             fields.MuDataLayerField(
                 REGISTRY_KEYS.X_KEY,
@@ -406,6 +513,7 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         hparams: str | os.PathLike,
         genes: str | os.PathLike,
         attention_mode: Literal["faithful", "per_cell"] = "faithful",
+        expected_sha256: str | dict[str, str] | None = None,
         **kwargs,
     ) -> SCLONG:
         """Official scLong weights on the user's data.
@@ -423,6 +531,11 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             The official ``.pth``, hyper-parameter ``.pkl`` and gene list ``.txt``.
         attention_mode
             ``"faithful"`` (default) or ``"per_cell"``.
+        expected_sha256
+            sha256 of the checkpoint, or ``{"checkpoint": ..., "hparams": ..., "genes": ...}``:
+            files whose checksum differs are refused. The files are always read without running
+            code from them, cross-checked, and their weights checked to be finite
+            (:func:`sclong_scverse.io.load_official`).
         **kwargs
             Passed to :class:`SCLONG` (e.g. ``mask_fraction``).
 
@@ -433,7 +546,13 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         """
         from ..io import load_official
 
-        release = load_official(checkpoint, hparams, genes, attention_mode=attention_mode)
+        release = load_official(
+            checkpoint,
+            hparams,
+            genes,
+            attention_mode=attention_mode,
+            expected_sha256=expected_sha256,
+        )
         vocabulary = GeneVocabulary(release.genes)
         model = cls(
             adata,
@@ -470,7 +589,8 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         token with probability 0.9 (``replace_fraction``), and the mean squared error on the
         chosen positions is minimised.
 
-        Reads the registered values (``adata.layers[layer]`` or ``adata.X``); writes nothing
+        Reads the registered values (``adata.layers[layer]`` or ``adata.X``; checked again as
+        :meth:`setup_anndata` checks them, since they may have changed since); writes nothing
         into ``adata`` (the losses go to ``model.history``).
 
         Parameters
@@ -490,7 +610,9 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         accumulate_grad_batches
             Steps of gradient accumulation (the original reaches 200 cells per update).
         train_size, validation_size
-            Split of the cells; the validation loss is the masked MSE on held-out cells.
+            Split of the cells; the validation loss is the masked MSE on held-out cells. When
+            the split holds out no cell (fewer than 10 cells with the default 0.9), training
+            uses all cells without validation and warns (with ``early_stopping``: an error).
         early_stopping
             Stop when the validation loss stops improving (monitor ``validation_loss``).
         redraw_interval
@@ -515,9 +637,39 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             trainer_kwargs["precision"] = precision
         if early_stopping:
             trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
+        self._query(None)  # the registered values may have been changed since setup_anndata
+        fraction = 0.9 if train_size is None else float(train_size)
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"train_size must be in (0, 1], got {train_size!r}.")
+        if validation_size is not None and not 0.0 <= validation_size < 1.0 - fraction + 1e-9:
+            raise ValueError(
+                f"validation_size must be in [0, 1 - train_size], got {validation_size!r} "
+                f"with train_size={fraction:g}."
+            )
         has_validation = train_size is None or train_size < 1.0 or bool(validation_size)
         if early_stopping and not has_validation:
             raise ValueError("early_stopping needs validation cells: use train_size < 1.")
+        if has_validation:
+            n_cells = self.adata.n_obs
+            if validation_size:
+                n_validation = int(np.floor(n_cells * validation_size))
+            else:
+                n_validation = n_cells - int(np.ceil(fraction * n_cells))
+            if n_validation == 0:
+                if early_stopping:
+                    raise ScLongInputError(
+                        f"early_stopping needs validation cells, but with {n_cells} cells and "
+                        f"train_size={fraction:g} none is held out. Use more cells or a smaller "
+                        "train_size, or train without early_stopping."
+                    )
+                warnings.warn(
+                    f"With {n_cells} cells and train_size={fraction:g}, no cell is held out for "
+                    f"validation: training on all {n_cells} cells without a validation loss. "
+                    "Pass train_size=1.0 to say so (no warning), or a smaller train_size.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                train_size, validation_size, has_validation = 1.0, None, False
         if has_validation:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         self.module.train()  # queries leave it in eval mode; Lightning warns about eval modules
@@ -538,28 +690,110 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         return result
 
     # ------------------------------------------------------------------ queries
-    def _query(self, adata: ad.AnnData | MuData | None) -> ad.AnnData | MuData:
-        """The registered data, or ``adata`` aligned to the model's genes and validated."""
-        if adata is None:
+    def _query(
+        self, adata: ad.AnnData | MuData | None, indices: Sequence[int] | None = None
+    ) -> ad.AnnData | MuData:
+        """The data to read, validated as :meth:`setup_anndata` validates the registered data.
+
+        ``adata`` ``None`` (or the registered object itself): the registered data, whose values
+        are checked again (they may have been changed since registration; only the cells in
+        ``indices``). Another AnnData: its values are checked against the model's recorded
+        normalisation and a new AnnData holding them on the model's genes (read into memory
+        when backed; genes aligned when they differ) is registered in its place, so nothing is
+        written into ``adata`` and its ``obs`` columns do not matter (the model reads values
+        only; batches unseen in training are fine). A MuData is checked and registered as is.
+        """
+        args = self._setup_args
+        expected_max = (args.get("normalization") or {}).get("max_value", SCLONG_MAX_VALUE)
+        check = bool(args.get("check_normalization", True))
+        layer = self._layer
+        if adata is None or adata is self.adata:
+            rna = _rna(self.adata, self._modality)
+            validate_adata_input(
+                rna,
+                layer,
+                expected_max=expected_max,
+                check_normalization=check,
+                indices=indices if rna is self.adata else None,
+            )
             return self.adata
         if isinstance(adata, MuData):
+            if self._modality is None:
+                raise ValueError(
+                    "This model was set up on an AnnData; pass an AnnData, not a MuData."
+                )
+            rna = _rna(adata, self._modality)
+            validate_adata_input(
+                rna,
+                layer,
+                expected_max=expected_max,
+                check_normalization=check,
+                name=f"mdata.mod[{self._modality!r}]",
+            )
             return self._validate_anndata(adata)
+        if not isinstance(adata, ad.AnnData):
+            raise TypeError(f"expected an AnnData, got {type(adata).__name__}.")
+        if self._modality is not None:
+            raise ValueError(
+                f"This model was set up on a MuData; pass a MuData with the {self._modality!r} "
+                "modality, not an AnnData."
+            )
         check_not_view(adata)
+        if adata.n_obs == 0:
+            raise ScLongInputError("adata has no cells; nothing to read.")
         ids = _gene_ids(adata, self._gene_id_key)
-        model_ids = _gene_ids(_rna(self.adata, self._modality), self._gene_id_key)
+        registered = _rna(self.adata, self._modality)
+        model_ids = _gene_ids(registered, self._gene_id_key)
         if ids.equals(model_ids):
-            return self._validate_anndata(adata)
-        model_var_names = _rna(self.adata, self._modality).var_names
-        aligned = _align_to_genes(adata, self._layer, ids, model_ids, model_var_names)
+            validate_adata_input(
+                adata, layer, expected_max=expected_max, check_normalization=check, indices=indices
+            )
+            values = to_memory(_values(adata, layer))
+            if sparse.issparse(values) and values.format != "csr":
+                values = values.tocsr()
+            query = ad.AnnData(X=values, var=pd.DataFrame(index=registered.var_names.copy()))
+            query.obs_names = adata.obs_names.copy()
+            if layer is not None:
+                query.layers[layer] = values
+        else:
+            query = _align_to_genes(
+                adata,
+                layer,
+                ids,
+                model_ids,
+                registered.var_names,
+                expected_max=expected_max,
+                check_normalization=check,
+            )
+            query.obs = pd.DataFrame(index=adata.obs_names.copy())
         if self._gene_id_key is not None:
-            aligned.var[self._gene_id_key] = model_ids.to_numpy()
-        return self._validate_anndata(aligned)
+            query.var[self._gene_id_key] = model_ids.to_numpy()
+        # the registered obs columns, filled with a category the model knows (it never reads them)
+        for registry_key in (REGISTRY_KEYS.BATCH_KEY, REGISTRY_KEYS.LABELS_KEY):
+            key = args.get("batch_key" if registry_key == REGISTRY_KEYS.BATCH_KEY else "labels_key")
+            if key is not None:
+                state = self.adata_manager.get_state_registry(registry_key)
+                query.obs[key] = pd.Categorical.from_codes(
+                    np.zeros(query.n_obs, dtype=np.int64), categories=state.categorical_mapping
+                )
+        return self._validate_anndata(query)
 
     def _loader(self, adata, indices, batch_size):
-        adata = self._query(adata)
-        return self._make_data_loader(
-            adata=adata, indices=indices, batch_size=batch_size or settings.batch_size
-        )
+        """Yield the mini-batches of :meth:`_query`'s data, then drop a query's registration."""
+        if indices is not None:
+            indices = np.asarray(indices)
+            if indices.dtype == bool:
+                indices = np.flatnonzero(indices)
+        data = self._query(adata, indices)
+        try:
+            yield from self._make_data_loader(
+                adata=data, indices=indices, batch_size=batch_size or settings.batch_size
+            )
+        finally:
+            if data is not self.adata and not isinstance(data, MuData):
+                # the model keeps no reference to the query's values (scvi-tools would)
+                uuid = data.uns.get("_scvi_uuid")
+                self._per_instance_manager_store.get(self.id, {}).pop(uuid, None)
 
     def _batches(
         self, adata, indices, batch_size, mask_fraction=None, replace_fraction=1.0, seed=None
@@ -793,41 +1027,186 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         }
 
     # ------------------------------------------------------------------ save / load
-    @classmethod
-    def load(cls, dir_path: str, adata: ad.AnnData | None = None, **kwargs) -> SCLONG:
-        """Load a saved model, aligning ``adata`` to the saved genes when they differ.
+    def save(
+        self,
+        dir_path: str | os.PathLike,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        **anndata_write_kwargs,
+    ) -> None:
+        """Save the model as plain data with a checksum manifest.
 
-        Reads ``adata.var_names`` and the values of the layer the model was set up with. When
-        the genes match, ``adata`` itself is registered (the scvi-tools fields that
+        Writes, in ``dir_path``: ``model.pt`` (weights, gene names, setup registry, training
+        history; plain tensors and arrays that load with ``torch.load(weights_only=True)``),
+        ``adata.h5ad`` (or ``mdata.h5mu``) when ``save_anndata``, and ``manifest.json`` (sha256
+        of each file, package/torch/scvi-tools versions, the network configuration). Each file
+        is written under a temporary name and renamed when complete. Reads the registered
+        AnnData only when ``save_anndata``.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write (created).
+        prefix
+            Prefix of the file names (several models in one folder).
+        overwrite
+            Replace the files of a model already saved there.
+        save_anndata
+            Also write the registered AnnData (or MuData).
+        **anndata_write_kwargs
+            Passed to :meth:`anndata.AnnData.write_h5ad`.
+        """
+        from ._saving import MODEL_FILE, save_model_file, write_manifest
+
+        folder = Path(dir_path)
+        stem = prefix or ""
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{folder} is a file; give a folder to save the model in.")
+        if (folder / f"{stem}{MODEL_FILE}").exists() and not overwrite:
+            raise ValueError(
+                f"{folder} already holds a saved model; pass overwrite=True to replace it, or "
+                "choose another folder."
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        files = []
+        if save_anndata:
+            suffix = "mdata.h5mu" if isinstance(self.adata, MuData) else "adata.h5ad"
+            target = folder / f"{stem}{suffix}"
+            temporary = folder / f".{target.name}.partial"
+            try:
+                self.adata.write(temporary, **anndata_write_kwargs)
+                os.replace(temporary, target)
+            finally:
+                temporary.unlink(missing_ok=True)
+            files.append(target.name)
+        attributes = {
+            name: value for name, value in self._get_user_attributes() if name.endswith("_")
+        }
+        content = {
+            "model_state_dict": self.module.state_dict(),
+            "var_names": self.get_var_names(),
+            "attr_dict": attributes,
+        }
+        if self._gene_id_key is not None:  # to register aligned queries on load
+            rna = _rna(self.adata, self._modality)
+            content["gene_ids"] = np.asarray(_gene_ids(rna, self._gene_id_key), dtype=object)
+        save_model_file(content, folder / f"{stem}{MODEL_FILE}")
+        files.append(f"{stem}{MODEL_FILE}")
+        write_manifest(
+            folder,
+            files,
+            extra={"model": type(self).__name__, "config": self.module.config.to_dict()},
+            prefix=prefix,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str | os.PathLike,
+        adata: ad.AnnData | MuData | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        prefix: str | None = None,
+        verify: bool = True,
+    ) -> SCLONG:
+        """Load a saved model safely, aligning ``adata`` to the saved genes when they differ.
+
+        ``model.pt`` is read with ``torch.load(weights_only=True)`` (no code in the file can
+        run), checked against ``manifest.json`` (sha256) and for finite weights. Reads
+        ``adata.var_names`` and the values of the layer the model was set up with. When the
+        genes match, ``adata`` itself is registered (the scvi-tools fields that
         :meth:`setup_anndata` writes); otherwise a new aligned AnnData is registered and
         ``adata`` is left unchanged.
 
         Parameters
         ----------
         dir_path
-            Folder written by :meth:`~scvi.model.base.BaseModelClass.save`.
+            Folder written by :meth:`save`.
         adata
-            Data to attach. Its genes may be in another order or partly missing: the values are
-            reordered to the saved genes (missing genes enter as 0) with a report.
-        **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.load`.
+            Data to attach (default: the AnnData saved with the model). Its genes may be in
+            another order or partly missing: the values are reordered to the saved genes
+            (missing genes enter as 0) with a report.
+        accelerator, device
+            Where the model runs (scvi-tools / Lightning settings).
+        prefix
+            File name prefix given to :meth:`save`.
+        verify
+            Check the files against ``manifest.json``. ``False`` loads a folder without a
+            manifest (saved by an older version) or whose files changed; the weights are still
+            read with ``weights_only=True`` and checked to be finite.
 
         Returns
         -------
         The model, in eval mode; fine-tuning keeps its random features (``is_pretrained``).
+
+        Raises
+        ------
+        ModelIntegrityError
+            A file differs from its checksum, the manifest is missing (with ``verify``), the
+            weights are NaN or infinite, or they do not fit the saved configuration.
+        UnsafeFileError
+            ``model.pt`` refers to code or object types outside the allow-list.
         """
-        if adata is not None and not isinstance(adata, MuData):
-            saved = torch.load(
-                os.path.join(dir_path, f"{kwargs.get('prefix') or ''}model.pt"),
-                map_location="cpu",
-                weights_only=False,
-            )
-            layer = saved["attr_dict"]["registry_"]["setup_args"].get("layer")
-            model_ids = pd.Index(np.asarray(saved["var_names"]).astype(str))
+        from scvi.model._utils import parse_device_args
+        from scvi.model.base._save_load import _initialize_model, _validate_var_names
+
+        from ._saving import ModelIntegrityError, read_saved_model, verify_manifest
+
+        _, _, torch_device = parse_device_args(
+            accelerator=accelerator,
+            devices=device,
+            return_device="torch",
+            validate_single_device=True,
+        )
+        folder = Path(dir_path)
+        saved = read_saved_model(folder, prefix, verify=verify)
+        attr_dict, state = saved["attr_dict"], saved["model_state_dict"]
+        var_names = saved.get("var_names")
+        state.pop("pyro_param_store", None)
+        registry = attr_dict.pop("registry_")
+        saved_class = registry.get("model_name", cls.__name__)
+        if saved_class != cls.__name__:
+            raise ValueError(f"{folder} holds a {saved_class} model, not a {cls.__name__}.")
+        setup_method = registry.get("setup_method_name", "setup_anndata")
+        if adata is None:
+            suffix = "mdata.h5mu" if setup_method == "setup_mudata" else "adata.h5ad"
+            path = folder / f"{prefix or ''}{suffix}"
+            if not path.exists():
+                raise ValueError(
+                    f"{folder} was saved without its AnnData; pass the data to attach: "
+                    f"{cls.__name__}.load({str(folder)!r}, adata=adata)."
+                )
+            if verify:
+                verify_manifest(folder, [path.name], prefix=prefix)
+            if setup_method == "setup_mudata":
+                import mudata
+
+                adata = mudata.read_h5mu(path)
+            else:
+                adata = ad.read_h5ad(path)
+        elif not isinstance(adata, MuData):
+            layer = registry["setup_args"].get("layer")
+            model_ids = pd.Index(np.asarray(var_names).astype(str))
             ids = pd.Index(adata.var_names.astype(str))
             if not ids.equals(model_ids):
                 adata = _align_to_genes(adata, layer, ids, model_ids, model_ids)
-        model = super().load(dir_path, adata=adata, **kwargs)
+                gene_id_key = registry["setup_args"].get("gene_id_key")
+                if gene_id_key is not None and saved.get("gene_ids") is not None:
+                    adata.var[gene_id_key] = np.asarray(saved["gene_ids"]).astype(str)
+        _validate_var_names(adata, var_names)
+        getattr(cls, setup_method)(adata, source_registry=registry, **registry["setup_args"])
+        model = _initialize_model(cls, adata, registry, attr_dict, None)
+        try:
+            model.module.load_state_dict(state)
+        except RuntimeError as error:
+            raise ModelIntegrityError(
+                f"The weights in {folder} do not fit the configuration saved with them "
+                f"({str(error).splitlines()[0]} ...); the file is corrupted or was edited."
+            ) from None
+        model.to_device(torch_device)
+        model.module.eval()
+        model._validate_anndata(adata)
         model.is_pretrained = True  # fine-tuning keeps the loaded random features
         return model
 
@@ -838,18 +1217,34 @@ def _align_to_genes(
     data_ids: pd.Index,
     model_ids: pd.Index,
     model_var_names: pd.Index,
+    *,
+    expected_max: float | None = None,
+    check_normalization: bool = False,
 ) -> ad.AnnData:
-    """A new AnnData with ``adata``'s values on the model's genes (absent genes = 0)."""
+    """A new AnnData with ``adata``'s values on the model's genes (absent genes = 0).
+
+    The values are validated first (:func:`~sclong_scverse.pp.validate_adata_input`, on
+    ``adata``'s own genes: removing genes lowers some cells' maximum); ``expected_max`` and
+    ``check_normalization`` are the model's (defaults: finite and non-negative only). The new
+    AnnData carries ``adata.obs`` and, when ``adata`` has one or the values were checked
+    against ``expected_max``, a normalisation record in ``uns`` (so registering it does not
+    test the per-cell maximum of the aligned values again).
+    """
     check_not_view(adata)
     if data_ids.has_duplicates:
         check_unique_var_names(adata)
-        raise ValueError("Gene ids of this AnnData are duplicated; make them unique first.")
-    values = _values(adata, layer)
-    check_log_normalized(values, where=f"adata.layers[{layer!r}]" if layer else "adata.X")
+        raise ScLongInputError(
+            "Gene ids of this AnnData are duplicated (the gene_id_key column); make them "
+            "unique first, e.g. keep one gene per id."
+        )
+    validate_adata_input(
+        adata, layer, expected_max=expected_max, check_normalization=check_normalization
+    )
+    values = to_memory(_values(adata, layer))
     source = data_ids.get_indexer(model_ids)
     found = source >= 0
     if not found.any():
-        raise ValueError(
+        raise ScLongInputError(
             "None of the model's genes are in this AnnData, the model cannot be applied "
             f"(model genes like {list(model_ids[:3])}, data genes like {list(data_ids[:3])}). "
             "If the ids are in an adata.var column, set gene_id_key in setup_anndata."
@@ -869,4 +1264,10 @@ def _align_to_genes(
     result.X = aligned
     if layer is not None:
         result.layers[layer] = aligned
+    record = normalization_record(adata, layer)
+    if record is None and check_normalization and expected_max is not None:
+        record = {"method": "checked before alignment", "max_value": float(expected_max)}
+    if record is not None:
+        record["output"] = "X" if layer is None else f"layers/{layer}"
+        result.uns[layer or "sclong"] = {"params": record}
     return result

@@ -7,8 +7,12 @@ from ._checks import (
     check_log_normalized,
     check_nonempty_cells,
     check_not_view,
+    check_obs_key,
     check_unique_var_names,
+    normalization_record,
     summarize_values,
+    validate_adata_input,
+    validate_model_input,
 )
 from ._normalize import normalize
 
@@ -19,7 +23,11 @@ __all__ = [
     "check_log_normalized",
     "check_nonempty_cells",
     "check_not_view",
+    "check_obs_key",
     "check_unique_var_names",
+    "normalization_record",
     "normalize",
     "summarize_values",
+    "validate_adata_input",
+    "validate_model_input",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 import numpy as np
@@ -17,6 +18,8 @@ from ._checks import (
     empty_cells_message,
     row_sums,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def normalize(
@@ -57,10 +60,11 @@ def normalize(
         Largest value of every cell after rescaling (scLong: 10).
     copy
         Work on a copy of ``adata`` and return it; ``adata`` itself is left untouched (a view is
-        accepted then).
+        accepted then; a backed AnnData is copied into memory).
     inplace_X
         Write the result to ``adata.X`` instead of ``adata.layers[key_added]``; the counts in
-        ``adata.X`` are then overwritten (keep them in a layer or ``adata.raw`` first).
+        ``adata.X`` are then overwritten (keep them in a layer or ``adata.raw`` first). Not for
+        backed AnnData (its ``X`` is on disk).
     empty_cells
         What to do with cells without any count: ``"error"`` (default) raises, ``"zero"`` keeps
         them as all-zero rows.
@@ -76,14 +80,18 @@ def normalize(
     - ``adata.uns[key_added]["params"]``: ``layer``, ``target_sum``, ``max_value``,
       ``empty_cells``, ``n_empty_cells`` and ``output`` (``"X"`` or ``"layers/<key_added>"``).
 
-    Nothing else in ``adata`` changes.
+    Nothing else in ``adata`` changes. An existing ``adata.layers[key_added]`` (or ``adata.X``
+    with ``inplace_X=True``) and ``adata.uns[key_added]["params"]`` are replaced, as scanpy
+    does; replacing an existing layer is logged as a warning.
 
     Raises
     ------
+    ValueError
+        ``target_sum`` or ``max_value`` is not a positive finite number.
     ScLongInputError
-        ``adata`` is a view (without ``copy=True``); the counts contain NaN, infinite, negative
-        or (without ``allow_non_integer``) non-integer values; some cell has no counts (with
-        ``empty_cells="error"``).
+        ``adata`` is a view (without ``copy=True``), or backed with ``inplace_X=True``; the
+        counts contain NaN, infinite, negative or (without ``allow_non_integer``) non-integer
+        values; some cell has no counts (with ``empty_cells="error"``).
     KeyError
         ``layer`` is not in ``adata.layers``.
 
@@ -99,16 +107,22 @@ def normalize(
     >>> scl.pp.normalize(adata, layer="counts")  # doctest: +SKIP
     >>> adata.layers["sclong"].max(axis=1)  # doctest: +SKIP
     """
-    if not target_sum > 0:
-        raise ValueError(f"target_sum must be positive, got {target_sum!r}")
-    if not max_value > 0:
-        raise ValueError(f"max_value must be positive, got {max_value!r}")
+    for name, value in (("target_sum", target_sum), ("max_value", max_value)):
+        if not (isinstance(value, int | float | np.number) and np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     if empty_cells not in ("error", "zero"):
         raise ValueError(f"empty_cells must be 'error' or 'zero', got {empty_cells!r}")
     if copy:
-        adata = adata.copy()
+        # a backed AnnData is copied into memory (its copy() would need a file name)
+        adata = adata.to_memory() if adata.isbacked else adata.copy()
     else:
         check_not_view(adata)
+        if inplace_X and adata.isbacked:
+            raise ScLongInputError(
+                "adata is backed (adata.X stays in its h5ad file), so inplace_X=True cannot "
+                "replace adata.X. Write a layer instead (the default, inplace_X=False), or load "
+                "it first: adata = adata.to_memory()."
+            )
     if layer is None:
         X, where = adata.X, "adata.X"
     else:
@@ -133,6 +147,12 @@ def normalize(
     if inplace_X:
         adata.X = out
     else:
+        if key_added in adata.layers:
+            logger.warning(
+                "scl.pp.normalize: replacing the existing adata.layers[%r] (pass key_added=... "
+                "to keep it)",
+                key_added,
+            )
         adata.layers[key_added] = out
     params = {
         "layer": layer,

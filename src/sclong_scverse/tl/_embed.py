@@ -1,11 +1,31 @@
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Literal
 
 import anndata as ad
 
+from ..pp._checks import check_not_view
+
 if TYPE_CHECKING:
     from ..model import SCLONG
+
+logger = logging.getLogger(__name__)
+
+
+def _copy(adata: ad.AnnData) -> ad.AnnData:
+    """An in-memory copy (a backed AnnData's ``copy()`` would need a file name)."""
+    return adata.to_memory() if adata.isbacked else adata.copy()
+
+
+def _warn_replacing(where: str, key: str, function: str) -> None:
+    """Log that an existing result is replaced (scanpy replaces silently; we say so)."""
+    logger.warning(
+        "%s: replacing the existing adata.%s[%r] (pass key_added=... to keep it)",
+        function,
+        where,
+        key,
+    )
 
 
 def embed(
@@ -20,7 +40,10 @@ def embed(
     """Cell embeddings from scLong, as ``sc.tl.pca`` writes ``X_pca``.
 
     Reads the values the model was set up with (``adata.layers[layer]`` or ``adata.X``) and
-    ``adata.var_names``; writes ``adata.obsm[key_added]`` and ``adata.uns[key_added]``.
+    ``adata.var_names``; writes ``adata.obsm[key_added]`` and ``adata.uns[key_added]``. The
+    values are checked first as :meth:`~sclong_scverse.model.SCLONG.setup_anndata` checks
+    them (finite, non-negative, normalised as the model's training data): raw counts, scaled
+    data or NaN give a :class:`~sclong_scverse.pp.ScLongInputError`, never silent embeddings.
 
     Parameters
     ----------
@@ -38,7 +61,8 @@ def embed(
     key_added
         ``adata.obsm`` key of the result.
     copy
-        Return a new AnnData instead of writing into ``adata``.
+        Return a new AnnData instead of writing into ``adata`` (in memory, also for a backed
+        ``adata``).
 
     Returns
     -------
@@ -46,9 +70,23 @@ def embed(
 
     - ``adata.obsm[key_added]``: ``(n_cells, dim)`` float32 cell embeddings;
     - ``adata.uns[key_added]["params"]``: the parameters.
+
+    Nothing else in ``adata`` changes. An existing ``adata.obsm[key_added]`` and
+    ``adata.uns[key_added]`` are replaced, as scanpy does; replacing ``obsm[key_added]`` is
+    logged as a warning.
+
+    Raises
+    ------
+    ScLongInputError
+        ``adata`` is a view (pass ``copy=True`` or copy it), has no cells, or values the model
+        cannot read (the message names cells and says what to run).
     """
-    target = adata.copy() if copy else adata
+    if not copy:
+        check_not_view(adata)
+    target = _copy(adata) if copy else adata
     latent = model.get_latent_representation(target, pooling=pooling, batch_size=batch_size)
+    if key_added in target.obsm:
+        _warn_replacing("obsm", key_added, "scl.tl.embed")
     target.obsm[key_added] = latent
     target.uns[key_added] = {"params": {"pooling": pooling, "model": model._model_summary_string}}
     return target if copy else None
@@ -83,7 +121,8 @@ def gene_embeddings(
     key_added
         ``adata.varm`` key of the result.
     copy
-        Return a new AnnData instead of writing into ``adata``.
+        Return a new AnnData instead of writing into ``adata`` (in memory, also for a backed
+        ``adata``).
 
     Returns
     -------
@@ -92,11 +131,18 @@ def gene_embeddings(
     - ``adata.varm[key_added]``: ``(n_vars, dim)`` float32 (NaN rows: genes outside the
       vocabulary);
     - ``adata.uns[f"{key_added}_gene_embeddings"]["params"]``: the parameters.
+
+    Nothing else in ``adata`` changes. An existing ``adata.varm[key_added]`` is replaced, as
+    scanpy does, and the replacement logged as a warning.
     """
-    target = adata.copy() if copy else adata
+    if not copy:
+        check_not_view(adata)
+    target = _copy(adata) if copy else adata
     _check_same_genes(target, model)
     cells = target if kind == "contextual" else None
     table = model.get_gene_embeddings(kind=kind, adata=cells, batch_size=batch_size)
+    if key_added in target.varm:
+        _warn_replacing("varm", key_added, "scl.tl.gene_embeddings")
     target.varm[key_added] = table.to_numpy()
     target.uns[f"{key_added}_gene_embeddings"] = {"params": {"kind": kind}}
     return target if copy else None

@@ -8,12 +8,25 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ._embed import _check_same_genes
+from ..pp._checks import check_not_view
+from ._embed import _check_same_genes, _copy, _warn_replacing
 
 if TYPE_CHECKING:
     from ..model import SCLONG
 
 _DENSE_LIMIT = 20_000
+
+
+def _check_top_k(top_k: int | None) -> int | None:
+    """``top_k`` as an int, or ``None`` (dense); refuse anything else with a clear message."""
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+        raise ValueError(
+            f"top_k must be a positive integer (partners kept per gene), or None for the dense "
+            f"matrix of all pairs; got {top_k!r}."
+        )
+    return int(top_k)
 
 
 def cosine_similarity_graph(
@@ -35,15 +48,27 @@ def cosine_similarity_graph(
         near 1; centring scores what differs between genes. ``False`` is the scLong
         article's plain cosine.
     top_k
-        Keep the ``top_k`` most similar genes per row (sparse CSR result); ``None``: dense.
+        Keep the ``top_k`` most similar genes per row (sparse CSR result; at most
+        ``n_genes - 1``); ``None``: dense.
     block_size
         Rows per block (memory is ``block_size x n_genes``, never more, when ``top_k`` is set).
 
     Returns
     -------
     ``(n_genes, n_genes)`` similarities, diagonal 0.
+
+    Raises
+    ------
+    ValueError
+        ``top_k`` is not a positive integer or ``None``; ``embeddings`` is not 2-d; a row has
+        infinite values.
     """
+    top_k = _check_top_k(top_k)
     values = np.asarray(embeddings, dtype=np.float32)
+    if values.ndim != 2:
+        raise ValueError(f"embeddings must be (n_genes, dim), got shape {values.shape}.")
+    if np.isinf(values).any():
+        raise ValueError("embeddings contain infinite values; a gene's row must be finite or NaN.")
     missing = np.isnan(values).any(axis=1)
     values = np.where(missing[:, None], 0.0, values).astype(np.float32, copy=False)
     if center and (~missing).any():
@@ -57,6 +82,8 @@ def cosine_similarity_graph(
         np.fill_diagonal(result, 0.0)
         return result
     top_k = min(top_k, n - 1)
+    if top_k < 1:  # a single gene: no pair
+        return sparse.csr_matrix((n, n), dtype=np.float32)
     rows, cols, data = [], [], []
     for start in range(0, n, block_size):
         block = unit[start : start + block_size] @ unit.T
@@ -92,8 +119,10 @@ def grn(
     first; on models pretrained here it mostly scores known regulatory pairs better (see the
     benchmark page of the documentation), while the default keeps the article's plain cosine.
 
-    Reads ``adata.var_names`` (and, for ``"contextual"``, the values the model was set up with);
-    writes ``adata.varp[key_added]`` and ``adata.uns[key_added]``.
+    Reads ``adata.var_names`` (and, for ``"contextual"``, the values the model was set up with,
+    checked first as :meth:`~sclong_scverse.model.SCLONG.setup_anndata` checks them: one NaN
+    or negative value gives a :class:`~sclong_scverse.pp.ScLongInputError` naming the cells,
+    never an empty network); writes ``adata.varp[key_added]`` and ``adata.uns[key_added]``.
 
     Parameters
     ----------
@@ -110,14 +139,16 @@ def grn(
         Subtract the mean gene embedding before the cosine (see
         :func:`cosine_similarity_graph`); ``False``: the article's plain cosine.
     top_k
-        Keep the ``top_k`` strongest partners per gene, sparse; ``None``: dense (refused above
-        20,000 genes: the dense matrix would take gigabytes; give ``top_k``).
+        Keep the ``top_k`` strongest partners per gene (a positive integer), sparse; ``None``:
+        dense (refused above 20,000 genes: the dense matrix would take gigabytes; give
+        ``top_k``).
     batch_size
         Cells per forward pass.
     key_added
         ``adata.varp`` key of the result.
     copy
-        Return a new AnnData instead of writing into ``adata``.
+        Return a new AnnData instead of writing into ``adata`` (in memory, also for a backed
+        ``adata``).
 
     Returns
     -------
@@ -126,19 +157,40 @@ def grn(
     - ``adata.varp[key_added]``: ``(n_vars, n_vars)`` scores (dense float32, or CSR with
       ``top_k``), diagonal 0, genes outside the vocabulary without edges;
     - ``adata.uns[key_added]["params"]``: the parameters.
+
+    Nothing else in ``adata`` changes. An existing ``adata.varp[key_added]`` and
+    ``adata.uns[key_added]`` are replaced, as scanpy does; replacing ``varp[key_added]`` is
+    logged as a warning.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``method`` or ``kind``; ``top_k`` not a positive integer or ``None``; genes
+        other than the model's; a dense network above 20,000 genes.
+    ScLongInputError
+        ``adata`` is a view (without ``copy=True``); ``"contextual"`` on cells whose values the
+        model cannot read, or on no cells.
     """
     if method != "cosine":
         raise ValueError(f"method must be 'cosine', not {method!r}.")
+    if kind not in ("static", "contextual"):
+        raise ValueError(f"kind must be 'static' or 'contextual', not {kind!r}.")
+    top_k = _check_top_k(top_k)
     if top_k is None and adata.n_vars > _DENSE_LIMIT:
         raise ValueError(
             f"A dense {adata.n_vars} x {adata.n_vars} GRN would need "
             f"{adata.n_vars**2 * 4 / 2**30:.1f} GiB; give top_k (e.g. top_k=50)."
         )
-    target = adata.copy() if copy else adata
+    if not copy:
+        check_not_view(adata)
+    target = _copy(adata) if copy else adata
     _check_same_genes(target, model)
     cells = target if kind == "contextual" else None
     table = model.get_gene_embeddings(kind=kind, adata=cells, batch_size=batch_size)
-    target.varp[key_added] = cosine_similarity_graph(table.to_numpy(), top_k=top_k, center=center)
+    network = cosine_similarity_graph(table.to_numpy(), top_k=top_k, center=center)
+    if key_added in target.varp:
+        _warn_replacing("varp", key_added, "scl.tl.grn")
+    target.varp[key_added] = network
     target.uns[key_added] = {
         "params": {"method": method, "kind": kind, "center": center, "top_k": top_k}
     }
