@@ -282,3 +282,22 @@ def test_validator_reads_the_pp_normalize_record(pbmc):
     del subset.uns["sclong"]
     with pytest.warns(UserWarning, match="checked cells have a maximum below 10"):
         validate_adata_input(subset, "sclong")
+
+
+def test_evaluate_grn_refuses_infinite_scores():
+    # found by the property tests: +inf (the most confident score) was ranked as 0
+    truth = pd.DataFrame({"source": ["A", "B"], "target": ["B", "C"]})
+    edges = pd.DataFrame(
+        {"source": ["A", "B", "A"], "target": ["B", "C", "C"], "score": [np.inf, 0.5, 0.1]}
+    )
+    with pytest.raises(ValueError, match="0 NaN and 1 infinite"):
+        scl.tl.evaluate_grn(edges, truth)
+    adata = ad.AnnData(np.zeros((1, 3), dtype=np.float32))
+    adata.var_names = ["A", "B", "C"]
+    scores = np.array([[0, np.inf, 0.1], [0, 0, 0.5], [0, 0, 0]])
+    for matrix in (scores, sp.csr_matrix(scores)):
+        adata.varp["sclong_grn"] = matrix
+        with pytest.raises(ValueError, match="infinite"):
+            scl.tl.evaluate_grn(adata, truth)
+    result = scl.tl.evaluate_grn(edges.assign(score=[0.9, 0.5, 0.1]), truth)
+    assert result["n_positives"] == 2

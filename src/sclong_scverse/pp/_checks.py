@@ -234,7 +234,11 @@ def check_counts(
 def check_log_normalized(
     X: Any, where: str = "adata.X", *, summary: ValueSummary | None = None
 ) -> ValueSummary:
-    """Check that ``X`` holds log-normalised values, the input the scLong model takes.
+    """Check that ``X`` holds log-normalised values (finite, non-negative, not counts).
+
+    A quick check of any log-normalised data. The model itself is stricter:
+    :func:`validate_model_input` also refuses small integer counts and values not rescaled per
+    cell as :func:`~sclong_scverse.pp.normalize` does.
 
     Parameters
     ----------

@@ -244,7 +244,11 @@ def normalize_matrix(
         out = sp.vstack(blocks, format="csr")
         out.eliminate_zeros()
         return out
-    return np.concatenate(blocks) if blocks else np.zeros(X.shape, dtype=np.float32)
+    if not blocks:  # no cells: keep the storage kind (backed sparse datasets name their format)
+        if getattr(X, "format", None) in ("csr", "csc"):
+            return sp.csr_matrix(X.shape, dtype=np.float32)
+        return np.zeros(X.shape, dtype=np.float32)
+    return np.concatenate(blocks)
 
 
 def _normalize_dense(block: np.ndarray, factor: np.ndarray, max_value: float) -> np.ndarray:

@@ -162,6 +162,19 @@ def _prediction_from_adata(
     return np.asarray(names, dtype=str), adata.varp[key]
 
 
+def _check_finite_scores(values: np.ndarray) -> None:
+    """Refuse NaN and infinite scores (an infinite score cannot be ranked against the others)."""
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        n_nan = int(np.isnan(values).sum())
+        n_inf = int(np.isinf(values).sum())
+        raise ValueError(
+            f"the predicted scores contain {n_nan} NaN and {n_inf} infinite values between "
+            "evaluated genes; drop or replace them first (e.g. np.nan_to_num, or clip to the "
+            "finite range)"
+        )
+
+
 def _scores_from_matrix(
     matrix: Any, names: np.ndarray, universe: pd.Index
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -174,9 +187,11 @@ def _scores_from_matrix(
     if sp.issparse(matrix):
         sub = sp.csr_matrix(matrix)[keep][:, keep].tocoo()
         rows, cols, values = mapped[sub.row], mapped[sub.col], np.asarray(sub.data, float)
+        _check_finite_scores(values)
         np.maximum.at(scores, (rows, cols), values)
     else:
         sub = np.asarray(matrix)[np.ix_(keep, keep)].astype(np.float64)
+        _check_finite_scores(sub)
         if len(np.unique(mapped)) == len(mapped):
             scores[np.ix_(mapped, mapped)] = sub
         else:
@@ -191,6 +206,7 @@ def _scores_from_edges(edges: pd.DataFrame, universe: pd.Index) -> tuple[np.ndar
     keep = (rows >= 0) & (cols >= 0)
     scores = np.full((n, n), -np.inf)
     values = edges["score"].to_numpy(dtype=np.float64)[keep]
+    _check_finite_scores(values)
     np.maximum.at(scores, (rows[keep], cols[keep]), values)
     return scores, scores > -np.inf
 
@@ -291,8 +307,9 @@ def evaluate_grn(
     KeyError
         ``adata.varp[key]`` is missing.
     ValueError
-        Malformed inputs, NaN scores, fewer than two shared genes, or no ground-truth edge
-        among the candidates (the message reports the gene overlap).
+        Malformed inputs, NaN or infinite scores between evaluated genes, fewer than two shared
+        genes, or no ground-truth edge among the candidates (the message reports the gene
+        overlap).
 
     Notes
     -----
