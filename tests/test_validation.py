@@ -191,6 +191,8 @@ def test_few_cells_train_without_validation_and_say_so(pbmc):
         model.train(max_epochs=1, early_stopping=True, accelerator="cpu")
     with pytest.raises(ValueError, match="train_size must be in"):
         model.train(max_epochs=1, train_size=1.5, accelerator="cpu")
+    with pytest.raises(ValueError, match="max_steps can end training in the middle of an epoch"):
+        model.train(max_epochs=1, train_size=0.5, early_stopping=True, max_steps=1)
 
 
 def test_zero_cells_genes_and_empty_indices(pbmc, model):

@@ -614,7 +614,8 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             the split holds out no cell (fewer than 10 cells with the default 0.9), training
             uses all cells without validation and warns (with ``early_stopping``: an error).
         early_stopping
-            Stop when the validation loss stops improving (monitor ``validation_loss``).
+            Stop when the validation loss stops improving (monitor ``validation_loss``); not
+            with a ``max_steps`` trainer argument.
         redraw_interval
             Redraw the FAVOR+ random features every this many steps. ``"auto"``: every 1,000
             steps when pretraining a new model, never for pretrained/official weights.
@@ -649,6 +650,12 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         has_validation = train_size is None or train_size < 1.0 or bool(validation_size)
         if early_stopping and not has_validation:
             raise ValueError("early_stopping needs validation cells: use train_size < 1.")
+        if early_stopping and trainer_kwargs.get("max_steps", -1) not in (None, -1):
+            raise ValueError(
+                "early_stopping watches the validation loss computed at the end of each epoch, "
+                "but max_steps can end training in the middle of an epoch, before it exists. "
+                "Limit training with max_epochs instead, or train without early_stopping."
+            )
         if has_validation:
             n_cells = self.adata.n_obs
             if validation_size:
