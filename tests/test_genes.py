@@ -271,3 +271,13 @@ def test_low_coverage_warns_with_the_reason(tiny_vocab, human_vocab, pbmc):
         al.to_vocabulary_order(np.zeros((2, 10)))
     with pytest.raises(TypeError, match="n_cells"):
         al.to_vocabulary_order([[1, 2]])
+
+
+def test_map_gene_ids_refuses_ids_of_another_type_than_declared():
+    # symbols declared as Entrez ids used to map silently to None
+    with pytest.raises(ValueError, match="from_type='symbol'"):
+        map_gene_ids(["CD3E", "TP53", "GAPDH"], to="ensembl", from_type="entrez")
+    with pytest.raises(ValueError, match="from_type='ensembl'"):
+        map_gene_ids(["ENSG00000141510", "ENSG00000198851"], to="symbol", from_type="symbol")
+    mapped = map_gene_ids(["7157", "916"], to="symbol", from_type="entrez")
+    assert mapped.tolist() == ["TP53", "CD3E"]

@@ -96,6 +96,12 @@ def test_save_load_reproduces_embeddings_and_aligns_other_gene_orders(trained, t
     with pytest.warns(UserWarning, match="10 of the model's 2048 genes are absent"):
         other = SCLONG.load(tmp_path / "model", adata=shuffled)
     assert other.adata.n_vars == adata.n_vars
+    # no normalisation record: the values are checked on their own genes, before alignment
+    # (dropping genes lowers some cells' maximum below the model's 10)
+    unrecorded = shuffled.copy()
+    del unrecorded.uns["sclong"]
+    with pytest.warns(UserWarning, match="absent"):
+        SCLONG.load(tmp_path / "model", adata=unrecorded)
     with pytest.warns(UserWarning, match="absent"):
         queried = model.get_latent_representation(shuffled)
     assert queried.shape == latent.shape
@@ -268,3 +274,20 @@ def test_default_gene_graph_is_built_once_per_vocabulary(cellbench_top):
     SCLONG.setup_anndata(other, layer="sclong")
     SCLONG(other, config="tiny")
     assert len(_sclong._DEFAULT_GRAPHS) == 2
+
+
+def test_progress_shows_cells_per_second_per_step_and_per_batch(cellbench_top, capfd):
+    adata = cellbench_top[:120].copy()
+    SCLONG.setup_anndata(adata, layer="sclong")
+    model = SCLONG(adata, config="tiny", gene_graph=False)
+    # 108 training cells, 2 a step: 54 steps an epoch, so a bar per step (Lightning's)
+    model.train(max_epochs=1, batch_size=2, accelerator="cpu")
+    out = capfd.readouterr()
+    assert "54/54" in out.out and "cells/s=" in out.out, out.out[-2000:]  # Lightning: stdout
+    assert "cells/s" not in model.history  # shown, not recorded
+    model.get_latent_representation(batch_size=16, progress_bar=True)
+    err = capfd.readouterr().err
+    assert "embed: 100%" in err and "120/120" in err and "cell/s" in err
+    # default: a bar only for calls reading >= 10 million values (here 120 x 2,048)
+    model.get_latent_representation(batch_size=16)
+    assert "embed" not in capfd.readouterr().err

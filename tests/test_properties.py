@@ -915,9 +915,6 @@ def test_read_gaf(data):
     assert result == expected
 
 
-@pytest.mark.xfail(
-    strict=True, reason="read_gaf keeps '' as a gene id for rows without a symbol (go/readers.py)"
-)
 def test_read_gaf_skips_rows_without_a_symbol(tmp_path):
     # found by test_read_gaf: a GAF row with an empty DB Object Symbol (column 3)
     fields = [

@@ -1016,7 +1016,14 @@ def _cmd_embed(args: argparse.Namespace) -> None:
     from . import tl
 
     adata, model, restore = _load_for_query(args, source, model_dir)
-    tl.embed(adata, model, pooling=args.pooling, batch_size=args.batch_size, key_added=args.key)
+    tl.embed(
+        adata,
+        model,
+        pooling=args.pooling,
+        batch_size=args.batch_size,
+        key_added=args.key,
+        progress_bar=args.progress,
+    )
     restore()
     _say(f"obsm[{args.key!r}]: {adata.obsm[args.key].shape} ({args.pooling} pooling)")
     _write_h5ad(adata, out)
@@ -1051,6 +1058,7 @@ def _cmd_grn(args: argparse.Namespace) -> None:
         top_k=top_k,
         batch_size=args.batch_size,
         key_added=args.key,
+        progress_bar=args.progress,
     )
     restore()  # the input's own gene names again (varp is by position)
     edges = _edge_table(target, args.key, args.n_edges, var=adata.var)
@@ -1170,6 +1178,12 @@ def _add_query_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="B", help="cells per forward pass"
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="progress bar on stderr (cells done, cells/s, time left)",
     )
     parser.add_argument("--accelerator", default="auto", help="Lightning accelerator")
     parser.add_argument("--device", default="auto", help="device index or 'auto'")

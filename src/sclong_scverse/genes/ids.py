@@ -256,6 +256,29 @@ def human_gene_ids(
     raise ValueError(f"id_type must be 'ensembl', 'symbol' or 'entrez', not {id_type!r}.")
 
 
+def _id_shape(value: str) -> str:
+    """What an id looks like: ``'ensembl'``, ``'entrez'`` (digits only) or ``'symbol'``."""
+    if _ENSEMBL.match(value):
+        return "ensembl"
+    return "entrez" if value.isdigit() else "symbol"
+
+
+def _check_declared_type(values: list[str], from_type: str) -> None:
+    """Refuse ids most of which do not look like ``from_type`` (they would all map to None)."""
+    if from_type not in ("ensembl", "symbol", "entrez") or not values:
+        return  # an unknown from_type gets its own error below
+    shapes = pd.Series([_id_shape(v) for v in values])
+    if (shapes == from_type).sum() * 2 >= len(values):
+        return
+    looks_like = shapes.mode().iloc[0]
+    example = values[int(np.flatnonzero(shapes.to_numpy() != from_type)[0])]
+    raise ValueError(
+        f"from_type={from_type!r}, but most ids do not look like {from_type} ids (e.g. "
+        f"{example!r}); they look like {looks_like} ids. Pass from_type={looks_like!r}, or "
+        "from_type=None to detect Ensembl vs symbol."
+    )
+
+
 def map_gene_ids(
     ids: Iterable[str],
     to: Literal["ensembl", "symbol", "entrez"],
@@ -284,6 +307,8 @@ def map_gene_ids(
     values = _as_str_list(ids)
     if to not in ("ensembl", "symbol", "entrez"):
         raise ValueError(f"to must be 'ensembl', 'symbol' or 'entrez', not {to!r}.")
+    if from_type is not None:
+        _check_declared_type(values, from_type)
     from_type = from_type or detect_id_type(values)
     index = human_gene_index()
     out: list[str | None] = []

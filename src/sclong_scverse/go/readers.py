@@ -237,7 +237,7 @@ def read_gaf(
 
     Returns
     -------
-    ``{gene: set of GO ids}``.
+    ``{gene: set of GO ids}``. Rows with an empty gene id (in ``id_column``) or GO id are skipped.
     """
     path = _require_file(path)
     if id_column not in ("symbol", "db_object_id"):
@@ -265,6 +265,8 @@ def read_gaf(
     if taxon is not None:
         first_taxon = table["taxon"].str.split("|").str[0].str.replace("taxon:", "", regex=False)
         keep &= first_taxon == str(int(taxon))
+    # rows without a gene id (e.g. an empty DB Object Symbol) or GO id cannot be keyed
+    keep &= (table[id_column].str.strip() != "") & (table["go_id"].str.strip() != "")
     table = table[keep]
     return _to_annotations(table[id_column].str.strip(), table["go_id"].str.strip())
 

@@ -18,6 +18,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager, fields
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+from tqdm.auto import tqdm
 
 from ..genes import GeneVocabulary
 from ..go import GeneGraph, default_human_annotations
@@ -36,6 +37,10 @@ from ..pp._checks import (
 )
 
 logger = logging.getLogger(__name__)
+#: calls reading at least this many cell x gene values show a progress bar by default
+_PROGRESS_MIN_VALUES = 10_000_000
+#: epochs of at least this many steps get a progress bar per step (else per epoch)
+_STEP_BAR_MIN_STEPS = 50
 
 Pooling = Literal["mean", "max", "sum"]
 
@@ -623,7 +628,11 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             Passed to :class:`~sclong_scverse.module.ScLongTrainingPlan` (``optimizer``,
             ``weight_decay``, ``warmup_steps``, ``min_lr_ratio``).
         **trainer_kwargs
-            Passed to the Lightning trainer.
+            Passed to the Lightning trainer (through :class:`scvi.train.Trainer`). The progress
+            bar (``enable_progress_bar``, default on) counts epochs when an epoch takes fewer
+            than 50 steps, else steps within each epoch (Lightning's bar, with time left);
+            both show the training speed in cells/s. ``simple_progress_bar=True`` / ``False``
+            chooses the epoch / step bar.
         """
         if redraw_interval == "auto":
             redraw_interval = None if self.is_pretrained else 1000
@@ -679,6 +688,18 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
                 train_size, validation_size, has_validation = 1.0, None, False
         if has_validation:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        steps_per_epoch = self.adata.n_obs * (fraction if has_validation else 1.0) / batch_size
+        step_bar = steps_per_epoch >= _STEP_BAR_MIN_STEPS
+        if "simple_progress_bar" in trainer_kwargs:
+            step_bar = not trainer_kwargs["simple_progress_bar"]
+        if step_bar and trainer_kwargs.get("enable_progress_bar", True):
+            from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+
+            callbacks = list(trainer_kwargs.get("callbacks") or [])
+            if not any(isinstance(callback, ProgressBar) for callback in callbacks):
+                callbacks.append(TQDMProgressBar())  # per step, with cells/s and time left
+            trainer_kwargs["callbacks"] = callbacks
+            trainer_kwargs["simple_progress_bar"] = False
         self.module.train()  # queries leave it in eval mode; Lightning warns about eval modules
         result = super().train(
             max_epochs=max_epochs,
@@ -785,30 +806,51 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
                 )
         return self._validate_anndata(query)
 
-    def _loader(self, adata, indices, batch_size):
-        """Yield the mini-batches of :meth:`_query`'s data, then drop a query's registration."""
+    def _loader(self, adata, indices, batch_size, progress_bar=False, desc="cells"):
+        """Yield the mini-batches of :meth:`_query`'s data, then drop a query's registration.
+
+        ``progress_bar``: ``True``/``False``, or ``None`` to show one (cells done, cells/s, time
+        left) when the call reads at least ``_PROGRESS_MIN_VALUES`` cell x gene values.
+        """
         if indices is not None:
             indices = np.asarray(indices)
             if indices.dtype == bool:
                 indices = np.flatnonzero(indices)
         data = self._query(adata, indices)
+        n_cells = len(indices) if indices is not None else data.n_obs
+        if progress_bar is None:
+            progress_bar = n_cells * self.module.config.n_genes >= _PROGRESS_MIN_VALUES
+        bar = tqdm(total=n_cells, desc=desc, unit="cell", disable=not progress_bar)
         try:
-            yield from self._make_data_loader(
+            loader = self._make_data_loader(
                 adata=data, indices=indices, batch_size=batch_size or settings.batch_size
             )
+            for tensors in loader:
+                yield tensors
+                bar.update(int(tensors[REGISTRY_KEYS.X_KEY].shape[0]))
         finally:
+            bar.close()
             if data is not self.adata and not isinstance(data, MuData):
                 # the model keeps no reference to the query's values (scvi-tools would)
                 uuid = data.uns.get("_scvi_uuid")
                 self._per_instance_manager_store.get(self.id, {}).pop(uuid, None)
 
     def _batches(
-        self, adata, indices, batch_size, mask_fraction=None, replace_fraction=1.0, seed=None
+        self,
+        adata,
+        indices,
+        batch_size,
+        mask_fraction=None,
+        replace_fraction=1.0,
+        seed=None,
+        progress_bar=None,
+        desc="cells",
     ):
         """Yield network outputs batch by batch (streaming; nothing cells x genes x d kept).
 
         ``mask_fraction`` ``None``: no masking; otherwise that fraction of each cell's non-zero
         values is chosen and ``replace_fraction`` of those masked, with masks from ``seed``.
+        ``progress_bar``: see :meth:`_loader`.
         """
         self.module.eval()
         generator = None
@@ -816,7 +858,7 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             generator = torch.Generator(device=self.device).manual_seed(seed)
         mask = bool(mask_fraction)
         with torch.inference_mode():
-            for tensors in self._loader(adata, indices, batch_size or 16):
+            for tensors in self._loader(adata, indices, batch_size or 16, progress_bar, desc):
                 inputs = self.module._get_inference_input(tensors)
                 yield self.module.inference(
                     **inputs,
@@ -832,6 +874,7 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         pooling: Pooling = "max",
+        progress_bar: bool | None = None,
     ) -> np.ndarray:
         """Cell embeddings: the merged decodings pooled over the vocabulary's genes.
 
@@ -854,6 +897,10 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             benchmark (``docs/benchmarks.md``) and in a cell-line linear probe: mean pooling
             averages gene vectors that share a large gene-identity part, which dilutes what
             differs between cells. Sum is mean times the number of genes (same up to scale).
+        progress_bar
+            Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
+            call reads at least 10 million cell x gene values (e.g. 400 cells of the whole
+            27,874-gene vocabulary).
 
         Returns
         -------
@@ -864,7 +911,8 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError(f"pooling must be 'mean', 'max' or 'sum', not {pooling!r}.")
         n_genes = self.module.config.n_genes
         pooled = []
-        for outputs in self._batches(adata, indices, batch_size):
+        batches = self._batches(adata, indices, batch_size, progress_bar=progress_bar, desc="embed")
+        for outputs in batches:
             decodings = outputs["decodings"][:, :n_genes].float()
             if pooling == "mean":
                 pooled.append(decodings.mean(dim=1))
@@ -880,6 +928,7 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         adata: ad.AnnData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
+        progress_bar: bool | None = None,
     ) -> pd.DataFrame:
         """Gene embeddings for the registered data's genes.
 
@@ -895,6 +944,10 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             accumulated batch by batch.
         adata, indices, batch_size
             Cells for ``"contextual"`` (default: all registered cells).
+        progress_bar
+            Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
+            call reads at least 10 million cell x gene values (e.g. 400 cells of the whole
+            27,874-gene vocabulary).
 
         Returns
         -------
@@ -907,7 +960,10 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
                 table = self.module.network.gene_embedding().float().cpu()
         elif kind == "contextual":
             total, n_cells = None, 0
-            for outputs in self._batches(adata, indices, batch_size):
+            batches = self._batches(
+                adata, indices, batch_size, progress_bar=progress_bar, desc="gene embeddings"
+            )
+            for outputs in batches:
                 batch_sum = outputs["decodings"].float().sum(dim=0)
                 total = batch_sum if total is None else total + batch_sum
                 n_cells += outputs["decodings"].shape[0]
@@ -932,6 +988,7 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         batch_size: int | None = None,
         seed: int = 0,
         return_mask: bool = False,
+        progress_bar: bool | None = None,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The model's reconstruction of the data's values (imputation).
 
@@ -949,6 +1006,10 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             Seed of the masks.
         return_mask
             Also return the ``(n_cells, n_vars)`` boolean array of masked values.
+        progress_bar
+            Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
+            call reads at least 10 million cell x gene values (e.g. 400 cells of the whole
+            27,874-gene vocabulary).
 
         Returns
         -------
@@ -958,7 +1019,15 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         positions = torch.as_tensor(self.alignment.var_positions)
         kept = positions >= 0
         predictions, masks = [], []
-        batches = self._batches(adata, indices, batch_size, mask_fraction=mask_fraction, seed=seed)
+        batches = self._batches(
+            adata,
+            indices,
+            batch_size,
+            mask_fraction=mask_fraction,
+            seed=seed,
+            progress_bar=progress_bar,
+            desc="predict",
+        )
         for outputs in batches:
             values = torch.full((outputs["prediction"].shape[0], len(positions)), torch.nan)
             values[:, kept] = outputs["prediction"][:, positions[kept]].float().cpu()
@@ -978,6 +1047,7 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         reference_indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         seed: int = 0,
+        progress_bar: bool | None = None,
     ) -> dict[str, float]:
         """Masked-value error on (held-out) cells, against a per-gene mean baseline.
 
@@ -992,6 +1062,10 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             training cells after training, else all registered cells).
         seed
             Seed of the masks (same masks for model and baseline).
+        progress_bar
+            Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
+            call reads at least 10 million cell x gene values (e.g. 400 cells of the whole
+            27,874-gene vocabulary).
 
         Returns
         -------
@@ -1018,7 +1092,13 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         model_error = baseline_error = 0.0
         n_masked = 0
         batches = self._batches(
-            adata, indices, batch_size, mask_fraction=self.module.mask_fraction, seed=seed
+            adata,
+            indices,
+            batch_size,
+            mask_fraction=self.module.mask_fraction,
+            seed=seed,
+            progress_bar=progress_bar,
+            desc="masked MSE",
         )
         for outputs in batches:
             replaced = outputs["replaced"]
@@ -1197,7 +1277,19 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             model_ids = pd.Index(np.asarray(var_names).astype(str))
             ids = pd.Index(adata.var_names.astype(str))
             if not ids.equals(model_ids):
-                adata = _align_to_genes(adata, layer, ids, model_ids, model_ids)
+                setup_args = registry["setup_args"]
+                adata = _align_to_genes(
+                    adata,
+                    layer,
+                    ids,
+                    model_ids,
+                    model_ids,
+                    # checked as the model's setup_anndata checked its data, on adata's genes
+                    expected_max=(setup_args.get("normalization") or {}).get(
+                        "max_value", SCLONG_MAX_VALUE
+                    ),
+                    check_normalization=bool(setup_args.get("check_normalization", True)),
+                )
                 gene_id_key = registry["setup_args"].get("gene_id_key")
                 if gene_id_key is not None and saved.get("gene_ids") is not None:
                     adata.var[gene_id_key] = np.asarray(saved["gene_ids"]).astype(str)

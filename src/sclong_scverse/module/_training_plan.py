@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Literal
 
 import torch
+from scvi import REGISTRY_KEYS
 from scvi.train import TrainingPlan
 
 from ._module import ScLongModule
@@ -52,6 +54,12 @@ class ScLongTrainingPlan(TrainingPlan):
         self.min_lr_ratio = min_lr_ratio
         self.redraw_interval = redraw_interval
         self._last_redraw = -1
+        self._step_started: float | None = None  # for the progress bar's cells/s
+        self._cells_per_s: float | None = None
+
+    def on_train_epoch_start(self) -> None:
+        """Start the cells/s clock again (the gap since the last step held validation)."""
+        self._step_started = None
 
     def _lr_factor(self, step: int) -> float:
         total = max(int(self.trainer.estimated_stepping_batches), 1)
@@ -85,7 +93,7 @@ class ScLongTrainingPlan(TrainingPlan):
         -------
         The loss of :meth:`scvi.train.TrainingPlan.training_step`. Redraws the FAVOR+ random
         features first every ``redraw_interval`` optimiser steps (never at step 0); also logs
-        the learning rate.
+        the learning rate and, in the progress bar, the cells per second.
         """
         if (
             self.redraw_interval
@@ -97,4 +105,23 @@ class ScLongTrainingPlan(TrainingPlan):
             self._last_redraw = self.global_step
         loss = super().training_step(batch, batch_idx)
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
+        self._log_cells_per_second(int(batch[REGISTRY_KEYS.X_KEY].shape[0]))
         return loss
+
+    def _log_cells_per_second(self, n_cells: int) -> None:
+        """Show the training speed (cells/s, smoothed) in the progress bar; not in history."""
+        now = time.perf_counter()
+        if self._step_started is not None:
+            rate = n_cells / max(now - self._step_started, 1e-9)
+            smoothed = self._cells_per_s
+            self._cells_per_s = rate if smoothed is None else 0.8 * smoothed + 0.2 * rate
+            self.log(
+                "cells/s",
+                self._cells_per_s,
+                on_step=True,
+                on_epoch=False,
+                prog_bar=True,
+                logger=False,
+                batch_size=n_cells,
+            )
+        self._step_started = now

@@ -36,6 +36,7 @@ def embed(
     batch_size: int | None = None,
     key_added: str = "X_sclong",
     copy: bool = False,
+    progress_bar: bool | None = None,
 ) -> ad.AnnData | None:
     """Cell embeddings from scLong, as ``sc.tl.pca`` writes ``X_pca``.
 
@@ -63,6 +64,9 @@ def embed(
     copy
         Return a new AnnData instead of writing into ``adata`` (in memory, also for a backed
         ``adata``).
+    progress_bar
+        Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
+        call reads at least 10 million cell x gene values.
 
     Returns
     -------
@@ -84,7 +88,9 @@ def embed(
     if not copy:
         check_not_view(adata)
     target = _copy(adata) if copy else adata
-    latent = model.get_latent_representation(target, pooling=pooling, batch_size=batch_size)
+    latent = model.get_latent_representation(
+        target, pooling=pooling, batch_size=batch_size, progress_bar=progress_bar
+    )
     if key_added in target.obsm:
         _warn_replacing("obsm", key_added, "scl.tl.embed")
     target.obsm[key_added] = latent
@@ -100,6 +106,7 @@ def gene_embeddings(
     batch_size: int | None = None,
     key_added: str = "sclong",
     copy: bool = False,
+    progress_bar: bool | None = None,
 ) -> ad.AnnData | None:
     """Gene embeddings from scLong for the genes of ``adata``.
 
@@ -123,6 +130,9 @@ def gene_embeddings(
     copy
         Return a new AnnData instead of writing into ``adata`` (in memory, also for a backed
         ``adata``).
+    progress_bar
+        Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
+        call reads at least 10 million cell x gene values.
 
     Returns
     -------
@@ -140,7 +150,9 @@ def gene_embeddings(
     target = _copy(adata) if copy else adata
     _check_same_genes(target, model)
     cells = target if kind == "contextual" else None
-    table = model.get_gene_embeddings(kind=kind, adata=cells, batch_size=batch_size)
+    table = model.get_gene_embeddings(
+        kind=kind, adata=cells, batch_size=batch_size, progress_bar=progress_bar
+    )
     if key_added in target.varm:
         _warn_replacing("varm", key_added, "scl.tl.gene_embeddings")
     target.varm[key_added] = table.to_numpy()

@@ -111,6 +111,7 @@ def grn(
     batch_size: int | None = None,
     key_added: str = "sclong_grn",
     copy: bool = False,
+    progress_bar: bool | None = None,
 ) -> ad.AnnData | None:
     """Gene-regulatory network from scLong gene embeddings (gene-gene similarity).
 
@@ -149,6 +150,9 @@ def grn(
     copy
         Return a new AnnData instead of writing into ``adata`` (in memory, also for a backed
         ``adata``).
+    progress_bar
+        Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
+        call reads at least 10 million cell x gene values.
 
     Returns
     -------
@@ -186,7 +190,9 @@ def grn(
     target = _copy(adata) if copy else adata
     _check_same_genes(target, model)
     cells = target if kind == "contextual" else None
-    table = model.get_gene_embeddings(kind=kind, adata=cells, batch_size=batch_size)
+    table = model.get_gene_embeddings(
+        kind=kind, adata=cells, batch_size=batch_size, progress_bar=progress_bar
+    )
     network = cosine_similarity_graph(table.to_numpy(), top_k=top_k, center=center)
     if key_added in target.varp:
         _warn_replacing("varp", key_added, "scl.tl.grn")
