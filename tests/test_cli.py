@@ -375,7 +375,9 @@ def test_pretrain_embed_grn_round_trip(capsys, tmp_path, counts_h5ad):
     assert result.varp["sclong_grn"].shape == (n_genes, n_genes)
     assert (result.varp["sclong_grn"] != 0).sum(axis=1).max() <= 5
     table = pd.read_csv(edges)
-    assert list(table.columns) == ["source", "target", "score", "source_symbol", "target_symbol"]
+    assert list(table.columns) == [
+        "source", "target", "weight", "score", "source_symbol", "target_symbol"
+    ]  # fmt: skip
     assert len(table) == 40  # 40 gene pairs, each once
     pairs = {frozenset(pair) for pair in zip(table["source"], table["target"], strict=True)}
     assert len(pairs) == 40

@@ -49,7 +49,7 @@ def test_embed_gene_embeddings_grn_write_documented_keys(trained):
     sparse_grn = view_free.varp["sparse_grn"]
     assert sparse.issparse(sparse_grn) and sparse_grn.nnz == 5 * adata.n_vars
     edges = scl.tl.grn_edges(view_free, key="sparse_grn", n_top=20)
-    assert list(edges.columns) == ["source", "target", "score"] and len(edges) == 20
+    assert list(edges.columns) == ["source", "target", "weight", "score"] and len(edges) == 20
     assert edges["score"].is_monotonic_decreasing
     # the GRN agrees with the dense one on the kept pairs
     rows, cols = sparse_grn.nonzero()

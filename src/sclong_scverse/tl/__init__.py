@@ -2,6 +2,7 @@
 
 from ._benchmark import benchmark_integration
 from ._benchmark_grn import benchmark_grn
+from ._decoupler import tf_activities, tf_network
 from ._embed import embed, gene_embeddings
 from ._grn import cosine_similarity_graph, grn, grn_edges
 from ._grn_baselines import coexpression_grn, genie3_grn
@@ -20,4 +21,6 @@ __all__ = [
     "grn",
     "grn_edges",
     "read_ground_truth",
+    "tf_activities",
+    "tf_network",
 ]

@@ -231,8 +231,9 @@ def grn_edges(
 
     Returns
     -------
-    DataFrame with columns ``source``, ``target``, ``score``, highest score first (self pairs
-    excluded).
+    DataFrame with columns ``source``, ``target``, ``weight`` and ``score`` (the same values:
+    ``weight`` is decoupler's name, see :func:`tf_activities`; ``score`` stays for one release),
+    highest first (self pairs excluded).
     """
     if key not in adata.varp:
         raise KeyError(f"adata.varp[{key!r}] not found; run scl.tl.grn(adata, model) first.")
@@ -249,5 +250,10 @@ def grn_edges(
     if n_top is not None:
         order = order[:n_top]
     return pd.DataFrame(
-        {"source": names[rows[order]], "target": names[cols[order]], "score": scores[order]}
+        {
+            "source": names[rows[order]],
+            "target": names[cols[order]],
+            "weight": scores[order],
+            "score": scores[order],
+        }
     )

@@ -264,10 +264,11 @@ def evaluate_grn(
     Parameters
     ----------
     edges_or_adata
-        Either a DataFrame of predicted edges with columns ``source``, ``target``, ``score``
-        (higher = more confident; duplicated pairs keep their largest score), or an AnnData whose
-        ``adata.varp[key]`` is a genes x genes score matrix (dense or scipy sparse; row = source,
-        column = target), with genes named by ``adata.var_names`` or ``adata.var[gene_symbols]``.
+        Either a DataFrame of predicted edges with columns ``source``, ``target``, ``weight``
+        (or ``score``; higher = more confident; duplicated pairs keep their largest score), or
+        an AnnData whose ``adata.varp[key]`` is a genes x genes score matrix (dense or scipy
+        sparse; row = source, column = target), with genes named by ``adata.var_names`` or
+        ``adata.var[gene_symbols]``.
     ground_truth
         DataFrame with ``source`` and ``target`` columns (``Gene1``/``Gene2`` and ``tf``/``target``
         are accepted too) or the path of a file in a format :func:`read_ground_truth` reads.
@@ -331,21 +332,25 @@ def evaluate_grn(
         predicted_genes = pd.Index(names)
         edges = None
     elif isinstance(edges_or_adata, pd.DataFrame):
-        missing = {"source", "target", "score"} - set(edges_or_adata.columns)
-        if missing:
+        columns = set(edges_or_adata.columns)
+        missing = {"source", "target"} - columns
+        if missing or not {"weight", "score"} & columns:
+            absent = sorted(missing) + ([] if {"weight", "score"} & columns else ["weight"])
             raise ValueError(
-                "the edge table needs columns 'source', 'target', 'score'; "
-                f"missing {sorted(missing)}"
+                "the edge table needs columns 'source', 'target' and 'weight' (or 'score'); "
+                f"missing {absent}"
             )
         edges = edges_or_adata
+        if "score" not in columns:  # decoupler's spelling
+            edges = edges.rename(columns={"weight": "score"})
         predicted_genes = pd.Index(
             pd.unique(edges[["source", "target"]].astype(str).values.ravel())
         )
         names = matrix = None
     else:
         raise TypeError(
-            "edges_or_adata must be an AnnData (scores in varp[key]) or a DataFrame with "
-            f"'source', 'target', 'score' columns; got {type(edges_or_adata).__name__}"
+            "edges_or_adata must be an AnnData (scores in varp[key]) or a DataFrame with 'source', "
+            f"'target', 'weight' (or 'score') columns; got {type(edges_or_adata).__name__}"
         )
     if genes is not None:
         predicted_genes = pd.Index(np.asarray(list(genes), dtype=str))
