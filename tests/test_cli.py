@@ -4,6 +4,7 @@ interruptions (SIGTERM / SIGINT in a real subprocess) and outputs written only o
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import signal
 import subprocess
@@ -266,12 +267,15 @@ def test_signal_while_renaming_waits_until_every_output_is_in_place(tmp_path, mo
     assert signal.getsignal(signal.SIGTERM) is not cli._on_signal  # handlers restored
 
 
-def test_demo_writes_every_file(capsys, tmp_path):
+def test_demo_writes_every_file(capsys, caplog, tmp_path):
     out = tmp_path / "demo"
+    caplog.set_level(logging.INFO)
     code, stdout, err = _run(
         capsys, "demo", "--out", out, "--epochs", 1, "--max-cells", 32, "--no-progress"
     )
     assert code == 0, err
+    # no Lightning accelerator lines or third-party tips ("Tip: ... litlogger")
+    assert "Tip" not in caplog.text and "GPU available" not in caplog.text, caplog.text
     for name in (
         "demo.h5ad", "umap.png", "training.png", "grn_heatmap.png", "grn_network.png",
         "grn_edges.csv", "summary.txt",

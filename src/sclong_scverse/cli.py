@@ -915,18 +915,19 @@ def _demo_files(
 # ---------------------------------------------------------------------- subcommands
 def _cmd_demo(args: argparse.Namespace) -> None:
     _output_folder(args.out)
-    run_demo(
-        out=args.out,
-        epochs=args.epochs,
-        max_train_minutes=args.max_train_minutes or None,
-        max_cells=args.max_cells,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        top_k=args.top_k,
-        seed=args.seed,
-        progress=args.progress,
-        accelerator=args.accelerator,
-    )
+    with _quiet_libraries():  # no Lightning accelerator lines or third-party tips
+        run_demo(
+            out=args.out,
+            epochs=args.epochs,
+            max_train_minutes=args.max_train_minutes or None,
+            max_cells=args.max_cells,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            top_k=args.top_k,
+            seed=args.seed,
+            progress=args.progress,
+            accelerator=args.accelerator,
+        )
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:

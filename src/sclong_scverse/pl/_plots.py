@@ -222,11 +222,11 @@ def grn(
     ax = _axes(ax, (6.0, 6.0))
     angle = 2 * np.pi * np.arange(len(nodes)) / len(nodes)
     xy = dict(zip(nodes, np.c_[np.cos(angle), np.sin(angle)], strict=True))
-    scores = edges["score"].to_numpy(dtype=float)
+    scores = edges["weight"].to_numpy(dtype=float)
     low, high = float(scores.min()), float(scores.max())
     norm = mpl.colors.Normalize(vmin=low, vmax=high if high > low else low + 1e-9)
     colours = mpl.colormaps[cmap]
-    for source, target, score in edges.itertuples(index=False):
+    for source, target, score in edges[["source", "target", "weight"]].itertuples(index=False):
         (x0, y0), (x1, y1) = xy[source], xy[target]
         ax.plot(
             [x0, x1],
