@@ -201,6 +201,7 @@ def _resolve_aliases(app, env, node, contnode):
 
 
 def setup(app):
+    """Connect the alias resolver and the tutorial-source filter to Sphinx."""
     app.connect("missing-reference", _resolve_aliases)
     app.connect("source-read", _tutorials_without_notebooks)
     app.connect("autodoc-process-docstring", _document_constants)

@@ -77,9 +77,7 @@ def test_tf_activities_from_scLong_and_from_trrust(pbmc_grn, capsys):
     params = adata.uns["sclong_tf"]["params"]
     assert params["n_targets"] == 20 and params["n_edges"] == 20 * params["n_tfs"]
     shared = scores.columns.intersection(prior.columns)
-    agreement = [
-        np.corrcoef(scores[tf], prior[tf])[0, 1] for tf in shared if prior[tf].std() > 0
-    ]
+    agreement = [np.corrcoef(scores[tf], prior[tf])[0, 1] for tf in shared if prior[tf].std() > 0]
     with capsys.disabled():
         print(
             f"\nTF activities: scLong net {scores.shape[1]} TFs, TRRUST {prior.shape[1]}; median "

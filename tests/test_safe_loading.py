@@ -162,9 +162,7 @@ def test_flipped_bytes_refused_by_checksum(release_files):
     with pytest.raises(OfficialFormatError, match="sha256"):
         load_official(checkpoint, hparams, genes, expected_sha256=expected)
     with pytest.raises(OfficialFormatError, match="sha256"):
-        load_official(
-            checkpoint, hparams, genes, expected_sha256={"hparams": "0" * 64}
-        )
+        load_official(checkpoint, hparams, genes, expected_sha256={"hparams": "0" * 64})
 
 
 def test_nan_weights_and_nan_go_weights_refused(release_files, tmp_path):
@@ -203,9 +201,7 @@ def test_inconsistent_hparams_refused(release_files, tmp_path, change, message):
         load_official(checkpoint, edited, genes)
 
 
-def test_hparams_that_shapes_do_not_reveal_are_checked_against_the_record(
-    release_files, tmp_path
-):
+def test_hparams_that_shapes_do_not_reveal_are_checked_against_the_record(release_files, tmp_path):
     checkpoint, hparams, genes = release_files
     release = load_official(checkpoint, hparams, genes)
     out = tmp_path / "ours"

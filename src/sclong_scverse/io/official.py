@@ -336,9 +336,7 @@ def check_hparams(hparams: Mapping[str, Any], where: str = "the hyper-parameters
             f"{where}: G_go has token positions outside [0, max_seq_len={length})."
         )
     if edge_weight is not None:
-        if not isinstance(edge_weight, torch.Tensor) or edge_weight.shape != (
-            edge_index.shape[1],
-        ):
+        if not isinstance(edge_weight, torch.Tensor) or edge_weight.shape != (edge_index.shape[1],):
             raise OfficialFormatError(
                 f"{where}: G_go_weight must hold one weight per G_go edge "
                 f"({edge_index.shape[1]}), got {tuple(getattr(edge_weight, 'shape', ()))}."

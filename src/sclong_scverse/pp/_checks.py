@@ -857,8 +857,7 @@ def check_obs_key(adata: Any, key: str | None, argument: str, *, n_examples: int
         return
     if key not in adata.obs.columns:
         raise KeyError(
-            f"{argument}={key!r} is not a column of adata.obs (columns: "
-            f"{list(adata.obs.columns)})."
+            f"{argument}={key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)})."
         )
     column = adata.obs[key]
     missing = np.asarray(column.isna())
