@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml requirements/ci-constraints.txt
 install: $(VENV)/.installed
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 
 test: install
 	$(PY) -m pytest
