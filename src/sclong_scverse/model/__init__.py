@@ -1,6 +1,19 @@
 """scvi-tools model class of scLong."""
 
+from ._pretrained import (
+    PretrainedRelease,
+    pretrained_models,
+    register_pretrained,
+    resolve_pretrained,
+)
 from ._saving import ModelIntegrityError
 from ._sclong import SCLONG
 
-__all__ = ["SCLONG", "ModelIntegrityError"]
+__all__ = [
+    "SCLONG",
+    "ModelIntegrityError",
+    "PretrainedRelease",
+    "pretrained_models",
+    "register_pretrained",
+    "resolve_pretrained",
+]

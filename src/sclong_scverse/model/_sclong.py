@@ -1309,6 +1309,103 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         model.is_pretrained = True  # fine-tuning keeps the loaded random features
         return model
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        adata: ad.AnnData | MuData | None = None,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        manifest_sha256: str | None = None,
+        local_files_only: bool = False,
+        **load_kwargs,
+    ) -> SCLONG:
+        """Load a saved scLong model by registered name, hub repository id or folder.
+
+        Resolves ``name_or_path`` with :func:`~sclong_scverse.model.resolve_pretrained` (a
+        folder; a name from :func:`~sclong_scverse.model.pretrained_models`, pinned to a commit
+        and a manifest checksum; or a hub repository ``"org/name"``, read from the hub cache so it
+        works offline, downloaded with ``huggingface_hub`` when installed), then loads it with
+        :meth:`load`, which verifies every file against ``manifest.json``.
+
+        Reads and writes ``adata`` as :meth:`load` does.
+
+        Parameters
+        ----------
+        name_or_path
+            Folder, registered name or hub repository id.
+        adata
+            The data to set the model up on (default: the AnnData saved with the model).
+        revision
+            Commit or branch of a repository id (default ``"main"``).
+        cache_dir
+            Hub cache (default ``$HF_HUB_CACHE`` or ``~/.cache/huggingface/hub``).
+        manifest_sha256
+            Expected sha256 of ``manifest.json`` (registered names carry theirs).
+        local_files_only
+            Never download.
+        **load_kwargs
+            Passed to :meth:`load` (``accelerator``, ``device``, ``verify``, ...).
+
+        Returns
+        -------
+        The loaded model.
+        """
+        from ._pretrained import resolve_pretrained
+
+        folder = resolve_pretrained(
+            name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            manifest_sha256=manifest_sha256,
+            local_files_only=local_files_only,
+        )
+        return cls.load(folder, adata=adata, **load_kwargs)
+
+    def save_pretrained(
+        self,
+        dir_path: str | os.PathLike,
+        *,
+        name: str,
+        training_data: str,
+        metrics: dict | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+    ) -> str:
+        """Save the model as a hub release: :meth:`save`'s files plus a model card.
+
+        Writes ``model.pt``, ``manifest.json`` (and ``adata.h5ad`` with ``save_anndata``) as
+        :meth:`save` does, and ``README.md``, a model card naming the network, gene vocabulary,
+        training data and ``metrics``. Upload the folder with
+        ``huggingface_hub.upload_folder(folder_path=dir_path, repo_id="org/name")``; users then
+        load it with :meth:`from_pretrained`.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write.
+        name
+            Model name for the card.
+        training_data
+            What the model was trained on.
+        metrics
+            Measured figures for the card.
+        overwrite, save_anndata
+            As in :meth:`save`.
+
+        Returns
+        -------
+        The sha256 of ``manifest.json``: pin it in a
+        :class:`~sclong_scverse.model.PretrainedRelease` so the release cannot change unnoticed.
+        """
+        from ._pretrained import manifest_checksum, model_card
+
+        self.save(dir_path, overwrite=overwrite, save_anndata=save_anndata)
+        card = model_card(self, name=name, training_data=training_data, metrics=metrics)
+        (Path(dir_path) / "README.md").write_text(card)
+        return manifest_checksum(dir_path)
+
 
 def _align_to_genes(
     adata: ad.AnnData,
