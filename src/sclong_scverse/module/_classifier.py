@@ -1,0 +1,441 @@
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from scvi import REGISTRY_KEYS
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from torch import nn
+
+from ..nn import ScLongConfig, ScLongNetwork
+from ..nn.lora import ATTENTION_PROJECTIONS, add_lora
+
+FineTuneMode = Literal["frozen", "partial", "lora"]
+TrainScope = Literal["mode", "head", "adapters"]
+ClassifierPooling = Literal["max", "mean", "sum"]
+
+FINE_TUNE_MODES = ("frozen", "partial", "lora")
+_LORA_NAMES = ("lora_A", "lora_B")
+
+
+def is_adapter_key(name: str) -> bool:
+    """Whether a state-dict key is a LoRA adapter weight (``...lora_A`` / ``...lora_B``).
+
+    Parameters
+    ----------
+    name
+        A state-dict key.
+
+    Returns
+    -------
+    ``True`` for adapter weights.
+    """
+    return name.rsplit(".", 1)[-1] in _LORA_NAMES
+
+
+def backbone_sha256(network: nn.Module) -> str:
+    """sha256 of a backbone network's weights and buffers, independent of how they are stored.
+
+    The hash runs over the state dict in sorted key order: for each tensor its name, dtype,
+    shape and raw bytes (on the CPU, contiguous). Adapter weights (``lora_A``, ``lora_B``) and
+    the Performers' redraw counters (``calls_since_last_redraw``, not weights) are left out,
+    so a network gives the same checksum before and after adapters are added to it.
+
+    Parameters
+    ----------
+    network
+        The network (e.g. :class:`~sclong_scverse.nn.ScLongNetwork`).
+
+    Returns
+    -------
+    The hexadecimal digest.
+    """
+    digest = hashlib.sha256()
+    state = network.state_dict()
+    for name in sorted(state):
+        if is_adapter_key(name) or name.endswith("calls_since_last_redraw"):
+            continue
+        tensor = state[name].detach().to("cpu").contiguous()
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def copy_network(network: nn.Module) -> nn.Module:
+    """A deep copy of a network (its cached sparse GO adjacency is rebuilt, not copied).
+
+    Parameters
+    ----------
+    network
+        The network.
+
+    Returns
+    -------
+    An independent copy with the same weights and buffers.
+    """
+    caches = {}
+    for submodule in network.modules():
+        if getattr(submodule, "_adjacency", None) is not None:
+            caches[submodule] = submodule._adjacency
+            submodule._adjacency = None
+    try:
+        return copy.deepcopy(network)
+    finally:
+        for submodule, cache in caches.items():
+            submodule._adjacency = cache
+
+
+def unfrozen_prefixes(config: ScLongConfig, n_layers: int) -> list[str]:
+    """Network submodules the ``"partial"`` mode trains: the last ``n_layers`` Performer layers.
+
+    Layers are counted from the network's output: first the decoder's layers (from its last),
+    with the decoder's final LayerNorm; beyond the decoder's depth, the last layers of both
+    encoders (the large and the mini one run side by side) with the large encoder's output
+    projection and norm.
+
+    Parameters
+    ----------
+    config
+        The network configuration.
+    n_layers
+        How many layers to unfreeze (>= 1).
+
+    Returns
+    -------
+    Prefixes of network state-dict keys (e.g. ``"decoder.layers.1."``).
+    """
+    if n_layers < 1:
+        raise ValueError(f"n_unfrozen_layers must be >= 1, got {n_layers}.")
+    prefixes = ["decoder_norm."]
+    n_decoder = min(n_layers, config.decoder_depth)
+    prefixes += [
+        f"decoder.layers.{i}."
+        for i in range(config.decoder_depth - n_decoder, config.decoder_depth)
+    ]
+    rest = n_layers - config.decoder_depth
+    if rest > 0:
+        n_large = min(rest, config.large_depth)
+        n_mini = min(rest, config.mini_depth)
+        prefixes += ["large_out.", "large_out_norm."]
+        prefixes += [
+            f"large_encoder.layers.{i}."
+            for i in range(config.large_depth - n_large, config.large_depth)
+        ]
+        prefixes += [
+            f"mini_encoder.layers.{i}."
+            for i in range(config.mini_depth - n_mini, config.mini_depth)
+        ]
+    return prefixes
+
+
+class FeatureNorm(nn.BatchNorm1d):
+    """Per-feature standardisation of pooled representations (batch norm with running stats).
+
+    Pooled decodings vary little across cells next to their offsets (a large part of every
+    gene vector is the gene's identity), so the head standardises each feature over cells;
+    LayerNorm (over the features of one cell) does not. A training batch of a single cell uses
+    the running statistics.
+
+    Parameters
+    ----------
+    dim
+        Number of features.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardise ``x`` ``(batch, dim)`` per feature.
+
+        Parameters
+        ----------
+        x
+            Pooled representations.
+
+        Returns
+        -------
+        The standardised (and affinely rescaled) features.
+        """
+        if self.training and x.shape[0] < 2:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
+class ScLongClassifierModule(BaseModuleClass):
+    """A cell-type classification head on scLong's pooled merged decodings (scvi-tools module).
+
+    The network maps a cell's values to per-gene merged decodings; these are pooled over the
+    vocabulary's genes and a head (per-feature standardisation, dropout, linear, or an MLP)
+    gives class logits.
+    The loss is class-weighted cross-entropy over the labelled cells of the mini-batch
+    (unlabelled cells are ignored).
+
+    Parameters
+    ----------
+    network
+        The scLong network (the backbone); adapters are added to it in place for ``"lora"``.
+    var_positions
+        ``(n_vars,)`` vocabulary position of each registered gene (``-1``: not in the
+        vocabulary, ignored).
+    label_to_class
+        ``(n_label_codes,)`` class index of each registered label code; ``-1`` for the
+        unlabelled category.
+    n_classes
+        Number of classes (>= 2).
+    mode
+        ``"frozen"`` (head only), ``"partial"`` (head and the last ``n_unfrozen_layers``
+        Performer layers, see :func:`unfrozen_prefixes`) or ``"lora"`` (head and low-rank
+        adapters on the attention projections, see :func:`~sclong_scverse.nn.lora.add_lora`).
+    n_unfrozen_layers
+        Layers trained in ``"partial"`` mode.
+    lora_rank, lora_alpha, lora_dropout, lora_targets
+        Adapter settings (``"lora"`` mode).
+    pooling
+        ``"max"`` (default), ``"mean"`` or ``"sum"`` over genes (pad token excluded).
+    hidden_dim
+        Width of a hidden layer of the head (``None``: a linear head).
+    dropout
+        Dropout before the head's linear layer(s).
+    """
+
+    def __init__(
+        self,
+        network: ScLongNetwork,
+        var_positions: torch.Tensor,
+        label_to_class: torch.Tensor,
+        n_classes: int,
+        *,
+        mode: FineTuneMode = "frozen",
+        n_unfrozen_layers: int = 1,
+        lora_rank: int = 8,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.0,
+        lora_targets: tuple[str, ...] = ATTENTION_PROJECTIONS,
+        pooling: ClassifierPooling = "max",
+        hidden_dim: int | None = None,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        if mode not in FINE_TUNE_MODES:
+            raise ValueError(f"mode must be one of {FINE_TUNE_MODES}, not {mode!r}.")
+        if pooling not in ("max", "mean", "sum"):
+            raise ValueError(f"pooling must be 'max', 'mean' or 'sum', not {pooling!r}.")
+        if n_classes < 2:
+            raise ValueError(f"A classifier needs at least 2 classes, got {n_classes}.")
+        self.network = network
+        self.mode = mode
+        self.n_unfrozen_layers = int(n_unfrozen_layers)
+        self.pooling = pooling
+        self.n_classes = int(n_classes)
+        positions = torch.as_tensor(var_positions, dtype=torch.long)
+        if positions.numel() and positions.max() >= network.config.n_genes:
+            raise ValueError("var_positions point beyond the vocabulary.")
+        self.register_buffer("var_positions", positions)
+        self.register_buffer("label_to_class", torch.as_tensor(label_to_class, dtype=torch.long))
+        self.register_buffer("class_weights", torch.ones(self.n_classes))
+        if mode == "lora":
+            add_lora(network, lora_rank, lora_alpha, lora_dropout, lora_targets)
+        dim = network.config.dim
+        layers: list[nn.Module] = [FeatureNorm(dim), nn.Dropout(dropout)]
+        if hidden_dim:
+            layers += [nn.Linear(dim, hidden_dim), nn.GELU(), nn.Dropout(dropout)]
+            dim = hidden_dim
+        layers.append(nn.Linear(dim, self.n_classes))
+        self.head = nn.Sequential(*layers)
+        self._prefixes = (
+            unfrozen_prefixes(network.config, self.n_unfrozen_layers) if mode == "partial" else []
+        )
+        self.set_trainable("mode")
+
+    @property
+    def config(self) -> ScLongConfig:
+        """The backbone network's configuration."""
+        return self.network.config
+
+    # ------------------------------------------------------------------ what trains
+    def _is_tuned(self, name: str) -> bool:
+        """Whether network key ``name`` belongs to the part fine-tuning changes in this mode."""
+        if self.mode == "lora":
+            return is_adapter_key(name)
+        return any(name.startswith(prefix) for prefix in self._prefixes)
+
+    def set_trainable(self, scope: TrainScope = "mode") -> None:
+        """Choose which parameters train.
+
+        Parameters
+        ----------
+        scope
+            ``"mode"``: what the fine-tuning mode trains (head; plus unfrozen layers or
+            adapters); ``"head"``: the head only; ``"adapters"``: the head and, in ``"lora"``
+            mode, the adapters (query mapping).
+        """
+        if scope not in ("mode", "head", "adapters"):
+            raise ValueError(f"scope must be 'mode', 'head' or 'adapters', not {scope!r}.")
+        for name, parameter in self.network.named_parameters():
+            if scope == "head":
+                parameter.requires_grad_(False)
+            elif scope == "adapters":
+                parameter.requires_grad_(is_adapter_key(name))
+            else:
+                parameter.requires_grad_(self._is_tuned(name))
+        for parameter in self.head.parameters():
+            parameter.requires_grad_(True)
+        self._backbone_trains = any(p.requires_grad for p in self.network.parameters())
+
+    def fine_tuned_state_keys(self) -> list[str]:
+        """Keys of the module's state dict that differ from the backbone it was built on.
+
+        Everything outside the network (head, buffers of this module) plus, inside it, the
+        adapters (``"lora"``) or the unfrozen layers (``"partial"``). Saving these and the
+        backbone's checksum is enough to rebuild the fine-tuned model on the same backbone.
+
+        Returns
+        -------
+        The keys, in state-dict order.
+        """
+        keys = []
+        for name in self.state_dict():
+            if not name.startswith("network."):
+                keys.append(name)
+            elif self._is_tuned(name[len("network.") :]):
+                keys.append(name)
+        return keys
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Numbers of parameters: ``total`` (backbone, adapters, head), ``trainable``, ``head``.
+
+        Returns
+        -------
+        A dictionary of counts.
+        """
+        return {
+            "total": sum(p.numel() for p in self.parameters()),
+            "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
+            "head": sum(p.numel() for p in self.head.parameters()),
+        }
+
+    # ------------------------------------------------------------------ forward
+    def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Place data values on vocabulary positions (absent genes and the pad token: 0).
+
+        Parameters
+        ----------
+        x
+            ``(batch, n_vars)`` values in the registered genes' order.
+
+        Returns
+        -------
+        ``(batch, n_tokens)`` values.
+        """
+        kept = self.var_positions >= 0
+        tokens = x.new_zeros(x.shape[0], self.config.n_tokens)
+        tokens[:, self.var_positions[kept]] = x[:, kept].to(tokens.dtype)
+        return tokens
+
+    def pool(self, decodings: torch.Tensor) -> torch.Tensor:
+        """Pool per-gene decodings over the vocabulary's genes (pad token excluded).
+
+        Parameters
+        ----------
+        decodings
+            ``(batch, n_tokens, dim)`` merged decodings.
+
+        Returns
+        -------
+        ``(batch, dim)`` cell representations.
+        """
+        genes = decodings[:, : self.config.n_genes].float()
+        if self.pooling == "mean":
+            return genes.mean(dim=1)
+        if self.pooling == "sum":
+            return genes.sum(dim=1)
+        return genes.amax(dim=1)
+
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
+        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
+
+    @auto_move_data
+    def inference(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Class logits of cells.
+
+        Parameters
+        ----------
+        x
+            ``(batch, n_vars)`` log-normalised values in the registered genes' order.
+
+        Returns
+        -------
+        ``{"embedding": (batch, dim) pooled decodings, "logits": (batch, n_classes)}``. With a
+        frozen backbone the network runs without autograd (no activations kept).
+        """
+        tokens = self.to_tokens(x.float())
+        if self._backbone_trains and torch.is_grad_enabled():
+            decodings = self.network(tokens)["decodings"]
+        else:
+            with torch.no_grad():
+                decodings = self.network(tokens)["decodings"]
+        embedding = self.pool(decodings)
+        return {"embedding": embedding, "logits": self.head(embedding)}
+
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
+        return {}
+
+    def generative(self, **kwargs) -> dict:
+        """No generative model: a classifier.
+
+        Parameters
+        ----------
+        **kwargs
+            Ignored.
+
+        Returns
+        -------
+        An empty dictionary.
+        """
+        return {}
+
+    def loss(self, tensors, inference_outputs, generative_outputs, **kwargs) -> LossOutput:
+        """Class-weighted cross-entropy over the labelled cells of the mini-batch.
+
+        Parameters
+        ----------
+        tensors
+            The mini-batch (its registered label codes).
+        inference_outputs
+            Output of :meth:`inference` (``logits``).
+        generative_outputs
+            Output of :meth:`generative` (empty).
+        **kwargs
+            Ignored.
+
+        Returns
+        -------
+        :class:`scvi.module.base.LossOutput`: ``loss`` = sum over labelled cells of
+        ``w[y] * CE`` divided by the sum of their ``w[y]`` (0 for a batch without labelled
+        cells), the per-cell terms as ``reconstruction_loss``, and ``accuracy`` (labelled cells)
+        as an extra metric.
+        """
+        logits = inference_outputs["logits"]
+        codes = tensors[REGISTRY_KEYS.LABELS_KEY].reshape(-1).long()
+        target = self.label_to_class[codes]
+        labelled = target >= 0
+        safe_target = target.clamp(min=0)
+        per_cell = F.cross_entropy(logits, safe_target, reduction="none")
+        weights = self.class_weights[safe_target] * labelled
+        loss = (per_cell * weights).sum() / weights.sum().clamp(min=1e-12)
+        correct = (logits.argmax(dim=1) == target) & labelled
+        accuracy = correct.sum() / labelled.sum().clamp(min=1)
+        return LossOutput(
+            loss=loss,
+            reconstruction_loss=per_cell * labelled,
+            n_obs_minibatch=logits.shape[0],
+            extra_metrics={"accuracy": accuracy.detach().float()},
+        )
