@@ -22,6 +22,8 @@ What each test needs, and what is kept:
 - ``scrna/pbmc_celltypist_sample/``: the first 20 of the 559 cells, all 32,786 genes.
 - ``grn/``: TRRUST v2, the BEELINE human STRING network and the BEELINE hESC cell-type-specific
   network in full, gzip'd (``tests/test_grn_evaluation.py`` checks the files' edge counts).
+- ``perturb/papalexi2021/``: 480 assigned cells of the Papalexi 2021 screen (160 non-targeting,
+  40 of each of 8 targets), all 299 response genes and 110 gRNAs, in the shared layout.
 - ``go/``: the gene2go rows of the 400 genes ``tests/test_go.py`` samples (its seed), their id
   table rows, the GO terms they use and the parent links of every ancestor of those terms.
 
@@ -61,6 +63,10 @@ N_CELLTYPIST_CELLS = 20
 N_GO_GENES = 400
 #: Genes whose GO terms ``tests/test_go.py`` propagates to their ancestors.
 GO_PROPAGATED_GENES = ("TP53", "GAPDH", "CD3E", "ACTB")
+#: Papalexi 2021 subset (``tests/test_perturbation.py``): non-targeting cells and cells per target.
+PAPALEXI_N_CONTROL = 160
+PAPALEXI_N_PER_TARGET = 40
+PAPALEXI_TARGETS = ("IFNGR1", "IFNGR2", "JAK2", "STAT1", "IRF1", "CD86", "SMAD4", "ATF2")
 
 PARITY_FILES = (
     "README.md",
@@ -94,6 +100,11 @@ SOURCES = {
         "NCBI data public; GO CC BY 4.0",
     ),
     "go": ("GO 2022-07-01 via Debian `r-bioc-go.db` 3.16", "CC BY 4.0"),
+    "papalexi": (
+        "Papalexi et al. 2021 Nat Genet via GitHub Katsevich-Lab/sceptredata "
+        "(`lowmoi_example_data`)",
+        "MIT",
+    ),
 }
 
 
@@ -315,6 +326,59 @@ class Builder:
         table.to_csv(buffer, sep="\t", index=False, lineterminator="\n")
         self.write_gzip(relative, buffer.getvalue().encode(), source, kind, how)
 
+    # ------------------------------------------------------------------ Papalexi 2021
+    def build_papalexi(self) -> None:
+        """A few hundred assigned cells: non-targeting controls and several targets."""
+        import scipy.io as sio
+        from scipy import sparse
+
+        folder = self.data / "perturb" / "papalexi2021"
+        relative = "perturb/papalexi2021"
+        grnas = (folder / "grnas.txt").read_text().split()
+        targets = pd.read_csv(folder / "grna_targets.csv", dtype=str)
+        target_of = dict(zip(targets["grna_id"], targets["grna_target"], strict=True))
+        grna = sparse.csr_matrix(sio.mmread(folder / "grna_counts_grnas_x_cells.mtx.gz").T)
+        top = np.asarray(grna.argmax(axis=1)).ravel()
+        top_umis = np.asarray(grna.max(axis=1).todense()).ravel()
+        total = np.asarray(grna.sum(axis=1)).ravel()
+        # the assignment rule of scl.datasets.papalexi2021's defaults (>= 5 UMIs, >= 80%)
+        fraction = np.divide(top_umis, total, out=np.zeros(len(total)), where=total > 0)
+        assigned = (top_umis >= 5) & (fraction >= 0.8)
+        target = np.array([target_of[grnas[i]] for i in top], dtype=object)
+        rng = np.random.default_rng(0)
+        chosen = []
+        for name, n in [("non-targeting", PAPALEXI_N_CONTROL)] + [
+            (t, PAPALEXI_N_PER_TARGET) for t in PAPALEXI_TARGETS
+        ]:
+            pool = np.flatnonzero(assigned & (target == name))
+            chosen.append(rng.choice(pool, size=min(n, len(pool)), replace=False))
+        cells = np.sort(np.concatenate(chosen))
+        how = (
+            f"the {len(cells)} columns (cells) of a seeded draw (numpy default_rng(0)) among the "
+            f"cells assigned by scl.datasets.papalexi2021's rule (top gRNA >= 5 UMIs and >= 80% "
+            f"of the cell's gRNA UMIs): {PAPALEXI_N_CONTROL} non-targeting cells and "
+            f"{PAPALEXI_N_PER_TARGET} of each of {', '.join(PAPALEXI_TARGETS)}; all rows; "
+            "cells in their original order"
+        )
+        for name in ("response_counts_genes_x_cells.mtx.gz", "grna_counts_grnas_x_cells.mtx.gz"):
+            matrix = sparse.csc_matrix(sio.mmread(folder / name))[:, cells]
+            buffer = io.BytesIO()
+            sio.mmwrite(buffer, sparse.coo_matrix(matrix.astype(np.int64)), field="integer")
+            self.write_gzip(f"{relative}/{name}", buffer.getvalue(), folder / name, "papalexi", how)
+        source = folder / "cell_covariates.csv"
+        lines = source.read_bytes().splitlines(keepends=True)
+        self._target(f"{relative}/cell_covariates.csv").write_bytes(
+            b"".join([lines[0]] + [lines[1 + i] for i in cells])
+        )
+        self._record(
+            f"{relative}/cell_covariates.csv",
+            source,
+            "papalexi",
+            "the rows of the same cells (original text lines)",
+        )
+        for name in ("genes.txt", "grnas.txt", "grna_targets.csv"):
+            self.copy(f"{relative}/{name}", folder / name, "papalexi")
+
     # ------------------------------------------------------------------ provenance
     def write_provenance(self, command: str) -> None:
         lines = [
@@ -370,6 +434,9 @@ Sources and licences, as listed in `../shared/data/README.md`:
   Bioconductor's org.Hs.eg.db 3.16 and GO.db 3.16.
 - The parity release: computed once with the original scLong implementation (class
   `DualEncoderSCFM`) on toy-size weights; its `README.md` is copied beside it.
+- Papalexi 2021: Papalexi E. et al., Characterizing the molecular regulation of inhibitory
+  immune checkpoints with multimodal single-cell screens, Nat Genet 53, 322-331 (2021), as
+  packaged by GitHub Katsevich-Lab/sceptredata (`lowmoi_example_data`), MIT.
 """
 
 
@@ -448,6 +515,7 @@ def main(argv: list[str] | None = None) -> None:
     builder.build_pbmc()
     builder.build_grn()
     builder.build_go()
+    builder.build_papalexi()
     builder.write_provenance("python scripts/build_test_data.py")
     total = sum((args.out / e.path).stat().st_size for e in builder.entries)
     print(f"{len(builder.entries)} files, {total / 1e6:.2f} MB in {args.out}")

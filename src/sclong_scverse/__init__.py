@@ -11,10 +11,12 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 _SUBMODULES = {"datasets", "genes", "go", "io", "model", "module", "nn", "pl", "pp", "tl"}
 _ATTRIBUTES = {"SCLONG": "model", "ScLongConfig": "nn"}
+_ATTRIBUTES["SCLONGClassifier"] = "model"  # cell-type annotation (fine-tuning)
+_ATTRIBUTES["SCLONGPerturbation"] = "model"  # genetic perturbation (GEARS-style head)
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager names
     from . import datasets, genes, go, io, model, module, nn, pl, pp, tl
-    from .model import SCLONG
+    from .model import SCLONG, SCLONGClassifier, SCLONGPerturbation
     from .nn import ScLongConfig
 
 
@@ -48,4 +50,6 @@ __all__ = [
     "pl",
     "pp",
     "tl",
+    "SCLONGClassifier",
+    "SCLONGPerturbation",
 ]

@@ -1,6 +1,17 @@
 """Loaders for public single-cell data sets used in tests, tutorials and benchmarks."""
 
 from ._cellbench import CELLBENCH_BATCHES, cellbench, shared_data_dir
+from ._papalexi import PAPALEXI_NON_TARGETING, papalexi2021
 from ._pbmc import pbmc68k_counts
+from ._perturb_io import read_gears, read_scperturb
 
-__all__ = ["CELLBENCH_BATCHES", "cellbench", "pbmc68k_counts", "shared_data_dir"]
+__all__ = [
+    "CELLBENCH_BATCHES",
+    "PAPALEXI_NON_TARGETING",
+    "cellbench",
+    "papalexi2021",
+    "pbmc68k_counts",
+    "read_gears",
+    "read_scperturb",
+    "shared_data_dir",
+]

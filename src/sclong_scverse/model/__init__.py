@@ -1,5 +1,7 @@
 """scvi-tools model class of scLong."""
 
+from ._classifier import BackboneMismatchError, SCLONGClassifier, prepare_query_anndata
+from ._perturbation import SCLONGPerturbation
 from ._pretrained import (
     PretrainedRelease,
     pretrained_models,
@@ -16,4 +18,8 @@ __all__ = [
     "pretrained_models",
     "register_pretrained",
     "resolve_pretrained",
+    "BackboneMismatchError",
+    "SCLONGClassifier",
+    "prepare_query_anndata",
+    "SCLONGPerturbation",
 ]

@@ -2,6 +2,7 @@
 
 from .config import ScLongConfig
 from .embeddings import GeneEmbedding, ValueEmbedding
+from .lora import LoRALinear, add_lora, lora_parameters
 from .network import ScLongNetwork
 from .performer import FavorSelfAttention, FeedForward, Performer, PerformerLayer
 
@@ -14,4 +15,7 @@ __all__ = [
     "ScLongConfig",
     "ScLongNetwork",
     "ValueEmbedding",
+    "LoRALinear",
+    "add_lora",
+    "lora_parameters",
 ]

@@ -15,6 +15,14 @@ from ._checks import (
     validate_model_input,
 )
 from ._normalize import normalize
+from ._perturbation import (
+    condition_genes,
+    condition_label,
+    parse_condition,
+    perturbation_conditions,
+    perturbation_split,
+    rank_perturbation_genes,
+)
 
 __all__ = [
     "ScLongInputError",
@@ -25,8 +33,14 @@ __all__ = [
     "check_not_view",
     "check_obs_key",
     "check_unique_var_names",
+    "condition_genes",
+    "condition_label",
     "normalization_record",
     "normalize",
+    "parse_condition",
+    "perturbation_conditions",
+    "perturbation_split",
+    "rank_perturbation_genes",
     "summarize_values",
     "validate_adata_input",
     "validate_model_input",

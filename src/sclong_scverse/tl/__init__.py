@@ -1,5 +1,6 @@
 """Tools: scanpy-style functions that compute with scLong and write results into AnnData."""
 
+from ._annotate import annotate
 from ._benchmark import benchmark_integration
 from ._benchmark_grn import benchmark_grn
 from ._decoupler import tf_activities, tf_network
@@ -7,6 +8,8 @@ from ._embed import embed, gene_embeddings
 from ._grn import cosine_similarity_graph, grn, grn_edges
 from ._grn_baselines import coexpression_grn, genie3_grn
 from ._grn_evaluation import evaluate_grn, expected_random_aupr, read_ground_truth
+from ._in_silico import benjamini_hochberg, in_silico_perturb
+from ._perturbation import PERTURBATION_METRICS, benchmark_perturbation, perturbation_metrics
 
 __all__ = [
     "benchmark_grn",
@@ -23,4 +26,10 @@ __all__ = [
     "read_ground_truth",
     "tf_activities",
     "tf_network",
+    "annotate",
+    "PERTURBATION_METRICS",
+    "benchmark_perturbation",
+    "perturbation_metrics",
+    "benjamini_hochberg",
+    "in_silico_perturb",
 ]

@@ -1,0 +1,251 @@
+"""Genetic perturbation on the real Papalexi 2021 screen: scLong head vs ablation vs baselines.
+
+The THP-1 ECCITE-seq knock-out screen (Papalexi et al. 2021; 26 targets + non-targeting guides,
+299 response genes; Katsevich-Lab/sceptredata, MIT) with held-out targets (GEARS "simulation"
+split, seed 1: 75% of the targets seen in training). Steps:
+
+1. cells assigned to one gRNA (``scl.datasets.papalexi2021``), log-normalised values
+   (``log1p`` of counts per 10,000) and scLong's input (``scl.pp.normalize``);
+2. a tiny scLong pretrained briefly on the control cells, vocabulary = the 299 response genes +
+   the targets that are not measured (their GO-graph embeddings still exist);
+3. ``scl.SCLONGPerturbation`` on its frozen decodings (the scLong head) and the same head with
+   learned gene embeddings (the scLong-free ablation), with GEARS's loss (autofocus
+   ``|error|^4`` + direction) and with its MSE form (``uncertainty_free_gamma=0``);
+4. ``scl.tl.benchmark_perturbation`` on the held-out targets next to the no-change, mean of
+   training perturbations, PCA-linear and scLong-embedding-linear baselines;
+
+and writes ``docs/perturbation.md`` (one table; the page says which method wins each metric)
+and ``docs/figures/perturbation_papalexi.csv`` (per condition and method).
+
+Usage::
+
+    python benchmarks/report_perturbation.py            # < 20 min on 2 CPU cores
+    python benchmarks/report_perturbation.py --quick    # a few minutes: checks the pipeline
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import scanpy as sc
+import torch
+
+import sclong_scverse as scl
+from sclong_scverse.model import SCLONG, SCLONGPerturbation
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
+FIGURES = DOCS / "figures"
+METRIC_NAMES = {
+    "mse_de": "MSE top-20 DE (lower better)",
+    "pearson_de": "Pearson top-20 DE",
+    "pearson_delta": "Pearson delta (all genes)",
+    "pearson_delta_de": "Pearson delta top-20 DE",
+    "l2_top_expressed": "L2 top-1000 expressed (lower better)",
+    "direction_de": "direction accuracy top-20 DE",
+}
+DESCRIPTIONS = {
+    "sclong_head": "scLong head: GEARS-style head on frozen scLong decodings",
+    "ablation": "ablation: the same head, learned gene embeddings (no scLong)",
+    "sclong_head_mse": "scLong head, MSE loss (GEARS loss with gamma 0, no autofocus)",
+    "ablation_mse": "ablation, MSE loss",
+    "no_change": "baseline: no change (control mean)",
+    "train_mean": "baseline: mean of training perturbations",
+    "linear_pca": "baseline: linear, PCA of training effects",
+    "linear_sclong": "baseline: linear on scLong static gene embeddings",
+}
+
+
+def load_screen() -> sc.AnnData:
+    adata = scl.datasets.papalexi2021()
+    log = adata.copy()
+    sc.pp.normalize_total(log, target_sum=1e4)
+    sc.pp.log1p(log)
+    adata.layers["log1p"] = log.X
+    scl.pp.normalize(adata)
+    scl.pp.perturbation_conditions(adata, "perturbation", layer="log1p")
+    scl.pp.perturbation_split(adata, "simulation", seed=1)
+    return adata
+
+
+def pretrain(adata, n_cells: int, epochs: int) -> tuple[SCLONG, dict]:
+    control = np.flatnonzero(adata.obs["condition"] == "ctrl")
+    rng = np.random.default_rng(0)
+    chosen = np.sort(rng.choice(control, size=min(n_cells, len(control)), replace=False))
+    cells = adata[chosen].copy()
+    targets = sorted(
+        {g for c in adata.obs["condition"].cat.categories for g in scl.pp.condition_genes(c)}
+    )
+    vocabulary = [*adata.var_names, *[g for g in targets if g not in set(adata.var_names)]]
+    SCLONG.setup_anndata(cells, layer="sclong")
+    torch.manual_seed(0)
+    model = SCLONG(cells, config="tiny", vocabulary=vocabulary)
+    started = time.perf_counter()
+    model.train(
+        max_epochs=epochs, batch_size=16, lr=5e-3, accelerator="cpu", enable_progress_bar=False
+    )
+    mse = model.evaluate_masked_mse(seed=1)
+    record = {
+        "cells": len(chosen),
+        "epochs": epochs,
+        "vocabulary": len(vocabulary),
+        "seconds": time.perf_counter() - started,
+        **mse,
+    }
+    return model, record
+
+
+LOAD = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    settings = {
+        "pretrain_cells": 400 if args.quick else 800,
+        "pretrain_epochs": 1 if args.quick else 2,
+        "epochs": 2 if args.quick else 6,
+        "cells_per_condition": 60 if args.quick else 120,
+        "hidden_dim": 64,
+        "control_cells": 128 if args.quick else 256,
+    }
+    adata = load_screen()
+    record = adata.uns["split"]
+    print(f"{adata.n_obs} cells; test targets {list(record['test_genes'])}", flush=True)
+    sclong, pre = pretrain(adata, settings["pretrain_cells"], settings["pretrain_epochs"])
+    print(f"pretrained: {pre}", flush=True)
+
+    SCLONGPerturbation.setup_anndata(adata, layer="log1p")
+    models, times = {}, {}
+    variants = (
+        ("sclong_head", sclong, 2.0),
+        ("ablation", None, 2.0),
+        ("sclong_head_mse", sclong, 0.0),
+        ("ablation_mse", None, 0.0),
+    )
+    for name, backbone, gamma in variants:
+        t0 = time.perf_counter()
+        model = SCLONGPerturbation(
+            adata,
+            sclong=backbone,
+            hidden_dim=settings["hidden_dim"],
+            n_control_cells=settings["control_cells"],
+            uncertainty_free_gamma=gamma,
+        )
+        history = model.train(
+            max_epochs=settings["epochs"],
+            batch_size=64,
+            lr=1e-3,
+            max_cells_per_condition=settings["cells_per_condition"],
+        )
+        times[name] = time.perf_counter() - t0
+        models[name] = model
+        print(f"{name}: {times[name]:.0f} s; loss {history.iloc[[0, -1]].to_dict()}", flush=True)
+    result = scl.tl.benchmark_perturbation(
+        adata, models, layer="log1p", gene_embeddings={"sclong": sclong}
+    )
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    result.to_csv(FIGURES / "perturbation_papalexi.csv", index=False, float_format="%.5g")
+    write_page(result, record, pre, settings, times, time.perf_counter() - started, args.quick)
+
+
+def write_page(result, split, pre, settings, times, seconds, quick) -> None:
+    metrics = list(METRIC_NAMES)
+    summary = result.groupby("method", sort=False)[metrics].mean()
+    order = [m for m in DESCRIPTIONS if m in summary.index]
+    summary = summary.loc[order]
+    higher = scl.tl.PERTURBATION_METRICS
+    lines = [
+        "# Genetic perturbation (Papalexi 2021, held-out targets)",
+        "",
+        "Generated by `python benchmarks/report_perturbation.py`"
+        + (" --quick (pipeline check, not a result)" if quick else "")
+        + f" in {seconds / 60:.1f} min on {torch.get_num_threads()} CPU threads "
+        f"({platform.processor() or platform.machine()}; load average {LOAD[0]:.1f} at the "
+        "start, the cores were shared). Numbers as they came out.",
+        "",
+        "Data: THP-1 ECCITE-seq CRISPR knock-out screen (Papalexi et al., Nat Genet 2021; "
+        "Katsevich-Lab/sceptredata, MIT), cells assigned to one gRNA "
+        "(`scl.datasets.papalexi2021`), 299 response genes, log-normalised. Split: GEARS "
+        f"`simulation`, seed {split['seed']}; {len(split['train_genes'])} training targets, "
+        f"{len(split['val_genes'])} validation, {len(split['test_genes'])} held out: "
+        f"{', '.join(split['test_genes'])}. Metrics are means over the held-out conditions "
+        "(`scl.tl.benchmark_perturbation`); DE genes: top 20 by |Welch t| vs control "
+        "(`scl.pp.perturbation_conditions`).",
+        "",
+        f"scLong: `tiny` preset pretrained {pre['epochs']} epoch(s) on {pre['cells']} control "
+        f"cells ({pre['seconds']:.0f} s; held-out masked MSE {pre['model_mse']:.3f} vs per-gene "
+        f"mean {pre['baseline_mse']:.3f}), vocabulary {pre['vocabulary']} genes (response "
+        "genes + unmeasured targets). Heads: `scl.SCLONGPerturbation`, hidden "
+        f"{settings['hidden_dim']}, GEARS loss (autofocus + direction) or its MSE form, "
+        f"{settings['epochs']} "
+        f"epochs on at most {settings['cells_per_condition']} cells per training condition, "
+        f"{settings['control_cells']} control cells; training times "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
+        + ". Linear baselines: ridge regression of the change on the perturbed gene's "
+        "embedding; a gene without one (unmeasured for PCA) falls back to the training mean.",
+        "",
+        "| method | " + " | ".join(METRIC_NAMES[m] for m in metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
+    fallbacks = result.groupby("method", sort=False)["fallback"].sum()
+    for method in summary.index:
+        row = [f"{summary.loc[method, m]:.3f}" for m in metrics]
+        note = ""
+        if fallbacks.get(method, 0):
+            note = f" ({int(fallbacks[method])} of {result['condition'].nunique()} fell back)"
+        lines.append(f"| {DESCRIPTIONS[method]}{note} | " + " | ".join(row) + " |")
+    lines += ["", "Best per metric (NaN: undefined, e.g. Pearson of the all-zero no-change):", ""]
+    models = {"sclong_head", "ablation", "sclong_head_mse", "ablation_mse"}
+    verdicts = []
+    for m in metrics:
+        column = summary[m].dropna()
+        best = column.idxmax() if higher[m] else column.idxmin()
+        lines.append(f"- {METRIC_NAMES[m]}: {DESCRIPTIONS[best]} ({column[best]:.3f})")
+        verdicts.append(best in models)
+    lines.append("")
+    if not any(verdicts):
+        lines.append(
+            "**The baselines win every metric here**: on these held-out targets neither the "
+            "scLong head nor its ablation beats a simple baseline, in line with Ahlmann-Eltze "
+            "et al. (Nat Methods 2025) for deep perturbation models."
+        )
+    elif all(verdicts):
+        lines.append("The learned heads win every metric here.")
+    else:
+        lines.append(
+            f"A learned head wins {sum(verdicts)} of {len(verdicts)} metrics; baselines win "
+            "the others."
+        )
+    lines.append("")
+    for suffix, loss in (("", "GEARS loss"), ("_mse", "MSE loss")):
+        head, ablation = summary.loc[f"sclong_head{suffix}"], summary.loc[f"ablation{suffix}"]
+        lines.append(
+            f"- scLong head vs ablation, {loss} (what scLong's features add): Pearson delta "
+            f"{head['pearson_delta']:.3f} vs {ablation['pearson_delta']:.3f}, MSE top-20 DE "
+            f"{head['mse_de']:.3f} vs {ablation['mse_de']:.3f}."
+        )
+    lines += [
+        "",
+        "Caveats: a small screen (25 assigned targets, many with weak effects on the 299 "
+        "response genes), one split, a tiny scLong pretrained for minutes rather than the "
+        "published 1B model; the GEARS loss (|error|^4 on single cells) fits the centre of each "
+        "gene's range rather than its mean, which the L2 and MSE metrics penalise. Per "
+        "condition: `docs/figures/perturbation_papalexi.csv`.",
+        "",
+    ]
+    (DOCS / "perturbation.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import os
+import re
+
+import anndata as ad
+import numpy as np
+
+from ..pp._checks import ScLongInputError
+from ..pp._perturbation import CONTROL, condition_genes, perturbation_conditions
+
+
+def read_gears(path: str | os.PathLike | ad.AnnData) -> ad.AnnData:
+    """Read a GEARS ``perturb_processed.h5ad`` (e.g. Norman 2019 as GEARS ships it).
+
+    GEARS files hold log-normalised values in ``X``, ``obs["condition"]`` (``A+ctrl``, ``A+B``,
+    ``ctrl``), ``var["gene_name"]`` and ``uns["rank_genes_groups_cov_all"]`` keyed by
+    ``{cell_type}_{condition}_{dose}``. Returns an AnnData with gene names as ``var_names``,
+    ``obs["condition"]`` in the canonical order of this package (genes of a double sorted) and
+    ``uns["rank_genes_groups_cov_all"]`` keyed by condition (the first cell type's list when
+    there are several), ready for :func:`~sclong_scverse.pp.perturbation_split` and
+    :class:`~sclong_scverse.model.SCLONGPerturbation`. ``uns["top_expressed_genes"]`` is
+    computed when absent.
+
+    Parameters
+    ----------
+    path
+        The ``.h5ad`` file (or an AnnData already read).
+
+    Returns
+    -------
+    A new AnnData.
+
+    Raises
+    ------
+    ScLongInputError
+        No ``obs["condition"]`` or no ``ctrl`` cells.
+    """
+    adata = ad.read_h5ad(path) if not isinstance(path, ad.AnnData) else path.copy()
+    if "condition" not in adata.obs.columns:
+        raise ScLongInputError(
+            "Not a GEARS file: no obs['condition'] (GEARS labels A+ctrl, A+B, ctrl)."
+        )
+    lookup: dict[str, str] = {}
+    if "gene_name" in adata.var.columns:
+        lookup = dict(
+            zip(adata.var_names.astype(str), adata.var["gene_name"].astype(str), strict=True)
+        )
+        adata.var_names = adata.var["gene_name"].astype(str).to_numpy()
+        adata.var_names_make_unique()
+    given = adata.uns.get("rank_genes_groups_cov_all")
+    adata.obs["gears_condition"] = adata.obs["condition"].astype(str)
+    perturbation_conditions(adata, "gears_condition", control=CONTROL, sep="+")
+    if given is not None:
+        ranked: dict[str, np.ndarray] = {}
+        for key, genes in dict(given).items():
+            condition = _condition_of_key(str(key))
+            canonical = "+".join(condition_genes(condition)) if condition else ""
+            label = f"{canonical}+{CONTROL}" if canonical and "+" not in canonical else canonical
+            if label and label not in ranked:
+                names = np.asarray(genes).astype(str)
+                # GEARS stores the var index (often Ensembl ids) there: map to gene names
+                names = np.array([lookup.get(n, n) for n in names])
+                ranked[label] = names
+        adata.uns["rank_genes_groups_cov_all"] = {
+            **adata.uns["rank_genes_groups_cov_all"],
+            **ranked,
+        }
+    return adata
+
+
+def _condition_of_key(key: str) -> str:
+    """``"K562_A+B_1+1"`` -> ``"A+B"`` (GEARS's ``celltype_condition_dose`` keys)."""
+    match = re.match(r"^[^_]*_(.+)_[0-9.+]+$", key)
+    return match.group(1) if match else key
+
+
+def read_scperturb(
+    path: str | os.PathLike | ad.AnnData,
+    perturbation_key: str = "perturbation",
+    control: str | None = None,
+) -> ad.AnnData:
+    """Read an scPerturb h5ad (raw counts in ``X``, ``obs["perturbation"]``, ``"control"``).
+
+    scPerturb (and pertpy's loaders, which serve scPerturb files) label cells in
+    ``obs["perturbation"]`` with the target gene(s) joined by ``_`` and ``"control"`` for
+    controls. Adds GEARS labels (``obs["condition"]``), DE genes and the most expressed genes
+    (:func:`~sclong_scverse.pp.perturbation_conditions`).
+
+    Parameters
+    ----------
+    path
+        The ``.h5ad`` file (or an AnnData already read).
+    perturbation_key
+        ``obs`` column of the labels.
+    control
+        The control label (``None``: any known spelling, e.g. ``control``, ``non-targeting``).
+
+    Returns
+    -------
+    A new AnnData.
+    """
+    adata = ad.read_h5ad(path) if not isinstance(path, ad.AnnData) else path.copy()
+    perturbation_conditions(adata, perturbation_key, control=control)
+    return adata

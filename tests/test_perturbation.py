@@ -1,0 +1,356 @@
+"""Genetic perturbation on the real Papalexi 2021 screen: loader, conditions, splits, model.
+
+Data: the committed subset ``tests/data/perturb/papalexi2021`` (480 cells: 160 non-targeting, 40
+of each of 8 targets, all 299 response genes; Papalexi et al. 2021 via Katsevich-Lab/sceptredata,
+MIT; see ``tests/data/PROVENANCE.md``). The subset is read even where the shared folder exists,
+so that the runtime does not depend on it (the full screen is the benchmark's,
+``benchmarks/report_perturbation.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import torch
+
+import sclong_scverse as scl
+from conftest import TEST_DATA
+from sclong_scverse.model import ModelIntegrityError, SCLONGPerturbation
+from sclong_scverse.pp import ScLongInputError
+
+TARGETS = ("ATF2", "CD86", "IFNGR1", "IFNGR2", "IRF1", "JAK2", "SMAD4", "STAT1")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def screen():
+    """The subset with layers counts, log1p (log-normalised) and sclong, conditions, a split."""
+    if not (TEST_DATA / "perturb" / "papalexi2021").is_dir():
+        pytest.skip("tests/data/perturb/papalexi2021 not found (scripts/build_test_data.py)")
+    adata = scl.datasets.papalexi2021(TEST_DATA)
+    log = adata.copy()
+    sc.pp.normalize_total(log, target_sum=1e4)
+    sc.pp.log1p(log)
+    adata.layers["log1p"] = log.X
+    scl.pp.normalize(adata)  # layers["sclong"], scLong's input
+    scl.pp.perturbation_conditions(adata, "perturbation", layer="log1p")
+    scl.pp.perturbation_split(adata, "simulation", seed=1)
+    return adata
+
+
+@pytest.fixture(scope="module")
+def backbone(screen):
+    """Tiny scLong pretrained 1 epoch on the control cells, vocabulary = genes + targets."""
+    control = screen[screen.obs["condition"] == "ctrl"].copy()
+    extra = [g for g in TARGETS if g not in set(screen.var_names)]
+    scl.SCLONG.setup_anndata(control, layer="sclong")
+    torch.manual_seed(0)
+    model = scl.SCLONG(control, config="tiny", vocabulary=[*screen.var_names, *extra])
+    model.train(max_epochs=1, batch_size=16, lr=5e-3, accelerator="cpu", enable_progress_bar=False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(screen, backbone):
+    adata = screen.copy()
+    SCLONGPerturbation.setup_anndata(adata, layer="log1p")
+    # the MSE form of GEARS's loss (gamma 0) fits condition means in a few epochs; the GEARS
+    # default (|error|^4) is tested for a falling loss below
+    model = SCLONGPerturbation(
+        adata, sclong=backbone, hidden_dim=32, n_control_cells=96, uncertainty_free_gamma=0.0
+    )
+    model.train(max_epochs=8, lr=1e-3, batch_size=32)
+    return model, adata
+
+
+# ---------------------------------------------------------------------- loader
+def test_loader_reads_the_real_subset(screen):
+    counts = screen.obs["perturbation"].value_counts()
+    assert screen.n_vars == 299
+    assert counts["control"] == 160
+    assert all(counts[t] == 40 for t in TARGETS)
+    assert screen.obs["assigned"].all()
+    assert (screen.obs["grna_fraction"] >= 0.8).all() and (screen.obs["grna_umis"] >= 5).all()
+    assert set(screen.obs.loc[screen.obs["perturbation"] == "control", "target"]) == {
+        "non-targeting"
+    }
+    assert screen.obsm["grna_counts"].shape == (screen.n_obs, 110)
+    assert np.allclose(screen.X.data, np.round(screen.X.data))  # raw UMI counts
+
+
+# ---------------------------------------------------------------------- conditions
+def test_conditions_of_the_real_labels(screen):
+    categories = list(screen.obs["condition"].cat.categories)
+    assert categories[0] == "ctrl"
+    assert set(categories[1:]) == {f"{t}+ctrl" for t in TARGETS}
+    assert (screen.obs["condition"] == "ctrl").sum() == 160
+    de = screen.uns["rank_genes_groups_cov_all"]
+    assert set(de) == {f"{t}+ctrl" for t in TARGETS}
+    assert all(len(genes) == 20 for genes in de.values())
+    # the interferon-gamma receptor knock-outs lower the IFN-gamma targets (real biology)
+    assert "STAT1" in list(de["IFNGR1+ctrl"]) and "STAT1" in list(de["JAK2+ctrl"])
+    assert len(screen.uns["top_expressed_genes"]) == 299
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("non-targeting", "ctrl"),
+        ("NT", "ctrl"),
+        ("control", "ctrl"),
+        ("ctrl", "ctrl"),
+        ("STAT1", "STAT1+ctrl"),
+        ("STAT1+ctrl", "STAT1+ctrl"),
+        ("STAT1_JAK2", "JAK2+STAT1"),
+        ("JAK2|STAT1", "JAK2+STAT1"),
+        ("STAT1+JAK2", "JAK2+STAT1"),
+    ],
+)
+def test_condition_spellings(label, expected):
+    assert scl.pp.condition_label(scl.pp.parse_condition(label)) == expected
+
+
+def test_conditions_from_target_column_and_spellings(screen):
+    adata = screen.copy()
+    # the loader's own target column, with "non-targeting" as the control spelling
+    scl.pp.perturbation_conditions(adata, "target", control="non-targeting", key_added="c2")
+    assert (adata.obs["c2"].astype(str) == screen.obs["condition"].astype(str)).all()
+    # a "|"-joined NT spelling, as scPerturb-style files write it
+    adata.obs["renamed"] = adata.obs["target"].astype(str).replace({"non-targeting": "NT"})
+    scl.pp.perturbation_conditions(adata, "renamed", key_added="c3")
+    assert (adata.obs["c3"].astype(str) == screen.obs["condition"].astype(str)).all()
+
+
+# ---------------------------------------------------------------------- splits
+def test_simulation_split_holds_out_genes(screen):
+    record = screen.uns["split"]
+    train, test, val = (set(record[k]) for k in ("train_genes", "test_genes", "val_genes"))
+    assert train and test and not (train & test) and not (val & (train | test))
+    obs = screen.obs
+    seen_in_train = {
+        g
+        for c in obs.loc[obs["split"] == "train", "condition"].astype(str).unique()
+        for g in scl.pp.condition_genes(c)
+    }
+    held = {
+        g
+        for c in obs.loc[obs["split"] == "test", "condition"].astype(str).unique()
+        for g in scl.pp.condition_genes(c)
+    }
+    assert held == test and not (held & seen_in_train)
+    assert (obs.loc[obs["condition"] == "ctrl", "split"] == "train").all()
+    assert set(obs.loc[obs["split"] == "test", "split_subgroup"]) == {"unseen_single"}
+
+
+def test_split_is_seeded(screen):
+    a, b, c = screen.copy(), screen.copy(), screen.copy()
+    scl.pp.perturbation_split(a, "single", seed=3)
+    scl.pp.perturbation_split(b, "single", seed=3)
+    assert (a.obs["split"] == b.obs["split"]).all()
+    draws = set()
+    for seed in range(6):
+        scl.pp.perturbation_split(c, "single", seed=seed)
+        draws.add(tuple(c.uns["split"]["test_genes"]))
+    assert len(draws) > 1  # the seed matters
+
+
+# ---------------------------------------------------------------------- bad input
+def test_bad_input_errors(screen, backbone):
+    adata = screen.copy()
+    with pytest.raises(ScLongInputError, match="do not occur"):
+        scl.pp.perturbation_conditions(adata, "perturbation", control="scrambled")
+    no_control = adata[adata.obs["perturbation"] != "control"].copy()
+    with pytest.raises(ScLongInputError, match="No control cells"):
+        scl.pp.perturbation_conditions(no_control, "perturbation")
+    with pytest.raises(ScLongInputError, match="does not occur"):
+        SCLONGPerturbation.setup_anndata(adata, control="control")
+    with pytest.raises(ScLongInputError, match=r"\['train'\] empty"):
+        scl.pp.perturbation_split(adata, "single", test_genes=TARGETS)  # nothing left to train
+    with pytest.raises(ScLongInputError, match="not perturbed"):
+        scl.pp.perturbation_split(adata, "single", test_genes=["TP53"])
+    one = adata[adata.obs["condition"].isin(["ctrl", "STAT1+ctrl"])].copy()
+    with pytest.raises(ScLongInputError, match="at least two perturbed genes"):
+        scl.pp.perturbation_split(one, "single")
+    bogus = adata.copy()
+    bogus.obs["condition"] = bogus.obs["condition"].cat.add_categories("NOTAGENE1+ctrl")
+    bogus.obs.loc[bogus.obs_names[:5], "condition"] = "NOTAGENE1+ctrl"
+    SCLONGPerturbation.setup_anndata(bogus, layer="log1p")
+    with pytest.raises(ScLongInputError, match="NOTAGENE1"):
+        SCLONGPerturbation(bogus, sclong=backbone)
+
+
+# ---------------------------------------------------------------------- model
+def test_model_beats_no_change_on_training_conditions(trained):
+    model, adata = trained
+    history = model.history
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    result = scl.tl.benchmark_perturbation(
+        adata, {"sclong": model}, layer="log1p", evaluate="train"
+    )
+    means = result.groupby("method")[["mse_de", "l2_top_expressed"]].mean()
+    # measured: mse_de model ~0.44 vs no-change 0.93 (5 training targets)
+    assert means.loc["sclong", "mse_de"] < 0.8 * means.loc["no_change", "mse_de"]
+    assert means.loc["sclong", "l2_top_expressed"] < means.loc["no_change", "l2_top_expressed"]
+
+
+def test_predict_output(trained, screen):
+    model, _ = trained
+    conditions = ["STAT1+ctrl", "IFNGR2", "JAK2+IRF1"]  # a new double of known genes too
+    out = model.predict(conditions)
+    assert out.shape == (3, screen.n_vars)
+    assert list(out.obs_names) == ["STAT1+ctrl", "IFNGR2+ctrl", "IRF1+JAK2"]
+    assert list(out.obs["perturbation"]) == ["STAT1", "IFNGR2", "IRF1+JAK2"]
+    assert list(out.obs["n_perturbed_genes"]) == [1, 1, 2]
+    assert out.uns["reference_key"] == "control" and out.uns["target_col"] == "perturbation"
+    np.testing.assert_allclose(out.layers["delta"], out.X - out.uns["control_mean"], atol=1e-6)
+    assert list(out.var_names) == list(screen.var_names)
+    with pytest.raises(ScLongInputError, match="does not know"):
+        model.predict(["NOTAGENE1+ctrl"])
+
+
+def test_save_load_round_trip(trained, tmp_path):
+    model, adata = trained
+    before = model.predict(["STAT1+ctrl", "ATF2+ctrl"])
+    model.save(tmp_path / "pert")
+    assert (tmp_path / "pert" / "manifest.json").exists()
+    loaded = SCLONGPerturbation.load(tmp_path / "pert", adata.copy())
+    after = loaded.predict(["STAT1+ctrl", "ATF2+ctrl"])
+    np.testing.assert_array_equal(before.X, after.X)
+    state, back = model.module.state_dict(), loaded.module.state_dict()
+    assert set(state) == set(back) and all(torch.equal(state[k], back[k]) for k in state)
+    # a changed file is refused
+    path = tmp_path / "pert" / "model.pt"
+    path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ModelIntegrityError):
+        SCLONGPerturbation.load(tmp_path / "pert", adata.copy())
+
+
+def test_ablation_and_gears_loss_train(screen):
+    adata = screen.copy()
+    SCLONGPerturbation.setup_anndata(adata, layer="log1p")
+    model = SCLONGPerturbation(adata, sclong=None, hidden_dim=16, n_control_cells=64)
+    assert not model.module.uses_backbone
+    history = model.train(max_epochs=8, lr=5e-3, batch_size=64)  # GEARS's |error|^4 loss
+    assert history["train_loss"].iloc[-1] < 0.8 * history["train_loss"].iloc[0]
+    assert np.isfinite(history["validation_loss"]).all()
+    result = scl.tl.benchmark_perturbation(adata, {"ablation": model}, layer="log1p")
+    assert set(result["method"]) == {"no_change", "train_mean", "linear_pca", "ablation"}
+    assert set(result["condition"]) == {f"{g}+ctrl" for g in screen.uns["split"]["test_genes"]}
+    assert result.loc[result["method"] == "no_change", "direction_de"].eq(0).all()
+    assert isinstance(result, pd.DataFrame)
+
+
+# ---------------------------------------------------------------------- in silico
+def test_in_silico_deletion_against_expression_matched_null(screen, backbone):
+    control = screen[screen.obs["condition"] == "ctrl"].copy()
+    table = scl.tl.in_silico_perturb(
+        control, backbone, ["STAT1", "JAK2"], indices=np.arange(40), n_null=4, n_bins=4
+    )
+    assert list(table.index) == ["STAT1", "JAK2"]
+    assert ((table["p_value"] > 0) & (table["p_value"] <= 1)).all()
+    assert (table["fdr"] >= table["p_value"] - 1e-12).all()
+    assert (table["cosine_shift"] >= 0).all() and (table["null_std"] >= 0).all()
+    shift = control.uns["sclong_in_silico"]["expression_shift"]
+    genes = list(shift["genes"])
+    # the model reads its input: deleting a gene lowers its own predicted expression
+    assert shift["values"][genes.index("STAT1"), 0] < 0
+    assert shift["values"][genes.index("JAK2"), 1] < 0
+    with pytest.raises(ScLongInputError, match="not in adata.var_names"):
+        scl.tl.in_silico_perturb(control, backbone, ["ATF2"])
+
+
+def test_benjamini_hochberg_matches_the_definition():
+    p = np.array([0.01, 0.04, 0.03, 0.2])
+    # sorted 0.01, 0.03, 0.04, 0.2 -> 0.04, 0.0533, 0.0533, 0.2
+    np.testing.assert_allclose(
+        scl.tl.benjamini_hochberg(p), [0.04, 0.05333333, 0.05333333, 0.2], rtol=1e-6
+    )
+
+
+# ---------------------------------------------------------------------- readers
+def test_readers_of_gears_and_scperturb_layouts(screen, tmp_path):
+    import anndata as ad
+
+    # scPerturb / pertpy layout: raw counts in X, obs["perturbation"] with "control"
+    scperturb = ad.AnnData(
+        X=screen.X.copy(),
+        obs=screen.obs[["perturbation"]].astype(str),
+        var=pd.DataFrame(index=screen.var_names.copy()),
+    )
+    scperturb.write_h5ad(tmp_path / "scperturb.h5ad")
+    read = scl.datasets.read_scperturb(tmp_path / "scperturb.h5ad")
+    assert (read.obs["condition"].astype(str) == screen.obs["condition"].astype(str)).all()
+    assert set(read.uns["rank_genes_groups_cov_all"]) == set(
+        screen.uns["rank_genes_groups_cov_all"]
+    )
+
+    # GEARS layout: log-normalised X, Ensembl-like var index + gene_name, celltype_condition_dose
+    ids = [f"GENE{i:05d}" for i in range(screen.n_vars)]
+    to_id = dict(zip(screen.var_names, ids, strict=True))
+    gears = ad.AnnData(
+        X=screen.layers["log1p"].copy(),
+        obs=pd.DataFrame(
+            {"condition": screen.obs["condition"].astype(str), "cell_type": "THP-1"},
+            index=screen.obs_names.copy(),
+        ),
+        var=pd.DataFrame({"gene_name": list(screen.var_names)}, index=ids),
+    )
+    gears.uns["rank_genes_groups_cov_all"] = {
+        f"THP-1_{c}_1+1": np.array([to_id[g] for g in genes])
+        for c, genes in screen.uns["rank_genes_groups_cov_all"].items()
+    }
+    gears.write_h5ad(tmp_path / "perturb_processed.h5ad")
+    read = scl.datasets.read_gears(tmp_path / "perturb_processed.h5ad")
+    assert list(read.var_names) == list(screen.var_names)
+    assert (read.obs["condition"].astype(str) == screen.obs["condition"].astype(str)).all()
+    for condition, genes in screen.uns["rank_genes_groups_cov_all"].items():
+        assert list(read.uns["rank_genes_groups_cov_all"][condition]) == list(genes)
+
+
+def test_plots(trained, screen):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model, adata = trained
+    predicted = model.predict(["STAT1+ctrl", "JAK2+ctrl"])
+    ax = scl.pl.perturbation(predicted, adata, layer="log1p", show=False)
+    assert len(ax.collections) == 2  # one scatter per condition
+    table = scl.tl.benchmark_perturbation(adata, {"sclong": model}, layer="log1p")
+    ax = scl.pl.perturbation_benchmark(table, "mse_de", show=False)
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(dict.fromkeys(table["method"]))
+    plt.close("all")
+
+
+def test_predictions_go_into_pertpy(trained):
+    pt = pytest.importorskip("pertpy")  # optional extra, not a core dependency
+    model, _ = trained
+    predicted = model.predict(["ctrl", "STAT1+ctrl", "JAK2+ctrl", "IFNGR1+ctrl"])
+    distance = pt.tools.Distance(metric="euclidean", layer_key="delta")
+    table = distance.pairwise(predicted, groupby="perturbation")
+    assert "control" in table.index and table.loc["control", "control"] == 0
+
+
+def test_fine_tuning_updates_the_backbone_copy_only(screen, backbone):
+    adata = screen.copy()
+    SCLONGPerturbation.setup_anndata(adata, layer="log1p")
+    model = SCLONGPerturbation(
+        adata, sclong=backbone, hidden_dim=8, n_control_cells=16, freeze_backbone=False
+    )
+    name, original = next(iter(backbone.module.network.state_dict().items()))
+    original = original.clone()
+    before = {k: v.clone() for k, v in model.module.backbone.named_parameters()}
+    model.train(max_epochs=1, batch_size=16, max_cells_per_condition=4)
+    after = dict(model.module.backbone.named_parameters())
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # fine-tuned
+    assert torch.equal(backbone.module.network.state_dict()[name], original)  # a copy
