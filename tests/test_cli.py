@@ -495,3 +495,18 @@ def test_convert_official_round_trip(capsys, tmp_path, parity_dir):
     )
     assert code == 0, err
     assert (tmp_path / "good" / "sclong.pth").exists()
+
+
+def test_demo_in_a_fresh_process_prints_no_lightning_lines(tmp_path):
+    # Lightning sets its loggers to INFO when first imported (here: inside the command), so the
+    # quieting must come after that import; a fresh interpreter is the user's case
+    command = [
+        sys.executable, "-c", "import sys; from sclong_scverse.cli import main; sys.exit(main())",
+        "demo", "--out", str(tmp_path / "demo"), "--epochs", "1", "--max-cells", "32",
+        "--no-progress",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    for line in ("Tip:", "GPU available", "Seed set to", "LOCAL_RANK"):
+        assert line not in output, output

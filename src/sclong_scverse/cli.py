@@ -444,6 +444,10 @@ def _quiet_libraries() -> Iterator[None]:
     Lightning logs accelerator lines and third-party tips ("Tip: ... try installing
     litlogger"). Warnings and errors still show.
     """
+    # imported first: importing Lightning sets its loggers to INFO, undoing a level set before
+    import lightning.pytorch  # noqa: F401
+    import scvi  # noqa: F401
+
     names = ("scvi", "lightning", "lightning.pytorch", "lightning.fabric")
     loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
