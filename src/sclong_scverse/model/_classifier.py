@@ -186,7 +186,7 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
                 f"{list(adata.var_names[:3])}, vocabulary genes like {vocabulary.genes[:3]}). "
                 "If the ids are in an adata.var column, set gene_id_key in setup_anndata."
             )
-        self.backbone_sha256_ = backbone_sha256 or backbone_sha256_of(network)
+        self.backbone_sha256_ = backbone_sha256 or backbone_sha256(network)
         categories = self.adata_manager.get_state_registry(
             REGISTRY_KEYS.LABELS_KEY
         ).categorical_mapping
@@ -945,7 +945,7 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
             source = backbone.module.network if isinstance(backbone, SCLONG) else backbone
             if not isinstance(source, ScLongNetwork):
                 raise TypeError("backbone must be an SCLONG model or a ScLongNetwork.")
-            actual = backbone_sha256_of(source)
+            actual = backbone_sha256(source)
             if actual != info["sha256"]:
                 raise BackboneMismatchError(
                     f"Refusing to load {folder} onto this backbone: the classifier was "
@@ -1017,21 +1017,6 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
         model.to_device(torch_device)
         model.module.eval()
         return model
-
-
-def backbone_sha256_of(network: ScLongNetwork) -> str:
-    """sha256 of a backbone network, see :func:`sclong_scverse.module.backbone_sha256`.
-
-    Parameters
-    ----------
-    network
-        The network.
-
-    Returns
-    -------
-    The hexadecimal digest.
-    """
-    return backbone_sha256(network)
 
 
 def prepare_query_anndata(
