@@ -22,8 +22,10 @@ from ..module._classifier import (
     ClassifierPooling,
     FineTuneMode,
     ScLongClassifierModule,
-    backbone_sha256,
     copy_network,
+)
+from ..module._classifier import (
+    backbone_sha256 as network_sha256,  # the parameter backbone_sha256 would shadow it
 )
 from ..nn import ScLongConfig, ScLongNetwork
 from ..pp._checks import (
@@ -186,7 +188,7 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
                 f"{list(adata.var_names[:3])}, vocabulary genes like {vocabulary.genes[:3]}). "
                 "If the ids are in an adata.var column, set gene_id_key in setup_anndata."
             )
-        self.backbone_sha256_ = backbone_sha256 or backbone_sha256(network)
+        self.backbone_sha256_ = backbone_sha256 or network_sha256(network)
         categories = self.adata_manager.get_state_registry(
             REGISTRY_KEYS.LABELS_KEY
         ).categorical_mapping
@@ -945,7 +947,7 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
             source = backbone.module.network if isinstance(backbone, SCLONG) else backbone
             if not isinstance(source, ScLongNetwork):
                 raise TypeError("backbone must be an SCLONG model or a ScLongNetwork.")
-            actual = backbone_sha256(source)
+            actual = network_sha256(source)
             if actual != info["sha256"]:
                 raise BackboneMismatchError(
                     f"Refusing to load {folder} onto this backbone: the classifier was "
