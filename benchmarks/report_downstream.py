@@ -364,7 +364,10 @@ strongest per-feature responses.
 
 `scl.tl.benchmark_grn` scores every method over the same candidate pairs: unordered pairs of the
 {n_genes:,} genes that occur in the ground truth and involve a TRRUST transcription factor
-(the GENIE3-like forest regresses each gene on these TFs). scLong: cosine similarity of
+(the GENIE3-like forest regresses each gene on these TFs). This is the one rule of
+`scl.tl.evaluate_grn`: a method that scores only TF rows is compared with the others over pairs
+with a TF only, never over all pairs (without `tfs=` it is refused: over all pairs its zeros
+elsewhere would inflate it several-fold, see the [GRN page](grn.md)). scLong: cosine similarity of
 contextual gene embeddings (decodings averaged over the cells), as in the scLong article;
 "centred" rows first subtract the mean gene embedding (`scl.tl.grn(..., center=True)`, not in
 the article), which removes the component all gene embeddings share (the plain cosine of

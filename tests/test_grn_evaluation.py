@@ -292,3 +292,59 @@ def test_clear_errors(trrust):
         evaluate_grn(edges, trrust[trrust.source == trrust.target])  # only self edges
     with pytest.raises(TypeError, match="AnnData"):
         evaluate_grn(SCORES, trrust)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- one candidate set for all
+
+
+def test_refuses_row_restricted_prediction_and_scores_the_fair_comparison(trrust):
+    # 40 TRRUST TFs with most targets and 120 non-TF genes with most regulators; a "TF-only"
+    # predictor scores rows of TFs only (as genie3_grn with TF regulators), a dense predictor
+    # scores every pair; both are random
+    tfs = list(trrust.source.value_counts().index[:40])
+    targets = trrust.target.value_counts().index
+    genes = np.asarray(tfs + [g for g in targets if g not in set(trrust.source)][:120])
+    is_tf = np.isin(genes, tfs)
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(np.zeros((1, genes.size), dtype=np.float32))
+    adata.var_names = genes
+    dense = rng.random((genes.size, genes.size))
+    adata.varp["dense"] = dense
+    adata.varp["tf_rows"] = sp.csr_matrix(np.where(is_tf[:, None], dense, 0.0))
+
+    # over all pairs, random scores on TF rows look 4 times better than chance (measured 4.06):
+    # every TRRUST edge has a TF source, and the non-TF rows all score 0
+    unfair = evaluate_grn(adata, trrust, key="tf_rows", candidate_sources=genes, directed=True)
+    assert unfair["n_sources"] == genes.size == 160
+    assert unfair["aupr_ratio"] > 3.0
+    assert 0.9 < evaluate_grn(adata, trrust, key="dense", directed=True)["aupr_ratio"] < 1.1
+    for directed in (False, True):
+        with pytest.raises(ValueError, match=r"only 40 of the 160 evaluated genes as sources"):
+            evaluate_grn(adata, trrust, key="tf_rows", directed=directed)
+    edges = _edge_table(genes, adata.varp["tf_rows"].toarray())
+    with pytest.raises(ValueError, match="tfs="):
+        evaluate_grn(edges[edges.score > 0], trrust, genes=genes)
+    with pytest.raises(ValueError, match="not both"):
+        evaluate_grn(adata, trrust, key="tf_rows", tfs=tfs, candidate_sources=genes)
+
+    # over TF rows x genes both predictors are random, score alike, on the same pairs
+    fair = {
+        k: evaluate_grn(adata, trrust, key=k, tfs=tfs, directed=True) for k in ("dense", "tf_rows")
+    }
+    assert fair["dense"]["n_candidates"] == 40 * 159
+    assert fair["dense"] == fair["tf_rows"]  # the same score on every candidate pair
+    assert 0.9 < fair["tf_rows"]["aupr_ratio"] < 1.1
+    # candidate_sources=TFs is the same candidate set as tfs=TFs
+    same = evaluate_grn(adata, trrust, key="tf_rows", candidate_sources=tfs, directed=True)
+    assert same == fair["tf_rows"] | {"n_tfs": 0}
+    # a dense prediction is scored over all pairs without being told anything
+    assert evaluate_grn(adata, trrust, key="dense")["n_sources"] == 160
+    # a dense matrix scores every pair, zeros included: it is taken as it is
+    adata.varp["tf_rows_dense"] = adata.varp["tf_rows"].toarray()
+    dense_zeros = evaluate_grn(adata, trrust, key="tf_rows_dense", directed=True)
+    assert dense_zeros == unfair | {"n_scored": unfair["n_candidates"]}
+    # genes without any score (neither row nor column) are not a row restriction
+    isolated = dense.copy()
+    isolated[0, :] = isolated[:, 0] = 0.0
+    adata.varp["isolated"] = sp.csr_matrix(isolated)
+    assert evaluate_grn(adata, trrust, key="isolated")["n_genes"] == 160

@@ -747,7 +747,9 @@ def test_evaluate_grn(data):
     n = len(names)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
     scores = rng.random((n, n))
-    special = data.draw(st.sampled_from(["none", "nan", "inf", "negative", "zeros"]))
+    special = data.draw(st.sampled_from(["none", "nan", "inf", "negative", "zeros", "one_row"]))
+    if n and special == "one_row":  # only the first row scored (as a TF-only GENIE3)
+        scores[1:] = 0
     if n and special == "nan":
         scores[0, -1] = np.nan
     elif n and special == "inf":
@@ -800,6 +802,15 @@ def test_evaluate_grn(data):
     )
     if n and special in ("nan", "inf") and {str(names[0]), str(names[-1])} <= truth_genes:
         assert not ok, "a NaN / infinite score between evaluated genes was ranked"
+    universe = {str(x) for x in names} & truth_genes
+    if (
+        special == "one_row"
+        and form == "csr"  # zeros are not stored: only the first gene's row is scored
+        and options["tfs"] is None
+        and str(names[0]) in universe
+        and len(universe) >= 2
+    ):
+        assert not ok and "as sources" in str(result), "a row-restricted prediction was scored"
     if form == "edges":
         pd.testing.assert_frame_equal(prediction, before)
     else:

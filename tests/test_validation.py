@@ -301,5 +301,48 @@ def test_evaluate_grn_refuses_infinite_scores():
         adata.varp["sclong_grn"] = matrix
         with pytest.raises(ValueError, match="infinite"):
             scl.tl.evaluate_grn(adata, truth)
-    result = scl.tl.evaluate_grn(edges.assign(score=[0.9, 0.5, 0.1]), truth)
-    assert result["n_positives"] == 2
+    finite = edges.assign(score=[0.9, 0.5, 0.1])
+    # C is scored as a target only: scored over all pairs only when told which rows are candidates
+    with pytest.raises(ValueError, match="as sources"):
+        scl.tl.evaluate_grn(finite, truth)
+    result = scl.tl.evaluate_grn(finite, truth, candidate_sources=["A", "B", "C"])
+    assert result["n_positives"] == 2 and result["n_candidates"] == 3
+
+
+def test_benchmark_integration_takes_normalizes_count_arguments(cellbench_top, monkeypatch):
+    # corrected (non-integer) counts in a layer, as scl.pp.normalize(allow_non_integer=True) takes
+    pytest.importorskip("scib_metrics")
+    import scib_metrics.benchmark
+
+    adata = cellbench_top[:300, :200].copy()
+    adata.layers["corrected"] = adata.X.multiply(0.7).tocsr()
+    adata.X = adata.layers["sclong"].copy()  # log-normalised: not counts
+    adata.obsm["X_sclong"] = np.ones((adata.n_obs, 4), dtype=np.float32)
+    args = dict(batch_key="batch", label_key="cell_line", baselines=("pca",), n_comps=5)
+    with pytest.raises(ScLongInputError, match="log-normalised") as refused:
+        scl.tl.benchmark_integration(adata, **args)
+    # the advice names this function's own arguments, not scl.pp.normalize's spelling
+    assert "layer=..." in str(refused.value) and "scl.pp.normalize" not in str(refused.value)
+    with pytest.raises(ScLongInputError, match="allow_non_integer=True") as refused:
+        scl.tl.benchmark_integration(adata, layer="corrected", **args)
+    with pytest.raises(ValueError, match="counts_layer"):
+        scl.tl.benchmark_integration(adata, layer="corrected", counts_layer="sclong", **args)
+
+    class Reached(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Reached
+
+    monkeypatch.setattr(scib_metrics.benchmark, "Benchmarker", stop)
+    with pytest.raises(Reached):  # the counts passed the check and the baseline was computed
+        scl.tl.benchmark_integration(adata, layer="corrected", allow_non_integer=True, **args)
+    pca = adata.obsm["X_pca_unintegrated"]
+    # PCA of normalize_total + log1p: the 0.7 factor cancels, so it matches the integer counts'
+    expected = cellbench_top[:300, :200].copy()
+    expected.obsm["X_sclong"] = adata.obsm["X_sclong"]
+    with pytest.raises(Reached):
+        scl.tl.benchmark_integration(expected, counts_layer=None, **args)
+    np.testing.assert_allclose(
+        np.abs(pca), np.abs(expected.obsm["X_pca_unintegrated"]), rtol=1e-3, atol=1e-3
+    )

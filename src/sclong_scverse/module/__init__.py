@@ -6,11 +6,25 @@ from ._classifier import (
     copy_network,
     unfrozen_prefixes,
 )
+from ._deepsem import (
+    DeepSEM,
+    DeepSEMConfig,
+    GramAccumulator,
+    default_adjacency,
+    gram_seed,
+    train_deepsem,
+)
 from ._module import ScLongModule, choose_masked_positions
 from ._perturbation import PerturbationModule
 from ._training_plan import ScLongTrainingPlan
 
 __all__ = [
+    "DeepSEM",
+    "DeepSEMConfig",
+    "GramAccumulator",
+    "default_adjacency",
+    "gram_seed",
+    "train_deepsem",
     "PerturbationModule",
     "ScLongModule",
     "ScLongTrainingPlan",

@@ -5,7 +5,7 @@ from ._benchmark import benchmark_integration
 from ._benchmark_grn import benchmark_grn
 from ._decoupler import tf_activities, tf_network
 from ._embed import embed, gene_embeddings
-from ._grn import cosine_similarity_graph, grn, grn_edges
+from ._grn import cosine_similarity_graph, deepsem_seed, grn, grn_edges
 from ._grn_baselines import coexpression_grn, genie3_grn
 from ._grn_evaluation import evaluate_grn, expected_random_aupr, read_ground_truth
 from ._in_silico import benjamini_hochberg, in_silico_perturb
@@ -17,6 +17,7 @@ __all__ = [
     "coexpression_grn",
     "cosine_similarity_graph",
     "embed",
+    "deepsem_seed",
     "evaluate_grn",
     "expected_random_aupr",
     "gene_embeddings",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -10,7 +11,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..pp._checks import ScLongInputError, check_counts, check_not_view
+from ..pp._checks import (
+    LOG_MAX_THRESHOLD,
+    ScLongInputError,
+    check_not_view,
+    summarize_values,
+)
 
 Baseline = Literal["pca", "hvg_pca", "scvi"]
 
@@ -72,9 +78,49 @@ def _counts(adata: ad.AnnData, layer: str | None) -> Any:
     if layer not in adata.layers:
         raise KeyError(
             f"adata.layers[{layer!r}] not found (available: {list(adata.layers)}); pass the "
-            "layer that holds raw counts as counts_layer=..."
+            "layer that holds raw counts as layer=..."
         )
     return adata.layers[layer]
+
+
+def _check_baseline_counts(X: Any, where: str, allow_non_integer: bool) -> None:
+    """Raw counts for the baselines, with messages naming benchmark_integration's arguments."""
+    s = summarize_values(X)
+    own = (
+        "The baselines (PCA, HVG PCA, scVI) are computed from raw counts: pass layer=... with "
+        "the layer that holds them, or give the baselines' embeddings yourself in "
+        "adata.obsm['X_pca_unintegrated'] (and 'X_pca_hvg' / 'X_scVI' for those baselines)."
+    )
+    if s.n_nan or s.n_inf:
+        raise ScLongInputError(
+            f"{where} contains {s.n_nan} NaN and {s.n_inf} infinite values. {own}"
+        )
+    if s.n_negative:
+        raise ScLongInputError(
+            f"{where} contains {s.n_negative} negative values (minimum {s.min:.4g}): it looks "
+            f"scaled or centred (e.g. sc.pp.scale output), not raw counts. {own}"
+        )
+    if s.n_non_integer == 0:
+        return
+    fraction = s.n_non_integer / max(1, s.n_values)
+    if s.max < LOG_MAX_THRESHOLD:
+        message = (
+            f"{where} looks log-normalised already: {fraction:.0%} of its stored values are not "
+            f"integers and its maximum is {s.max:.4g}. {own} If counts are lost and this is "
+            "sc.pp.normalize_total + sc.pp.log1p output, np.expm1 of it with "
+            "allow_non_integer=True gives the same baselines."
+        )
+        if not allow_non_integer:
+            raise ScLongInputError(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+        return
+    if not allow_non_integer:
+        raise ScLongInputError(
+            f"{where} contains {s.n_non_integer} non-integer values ({fraction:.0%} of its "
+            f"stored values, maximum {s.max:.4g}), not raw counts. If these are corrected "
+            "counts (e.g. ambient-RNA removal by SoupX/CellBender), pass "
+            f"allow_non_integer=True. {own}"
+        )
 
 
 def _log_normalized(adata: ad.AnnData, counts: Any) -> ad.AnnData:
@@ -173,6 +219,8 @@ def benchmark_integration(
     batch_key: str,
     label_key: str,
     baselines: Sequence[Baseline] = ("pca", "hvg_pca"),
+    layer: str | None = None,
+    allow_non_integer: bool = False,
     counts_layer: str | None = None,
     n_comps: int = 50,
     n_top_genes: int = 2000,
@@ -211,7 +259,7 @@ def benchmark_integration(
     adata
         Cells x genes AnnData. Reads the embeddings ``adata.obsm[key]``,
         ``adata.obs[batch_key]``, ``adata.obs[label_key]`` and, for the baselines, raw counts in
-        ``adata.X`` or ``adata.layers[counts_layer]``.
+        ``adata.X`` or ``adata.layers[layer]``.
     embeddings
         ``adata.obsm`` keys to score; default: every key starting with ``"X_sclong"``.
     batch_key
@@ -221,8 +269,14 @@ def benchmark_integration(
     baselines
         Baselines to score next to the embeddings (see above); ``()`` for none but the PCR
         reference.
+    layer
+        Layer with raw counts (default ``adata.X``), as in :func:`~sclong_scverse.pp.normalize`.
+    allow_non_integer
+        Accept non-integer counts (e.g. ambient-RNA-corrected counts from SoupX or CellBender),
+        as :func:`~sclong_scverse.pp.normalize` does; values that look log-normalised then only
+        give a warning.
     counts_layer
-        Layer with raw counts (default ``adata.X``).
+        Former name of ``layer`` (kept for compatibility; give one of the two).
     n_comps
         Principal components of the PCA baselines.
     n_top_genes
@@ -281,6 +335,12 @@ def benchmark_integration(
     from scib_metrics.benchmark import BatchCorrection, Benchmarker, BioConservation
 
     check_not_view(adata)
+    if counts_layer is not None and layer is not None and counts_layer != layer:
+        raise ValueError(
+            f"layer={layer!r} and counts_layer={counts_layer!r} name different layers; "
+            "give layer= only (counts_layer is its former name)"
+        )
+    layer = layer if layer is not None else counts_layer
     started = time.perf_counter()
     batches = _check_labels(adata, batch_key, "batch")
     labels = _check_labels(adata, label_key, "labels")
@@ -301,9 +361,9 @@ def benchmark_integration(
     needed = ["pca", *[b for b in baselines if b != "pca"]]
     to_compute = [b for b in needed if recompute_baselines or BASELINE_KEYS[b] not in adata.obsm]
     if to_compute:
-        where = "adata.X" if counts_layer is None else f"adata.layers[{counts_layer!r}]"
-        counts = _counts(adata, counts_layer)
-        check_counts(counts, where)
+        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        counts = _counts(adata, layer)
+        _check_baseline_counts(counts, where, allow_non_integer)
         work = _log_normalized(adata, counts)
         hvg = None
         if {"hvg_pca", "scvi"} & set(to_compute):
@@ -371,7 +431,8 @@ def benchmark_integration(
             "baselines": list(baselines),
             "batch_key": batch_key,
             "label_key": label_key,
-            "counts_layer": counts_layer if counts_layer is not None else "X",
+            "layer": layer if layer is not None else "X",
+            "allow_non_integer": allow_non_integer,
             "n_comps": n_comps,
             "n_top_genes": n_top_genes,
             "kbet": kbet,

@@ -43,6 +43,7 @@ def benchmark_grn(
     methods: Sequence[str] | Mapping[str, str] | None = None,
     *,
     tfs: Sequence[str] | None = None,
+    candidate_sources: Sequence[str] | None = None,
     genes: Sequence[str] | None = None,
     directed: bool = False,
     gene_symbols: str | None = None,
@@ -54,7 +55,11 @@ def benchmark_grn(
 
     Every method is scored with :func:`evaluate_grn` on the same gene universe and candidate
     pairs (pairs of the AnnData's genes that occur in the ground truth, restricted to pairs
-    with a TF when ``tfs`` is given), so the numbers compare directly. A random predictor
+    with a TF when ``tfs`` is given), so the numbers compare directly. The rule is
+    :func:`evaluate_grn`'s: without ``tfs`` or ``candidate_sources``, a method that scores only
+    some rows (e.g. :func:`genie3_grn` with TF regulators) is refused, since over all pairs it
+    would be inflated against the others; give ``tfs`` (the regulators every method may score)
+    to compare them fairly. A random predictor
     (uniform scores, seeded) is scored alongside: its AUPR ratio and EPR are about 1 by
     construction, the level every method must beat.
 
@@ -71,8 +76,10 @@ def benchmark_grn(
         ``adata.varp`` keys to score, or a mapping display name -> key; default: every key
         ending in ``"_grn"``.
     tfs
-        Transcription factors: candidate pairs must involve one (use it when a method, e.g.
-        :func:`genie3_grn` with TF regulators, only scores TF pairs). Default: all pairs.
+        Transcription factors: candidate pairs must involve one (needed when a method, e.g.
+        :func:`genie3_grn` with TF regulators, only scores TF rows). Default: all pairs.
+    candidate_sources
+        Genes allowed as sources, as ``tfs`` (give one of the two); see :func:`evaluate_grn`.
     genes
         Restrict the gene universe to these genes (names as in the ground truth).
     directed
@@ -94,6 +101,14 @@ def benchmark_grn(
     ``n_genes``, ``n_tfs``, ``n_scored``) plus ``expected_random_aupr_ratio`` (the analytic
     AUPR ratio of a random ranking of these candidates). Also writes
     ``adata.uns[key_added]["results"]`` (the table) and ``adata.uns[key_added]["params"]``.
+
+    Raises
+    ------
+    KeyError
+        A missing ``adata.varp`` key or ``adata.var[gene_symbols]`` column.
+    ValueError
+        No ground truth, or :func:`evaluate_grn` refused a method (the message names the method
+        and the ground truth), e.g. a method scoring only some rows without ``tfs``.
 
     Examples
     --------
@@ -122,15 +137,19 @@ def benchmark_grn(
             else:
                 matrix = adata.varp[key]
             probe.varp["scores"] = matrix
-            result = evaluate_grn(
-                probe,
-                table,
-                key="scores",
-                genes=genes,
-                tfs=tfs,
-                directed=directed,
-                gene_symbols="name",
-            )
+            try:
+                result = evaluate_grn(
+                    probe,
+                    table,
+                    key="scores",
+                    genes=genes,
+                    tfs=tfs,
+                    candidate_sources=candidate_sources,
+                    directed=directed,
+                    gene_symbols="name",
+                )
+            except ValueError as error:
+                raise ValueError(f"method {method!r} on {truth_name!r}: {error}") from error
             rows.append({"ground_truth": truth_name, "method": method, **result})
     results = pd.DataFrame(rows)
     results["expected_random_aupr_ratio"] = [
@@ -143,6 +162,9 @@ def benchmark_grn(
             "methods": mapping,
             "ground_truths": [str(k) for k in ground_truths],
             "n_tfs_given": 0 if tfs is None else len(list(tfs)),
+            "n_candidate_sources_given": (
+                0 if candidate_sources is None else len(list(candidate_sources))
+            ),
             "directed": directed,
             "gene_symbols": gene_symbols if gene_symbols is not None else "var_names",
             "random_state": random_state,
