@@ -147,7 +147,7 @@ def _check_api_page(app):
     text = (HERE / "api.md").read_text()
     listed = set(re.findall(r"^\s+~?([A-Za-z_][\w.]*)\s*$", text, flags=re.MULTILINE))
     expected = {name for name in sclong_scverse.__all__ if name[0].isupper()}
-    for package in ("datasets", "genes", "go", "io", "module", "nn", "pl", "pp", "tl"):
+    for package in ("chem", "datasets", "genes", "go", "io", "module", "nn", "pl", "pp", "tl"):
         module = importlib.import_module(f"sclong_scverse.{package}")
         expected.update(f"{package}.{name}" for name in module.__all__)
     # exported twice, documented once (see api.md)

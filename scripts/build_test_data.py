@@ -68,6 +68,12 @@ PAPALEXI_N_CONTROL = 160
 PAPALEXI_N_PER_TARGET = 40
 PAPALEXI_TARGETS = ("IFNGR1", "IFNGR2", "JAK2", "STAT1", "IRF1", "CD86", "SMAD4", "ATF2")
 
+#: GDSC subset (``tests/test_drugs.py``): the five CellBench cell lines (DepMap ids) and a seeded
+#: draw of other GDSC cell lines; DeepCE SMILES rows kept.
+DRUG_CELLBENCH_LINES = ("ACH-000681", "ACH-000416", "ACH-000587", "ACH-000447", "ACH-000012")
+DRUG_N_OTHER_LINES = 25
+DRUG_N_DEEPCE_SMILES = 200
+
 PARITY_FILES = (
     "README.md",
     "tiny_genes.txt",
@@ -100,6 +106,11 @@ SOURCES = {
         "NCBI data public; GO CC BY 4.0",
     ),
     "go": ("GO 2022-07-01 via Debian `r-bioc-go.db` 3.16", "CC BY 4.0"),
+    "deepcdr": (
+        "GitHub kimmo1019/DeepCDR `data/` (GDSC, CCLE, PubChem)",
+        "MIT (DeepCDR code); GDSC terms for the data",
+    ),
+    "deepce": ("GitHub pth1993/DeepCE", "no licence file"),
     "papalexi": (
         "Papalexi et al. 2021 Nat Genet via GitHub Katsevich-Lab/sceptredata "
         "(`lowmoi_example_data`)",
@@ -379,6 +390,61 @@ class Builder:
         for name in ("genes.txt", "grnas.txt", "grna_targets.csv"):
             self.copy(f"{relative}/{name}", folder / name, "papalexi")
 
+    # ------------------------------------------------------------------ drugs (DeepCDR, DeepCE)
+    def build_drug(self) -> None:
+        """DeepCDR's drug files (SMILES, graph features, drug list) and a cell-line subset."""
+        folder = self.data / "drug" / "deepcdr"
+        relative = "drug/deepcdr"
+        for name in (
+            "223drugs_pubchem_smiles.txt",
+            "GDSC_drug_list_2019-06-24.csv",
+            "drug_graph_feat.zip",
+            "LICENSE",
+        ):
+            self.copy(f"{relative}/{name}", folder / name, "deepcdr")
+        source = folder / "GDSC_IC50.csv"
+        table = pd.read_csv(source, index_col=0)
+        others = sorted(c for c in table.columns if c not in DRUG_CELLBENCH_LINES)
+        rng = np.random.default_rng(0)
+        drawn = rng.choice(others, size=DRUG_N_OTHER_LINES, replace=False)
+        keep = set(DRUG_CELLBENCH_LINES) | set(drawn)
+        columns = [i for i, c in enumerate(table.columns) if c in keep]
+        lines = source.read_bytes().decode().splitlines()
+        out = []  # no field holds a comma: split the text lines, keep each field's text
+        for line in lines:
+            cells = line.split(",")
+            out.append(",".join([cells[0]] + [cells[1 + i] for i in columns]))
+        how = (
+            f"all {len(lines) - 1} drug rows; the columns of the 5 CellBench cell lines "
+            f"({', '.join(DRUG_CELLBENCH_LINES)}) and {DRUG_N_OTHER_LINES} other cell lines "
+            "(numpy default_rng(0).choice of the sorted other ids), in their original order, "
+            "values as written; gzip'd"
+        )
+        self.write_gzip(
+            f"{relative}/GDSC_IC50.csv.gz", ("\n".join(out) + "\n").encode(), source, "deepcdr", how
+        )
+        source = folder / "Cell_lines_annotations_20181226.txt"
+        rows = source.read_bytes().decode().splitlines(keepends=True)
+        kept = [rows[0]] + [r for r in rows[1:] if r.split("\t")[1] in keep]
+        self.write_gzip(
+            f"{relative}/Cell_lines_annotations_20181226.txt.gz",
+            "".join(kept).encode(),
+            source,
+            "deepcdr",
+            "the header and the rows of the same cell lines (original text lines); gzip'd",
+        )
+        source = self.data / "drug" / "deepce" / "drugs_smiles.csv"
+        rows = source.read_bytes().splitlines(keepends=True)
+        self._target("drug/deepce/drugs_smiles.csv").write_bytes(
+            b"".join(rows[:DRUG_N_DEEPCE_SMILES])
+        )
+        self._record(
+            "drug/deepce/drugs_smiles.csv",
+            source,
+            "deepce",
+            f"the first {DRUG_N_DEEPCE_SMILES} of {len(rows)} rows (original text lines)",
+        )
+
     # ------------------------------------------------------------------ provenance
     def write_provenance(self, command: str) -> None:
         lines = [
@@ -434,6 +500,13 @@ Sources and licences, as listed in `../shared/data/README.md`:
   Bioconductor's org.Hs.eg.db 3.16 and GO.db 3.16.
 - The parity release: computed once with the original scLong implementation (class
   `DualEncoderSCFM`) on toy-size weights; its `README.md` is copied beside it.
+- DeepCDR: Liu Q. et al., DeepCDR: a hybrid graph convolutional network for predicting cancer
+  drug response, Bioinformatics 36, i911-i918 (2020); GitHub kimmo1019/DeepCDR `data/` (MIT code
+  licence, copied beside the files). The data inside: GDSC (Yang W. et al., Nucleic Acids Res
+  2013; GDSC terms of use), CCLE annotations (Ghandi M. et al., Nature 2019), PubChem SMILES.
+- DeepCE: Pham T.-H. et al., A deep learning framework for high-throughput mechanism-driven
+  phenotype compound screening, Nat Mach Intell 3, 247-257 (2021); GitHub pth1993/DeepCE (no
+  licence file); SMILES of LINCS L1000 compounds.
 - Papalexi 2021: Papalexi E. et al., Characterizing the molecular regulation of inhibitory
   immune checkpoints with multimodal single-cell screens, Nat Genet 53, 322-331 (2021), as
   packaged by GitHub Katsevich-Lab/sceptredata (`lowmoi_example_data`), MIT.
@@ -516,6 +589,7 @@ def main(argv: list[str] | None = None) -> None:
     builder.build_grn()
     builder.build_go()
     builder.build_papalexi()
+    builder.build_drug()
     builder.write_provenance("python scripts/build_test_data.py")
     total = sum((args.out / e.path).stat().st_size for e in builder.entries)
     print(f"{len(builder.entries)} files, {total / 1e6:.2f} MB in {args.out}")

@@ -9,14 +9,15 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-_SUBMODULES = {"datasets", "genes", "go", "io", "model", "module", "nn", "pl", "pp", "tl"}
+_SUBMODULES = {"chem", "datasets", "genes", "go", "io", "model", "module", "nn", "pl", "pp", "tl"}
 _ATTRIBUTES = {"SCLONG": "model", "ScLongConfig": "nn"}
 _ATTRIBUTES["SCLONGClassifier"] = "model"  # cell-type annotation (fine-tuning)
 _ATTRIBUTES["SCLONGPerturbation"] = "model"  # genetic perturbation (GEARS-style head)
+_ATTRIBUTES["SCLONGDrugResponse"] = "model"  # drug response (DeepCDR-style head)
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager names
-    from . import datasets, genes, go, io, model, module, nn, pl, pp, tl
-    from .model import SCLONG, SCLONGClassifier, SCLONGPerturbation
+    from . import chem, datasets, genes, go, io, model, module, nn, pl, pp, tl
+    from .model import SCLONG, SCLONGClassifier, SCLONGDrugResponse, SCLONGPerturbation
     from .nn import ScLongConfig
 
 
@@ -40,6 +41,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "SCLONG",
     "ScLongConfig",
+    "chem",
     "datasets",
     "genes",
     "go",
@@ -52,4 +54,5 @@ __all__ = [
     "tl",
     "SCLONGClassifier",
     "SCLONGPerturbation",
+    "SCLONGDrugResponse",
 ]

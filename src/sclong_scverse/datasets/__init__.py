@@ -1,14 +1,18 @@
 """Loaders for public single-cell data sets used in tests, tutorials and benchmarks."""
 
 from ._cellbench import CELLBENCH_BATCHES, cellbench, shared_data_dir
+from ._drugs import CELLBENCH_CCLE_NAMES, depmap_ids, gdsc_deepcdr
 from ._papalexi import PAPALEXI_NON_TARGETING, papalexi2021
 from ._pbmc import pbmc68k_counts
 from ._perturb_io import read_gears, read_scperturb
 
 __all__ = [
     "CELLBENCH_BATCHES",
+    "CELLBENCH_CCLE_NAMES",
     "PAPALEXI_NON_TARGETING",
     "cellbench",
+    "depmap_ids",
+    "gdsc_deepcdr",
     "papalexi2021",
     "pbmc68k_counts",
     "read_gears",

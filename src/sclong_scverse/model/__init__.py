@@ -1,6 +1,7 @@
 """scvi-tools model class of scLong."""
 
 from ._classifier import BackboneMismatchError, SCLONGClassifier, prepare_query_anndata
+from ._drug_response import SCLONGDrugResponse
 from ._perturbation import SCLONGPerturbation
 from ._pretrained import (
     PretrainedRelease,
@@ -22,4 +23,5 @@ __all__ = [
     "SCLONGClassifier",
     "prepare_query_anndata",
     "SCLONGPerturbation",
+    "SCLONGDrugResponse",
 ]

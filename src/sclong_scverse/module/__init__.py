@@ -14,6 +14,7 @@ from ._deepsem import (
     gram_seed,
     train_deepsem,
 )
+from ._drug_response import DrugGraphEncoder, DrugResponseModule, pack_graphs
 from ._module import ScLongModule, choose_masked_positions
 from ._perturbation import PerturbationModule
 from ._training_plan import ScLongTrainingPlan
@@ -25,6 +26,9 @@ __all__ = [
     "default_adjacency",
     "gram_seed",
     "train_deepsem",
+    "DrugGraphEncoder",
+    "DrugResponseModule",
+    "pack_graphs",
     "PerturbationModule",
     "ScLongModule",
     "ScLongTrainingPlan",

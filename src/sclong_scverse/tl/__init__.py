@@ -4,6 +4,7 @@ from ._annotate import annotate
 from ._benchmark import benchmark_integration
 from ._benchmark_grn import benchmark_grn
 from ._decoupler import tf_activities, tf_network
+from ._drugs import cell_line_embedding
 from ._embed import embed, gene_embeddings
 from ._grn import cosine_similarity_graph, deepsem_seed, grn, grn_edges
 from ._grn_baselines import coexpression_grn, genie3_grn
@@ -32,5 +33,6 @@ __all__ = [
     "benchmark_perturbation",
     "perturbation_metrics",
     "benjamini_hochberg",
+    "cell_line_embedding",
     "in_silico_perturb",
 ]

@@ -1,0 +1,812 @@
+"""scvi-tools model class of the DeepCDR-style drug response head (ln IC50 regression)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+from scipy import sparse
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager, fields
+from scvi.model.base import BaseModelClass
+
+from ..module import DrugResponseModule, pack_graphs
+from ..pp._checks import ScLongInputError, check_not_view
+
+logger = logging.getLogger(__name__)
+
+SplitKind = Literal["random", "leave_drug_out", "leave_cell_line_out"]
+SPLITS = ("random", "leave_drug_out", "leave_cell_line_out")
+#: Methods of :meth:`SCLONGDrugResponse.evaluate` besides the model.
+BASELINES = ("drug_mean", "cell_line_mean", "drug_cell_line_mean")
+RESPONSE_KEY = "ln_ic50"
+
+
+def regression_metrics(truth: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
+    """Pearson, Spearman, RMSE and the number of pairs (NaN correlations for constant vectors).
+
+    Parameters
+    ----------
+    truth, prediction
+        Same-length vectors.
+
+    Returns
+    -------
+    ``{"pearson", "spearman", "rmse", "n_pairs"}``.
+    """
+    from scipy import stats
+
+    truth = np.asarray(truth, dtype=np.float64)
+    prediction = np.asarray(prediction, dtype=np.float64)
+    n = len(truth)
+    out = {"pearson": np.nan, "spearman": np.nan, "rmse": np.nan, "n_pairs": float(n)}
+    if n == 0:
+        return out
+    out["rmse"] = float(np.sqrt(np.mean((truth - prediction) ** 2)))
+    if n > 1 and np.ptp(truth) > 0 and np.ptp(prediction) > 0:
+        out["pearson"] = float(stats.pearsonr(truth, prediction)[0])
+        out["spearman"] = float(stats.spearmanr(truth, prediction)[0])
+    return out
+
+
+def baseline_predictions(
+    train: pd.DataFrame, pairs: pd.DataFrame, response: str = RESPONSE_KEY
+) -> pd.DataFrame:
+    """The three mean baselines fitted on ``train`` pairs, predicted for ``pairs``.
+
+    - ``drug_mean``: the drug's mean over its training pairs;
+    - ``cell_line_mean``: the cell line's mean over its training pairs;
+    - ``drug_cell_line_mean``: the additive two-way fit ``drug mean + cell-line mean - grand
+      mean`` (both means from the training pairs).
+
+    A drug (cell line) without training pairs (a held-out one) gets the grand mean as its mean,
+    so that its term drops out: under ``leave_drug_out`` the drug mean is a constant and its
+    correlations are undefined (NaN).
+
+    Parameters
+    ----------
+    train
+        Training pairs: columns ``drug``, ``cell_line``, ``response``.
+    pairs
+        Pairs to predict: columns ``drug``, ``cell_line``.
+    response
+        The response column of ``train``.
+
+    Returns
+    -------
+    One column per baseline, ``pairs``' index.
+    """
+    grand = float(train[response].mean())
+    drug = train.groupby("drug")[response].mean()
+    cell = train.groupby("cell_line")[response].mean()
+    d = pairs["drug"].map(drug).fillna(grand).to_numpy(dtype=np.float64)
+    c = pairs["cell_line"].map(cell).fillna(grand).to_numpy(dtype=np.float64)
+    return pd.DataFrame(
+        {"drug_mean": d, "cell_line_mean": c, "drug_cell_line_mean": d + c - grand},
+        index=pairs.index,
+    )
+
+
+def split_pairs(
+    pairs: pd.DataFrame,
+    kind: SplitKind,
+    test_fraction: float = 0.1,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+) -> np.ndarray:
+    """Assign pairs to ``"train"``, ``"validation"`` and ``"test"``.
+
+    ``random``: pairs drawn at random; ``leave_drug_out`` / ``leave_cell_line_out``: whole drugs
+    / cell lines drawn, all of their pairs going with them (at least one group each in
+    validation and test), so that test drugs / cell lines are never seen in training or model
+    selection.
+
+    Parameters
+    ----------
+    pairs
+        Columns ``drug``, ``cell_line``.
+    kind
+        ``"random"``, ``"leave_drug_out"`` or ``"leave_cell_line_out"``.
+    test_fraction, validation_fraction
+        Fractions of pairs (``random``) or of drugs / cell lines.
+    seed
+        Seed of the draw (numpy ``default_rng``).
+
+    Returns
+    -------
+    ``(n_pairs,)`` array of split names.
+    """
+    if kind not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {kind!r}.")
+    if not (0 < test_fraction < 1 and 0 < validation_fraction < 1):
+        raise ValueError("test_fraction and validation_fraction must be in (0, 1).")
+    if test_fraction + validation_fraction >= 1:
+        raise ValueError("test_fraction + validation_fraction must be below 1.")
+    rng = np.random.default_rng(seed)
+    out = np.full(len(pairs), "train", dtype=object)
+    if kind == "random":
+        order = rng.permutation(len(pairs))
+        n_test = max(1, round(test_fraction * len(pairs)))
+        n_val = max(1, round(validation_fraction * len(pairs)))
+        out[order[:n_test]] = "test"
+        out[order[n_test : n_test + n_val]] = "validation"
+        return out
+    column = "drug" if kind == "leave_drug_out" else "cell_line"
+    groups = np.array(sorted(set(pairs[column].astype(str))), dtype=object)
+    if len(groups) < 3:
+        raise ScLongInputError(
+            f"{kind} needs at least 3 {column.replace('_', ' ')}s (train, validation, test); "
+            f"the data have {len(groups)}."
+        )
+    order = rng.permutation(len(groups))
+    n_test = max(1, round(test_fraction * len(groups)))
+    n_val = max(1, round(validation_fraction * len(groups)))
+    test = set(groups[order[:n_test]])
+    validation = set(groups[order[n_test : n_test + n_val]])
+    values = pairs[column].astype(str).to_numpy()
+    out[np.isin(values, list(test))] = "test"
+    out[np.isin(values, list(validation))] = "validation"
+    return out
+
+
+def _packed(graphs: dict) -> tuple:
+    """Packed graphs (:func:`~sclong_scverse.module.pack_graphs`) of ``featurize_drugs``."""
+    n = [int(k) for k in graphs["n_atoms"]]
+    features = [graphs["features"][i, :k] for i, k in enumerate(n)]
+    adjacency = [graphs["adjacency"][i, :k, :k] for i, k in enumerate(n)]
+    return pack_graphs(features, adjacency)
+
+
+class SCLONGDrugResponse(BaseModelClass):
+    """DeepCDR-style cancer drug response model: drug graph network + cell-line vector -> ln IC50.
+
+    The AnnData holds one row per cell line (or sample): its feature vector in ``adata.X`` or
+    ``adata.obsm[features_key]`` (scLong's pooled representation from
+    :func:`~sclong_scverse.tl.cell_line_embedding`, or any per-cell-line table: expression,
+    mutations, tissue one-hot; the model does not care where the numbers come from), and the
+    measured responses as a cell lines x drugs DataFrame in ``adata.obsm[response_key]`` (NaN
+    where a pair was not measured). Drugs are given as SMILES and featurised with
+    :func:`~sclong_scverse.chem.deepcdr_graph` (75-d atoms, <= ``max_atoms`` atoms; RDKit, the
+    ``[chem]`` extra).
+
+    The training pairs are split with :meth:`split` (``random``, ``leave_drug_out``,
+    ``leave_cell_line_out``; validation kept apart from test): training uses the training pairs,
+    model selection (the best epoch, early stopping) the validation pairs only, and the test pairs
+    are read only by :meth:`evaluate`. :meth:`evaluate` scores the model next to three mean
+    baselines (drug mean, cell-line mean, drug + cell-line mean), which are strong on the random
+    split (see ``docs/drug_response.md``).
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata` (cell lines x features).
+    smiles
+        Drug name -> SMILES for every drug (column) of the response table.
+    graph_dims, cell_dims, fusion_dims
+        Widths of the drug graph convolutions, the cell-line MLP and the fusion MLP.
+    dropout
+        Dropout of all branches.
+    standardize
+        Centre and scale each feature column on the training cell lines (constant columns kept
+        at 0).
+    max_atoms
+        Padding size of the drug graphs (DeepCDR: 100).
+    seed
+        Seed of the initial weights.
+
+    Examples
+    --------
+    >>> scl.SCLONGDrugResponse.setup_anndata(lines, response_key="ln_ic50")
+    >>> model = scl.SCLONGDrugResponse(lines, smiles=smiles)
+    >>> model.split("leave_drug_out", seed=0)
+    >>> model.train(max_epochs=100)
+    >>> model.evaluate()  # model and baselines, Pearson / Spearman / RMSE per split
+    >>> model.predict(["Erlotinib"], ["ACH-000012"])  # drugs x cell lines DataFrame
+    """
+
+    def __init__(
+        self,
+        adata: ad.AnnData,
+        smiles: Mapping[str, str],
+        graph_dims: Sequence[int] = (256, 256, 256, 100),
+        cell_dims: Sequence[int] = (256, 100),
+        fusion_dims: Sequence[int] = (300, 100),
+        dropout: float = 0.1,
+        standardize: bool = True,
+        max_atoms: int = 100,
+        seed: int = 0,
+    ):
+        super().__init__(adata)
+        response = self._response_table()
+        drugs = [str(d) for d in response.columns]
+        smiles = {str(k): v for k, v in dict(smiles).items()}
+        missing = [d for d in drugs if d not in smiles]
+        if missing:
+            raise ScLongInputError(
+                f"{len(missing)} drugs of the response table have no SMILES (e.g. {missing[:5]}); "
+                "pass smiles for them or drop their columns from adata.obsm[response_key]."
+            )
+        spec = {
+            "drugs": drugs,
+            "smiles": [str(smiles[d]) for d in drugs],
+            "cell_lines": [str(c) for c in self.adata.obs_names],
+            "graph_dims": [int(d) for d in graph_dims],
+            "cell_dims": [int(d) for d in cell_dims],
+            "fusion_dims": [int(d) for d in fusion_dims],
+            "dropout": float(dropout),
+            "standardize": bool(standardize),
+            "max_atoms": int(max_atoms),
+            "seed": int(seed),
+        }
+        self._build(spec)
+        self.pairs_ = self._measured_pairs()
+        self.history_ = None
+        self.init_params_ = {"non_kwargs": {}, "kwargs": {}}
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: ad.AnnData,
+        response_key: str = RESPONSE_KEY,
+        features_key: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Register cell lines: their features and their measured responses.
+
+        Reads ``adata.obsm[response_key]`` (a cell lines x drugs DataFrame of ln IC50, NaN =
+        not measured) and ``adata.obsm[features_key]`` (or ``adata.X``: one feature vector per
+        cell line). Writes the scvi-tools registration (``adata.uns["_scvi_uuid"]``,
+        ``adata.uns["_scvi_manager_uuid"]``).
+
+        Parameters
+        ----------
+        adata
+            Cell lines x features AnnData; ``obs_names`` are the cell-line ids.
+        response_key
+            ``adata.obsm`` key of the response DataFrame (columns: drug names).
+        features_key
+            ``adata.obsm`` key of the features (``None``: ``adata.X``).
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+
+        Raises
+        ------
+        KeyError
+            ``response_key`` or ``features_key`` not in ``adata.obsm``.
+        ScLongInputError
+            A response table that is not a DataFrame, has no measured pair, or holds infinite
+            values; features that are not finite; duplicated cell-line ids.
+        """
+        check_not_view(adata)
+        if response_key not in adata.obsm:
+            raise KeyError(
+                f"response_key={response_key!r} not in adata.obsm ({list(adata.obsm)}); put a "
+                "cell lines x drugs DataFrame of ln IC50 there (NaN: not measured)."
+            )
+        table = adata.obsm[response_key]
+        if not isinstance(table, pd.DataFrame):
+            raise ScLongInputError(
+                f"adata.obsm[{response_key!r}] must be a DataFrame whose columns are drug names."
+            )
+        values = table.to_numpy(dtype=np.float64)
+        if np.isinf(values).any():
+            raise ScLongInputError(f"adata.obsm[{response_key!r}] holds infinite values.")
+        if not np.isfinite(values).any():
+            raise ScLongInputError(
+                f"adata.obsm[{response_key!r}] has no measured (drug, cell line) pair."
+            )
+        if table.columns.has_duplicates:
+            raise ScLongInputError(f"adata.obsm[{response_key!r}] has duplicated drug columns.")
+        if adata.obs_names.has_duplicates:
+            raise ScLongInputError("adata.obs_names (cell-line ids) have duplicates.")
+        if features_key is not None and features_key not in adata.obsm:
+            raise KeyError(f"features_key={features_key!r} not in adata.obsm ({list(adata.obsm)}).")
+        features = adata.X if features_key is None else adata.obsm[features_key]
+        features = features.toarray() if sparse.issparse(features) else np.asarray(features)
+        if features.ndim != 2 or not np.isfinite(features.astype(np.float64)).all():
+            raise ScLongInputError(
+                "The cell-line features must be a finite 2-d table (NaN or infinite values "
+                "found); impute or drop them first, knowingly."
+            )
+        setup_method_args = cls._get_setup_method_args(
+            cls=cls, adata=adata, response_key=response_key, features_key=features_key
+        )
+        feature_field = (
+            fields.LayerField(REGISTRY_KEYS.X_KEY, None, is_count_data=False)
+            if features_key is None
+            else fields.ObsmField(REGISTRY_KEYS.X_KEY, features_key, is_count_data=False)
+        )
+        anndata_fields = [
+            feature_field,
+            fields.ObsmField("response", response_key, is_count_data=False),
+        ]
+        manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)
+
+    @property
+    def _setup_args(self) -> dict:
+        return self.adata_manager._get_setup_method_args()["setup_args"]
+
+    def _response_table(self) -> pd.DataFrame:
+        table = self.adata.obsm[self._setup_args["response_key"]]
+        return table.set_axis([str(c) for c in table.columns], axis=1)
+
+    def _feature_matrix(self) -> np.ndarray:
+        key = self._setup_args["features_key"]
+        values = self.adata.X if key is None else self.adata.obsm[key]
+        values = values.toarray() if sparse.issparse(values) else np.asarray(values)
+        return values.astype(np.float32)
+
+    def _measured_pairs(self) -> pd.DataFrame:
+        table = self._response_table()
+        long = table.stack(future_stack=True).rename(RESPONSE_KEY).reset_index()
+        long.columns = ["cell_line", "drug", RESPONSE_KEY]
+        long["cell_line"] = long["cell_line"].astype(str)
+        n_missing = int(long[RESPONSE_KEY].isna().sum())
+        long = long.dropna(subset=[RESPONSE_KEY]).reset_index(drop=True)
+        if n_missing:
+            logger.info(
+                "SCLONGDrugResponse: %d of %d (drug, cell line) pairs are not measured (NaN) and "
+                "left out (never imputed); %d measured pairs",
+                n_missing,
+                n_missing + len(long),
+                len(long),
+            )
+        self.n_unmeasured_ = n_missing
+        long["split"] = "train"
+        return long[["drug", "cell_line", RESPONSE_KEY, "split"]]
+
+    # ------------------------------------------------------------------ construction
+    def _build(self, spec: dict) -> None:
+        from ..chem import featurize_drugs
+
+        self.spec_ = spec
+        graphs = featurize_drugs(
+            dict(zip(spec["drugs"], spec["smiles"], strict=True)), max_atoms=spec["max_atoms"]
+        )
+        self._drug_graphs = _packed(graphs)
+        self._drug_index = {d: i for i, d in enumerate(spec["drugs"])}
+        self._cell_index = {c: i for i, c in enumerate(spec["cell_lines"])}
+        features = self._feature_matrix()
+        torch.manual_seed(int(spec["seed"]))
+        self.module = DrugResponseModule(
+            n_cell_features=features.shape[1],
+            atom_dim=int(graphs["features"].shape[2]),
+            graph_dims=spec["graph_dims"],
+            cell_dims=spec["cell_dims"],
+            fusion_dims=spec["fusion_dims"],
+            dropout=spec["dropout"],
+        )
+        self.feature_mean_ = np.zeros(features.shape[1], dtype=np.float32)
+        self.feature_scale_ = np.ones(features.shape[1], dtype=np.float32)
+        self._model_summary_string = (
+            f"SCLONGDrugResponse: DeepCDR-style drug graph network + cell-line branch; "
+            f"{len(spec['drugs'])} drugs, {len(spec['cell_lines'])} cell lines, "
+            f"{features.shape[1]} cell-line features."
+        )
+
+    def _standardized(self, features: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor((features - self.feature_mean_) / self.feature_scale_)
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    # ------------------------------------------------------------------ splits
+    def split(
+        self,
+        kind: SplitKind = "leave_drug_out",
+        test_fraction: float = 0.1,
+        validation_fraction: float = 0.1,
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """Assign the measured pairs to train / validation / test (:func:`split_pairs`).
+
+        Writes ``model.pairs_["split"]``; nothing in ``adata``.
+
+        Parameters
+        ----------
+        kind
+            ``"random"`` (pairs), ``"leave_drug_out"`` (whole drugs held out) or
+            ``"leave_cell_line_out"`` (whole cell lines held out).
+        test_fraction, validation_fraction
+            Fractions of pairs (random) or of drugs / cell lines.
+        seed
+            Seed of the draw.
+
+        Returns
+        -------
+        Counts of pairs, drugs and cell lines per split.
+        """
+        self.pairs_["split"] = split_pairs(
+            self.pairs_, kind, test_fraction, validation_fraction, seed
+        )
+        self.split_ = {
+            "kind": kind,
+            "test_fraction": float(test_fraction),
+            "validation_fraction": float(validation_fraction),
+            "seed": int(seed),
+        }
+        return self.pairs_.groupby("split").agg(
+            pairs=("drug", "size"), drugs=("drug", "nunique"), cell_lines=("cell_line", "nunique")
+        )
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        max_epochs: int = 100,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        early_stopping_patience: int | None = 10,
+        accelerator: str = "cpu",
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """Train on the training pairs; keep the epoch with the lowest validation MSE.
+
+        The test pairs are not read. The feature standardisation and the output offset (mean
+        ln IC50) are fitted on the training pairs' cell lines and values. Writes nothing into
+        ``adata`` (the history goes to ``model.history_``).
+
+        Parameters
+        ----------
+        max_epochs
+            Passes over the training pairs.
+        batch_size
+            Pairs per step.
+        lr, weight_decay
+            Adam settings (DeepCDR: lr 1e-3).
+        early_stopping_patience
+            Stop after this many epochs without a better validation MSE (``None``: never).
+        accelerator
+            ``"cpu"``, ``"gpu"``/``"cuda"`` or ``"auto"``.
+        seed
+            Seed of the shuffles and dropout.
+
+        Returns
+        -------
+        ``train_mse``, ``validation_mse`` per epoch.
+
+        Raises
+        ------
+        ScLongInputError
+            No training pairs.
+        """
+        use_gpu = accelerator in ("gpu", "cuda") or (
+            accelerator == "auto" and torch.cuda.is_available()
+        )
+        device = torch.device("cuda" if use_gpu else "cpu")
+        pairs = self.pairs_
+        train = pairs[pairs["split"] == "train"]
+        validation = pairs[pairs["split"] == "validation"]
+        if not len(train):
+            raise ScLongInputError("No training pairs; call model.split(...) with fractions < 1.")
+        features = self._feature_matrix()
+        if self.spec_["standardize"]:
+            rows = [self._cell_index[c] for c in sorted(set(train["cell_line"]))]
+            self.feature_mean_ = features[rows].mean(axis=0)
+            scale = features[rows].std(axis=0)
+            self.feature_scale_ = np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
+        self.module.offset.fill_(float(train[RESPONSE_KEY].mean()))
+        self.module.to(device)
+        cells = self._standardized(features).to(device)
+        drug_tensors = [t.to(device) for t in self._drug_graphs]
+
+        def tensors(frame: pd.DataFrame):
+            d = torch.as_tensor(frame["drug"].map(self._drug_index).to_numpy(dtype=np.int64))
+            c = torch.as_tensor(frame["cell_line"].map(self._cell_index).to_numpy(dtype=np.int64))
+            y = torch.as_tensor(frame[RESPONSE_KEY].to_numpy(dtype=np.float32))
+            return d.to(device), c.to(device), y.to(device)
+
+        train_d, train_c, train_y = tensors(train)
+        val_d, val_c, val_y = tensors(validation)
+        optimizer = torch.optim.Adam(self.module.parameters(), lr=lr, weight_decay=weight_decay)
+        generator = torch.Generator().manual_seed(int(seed))
+        torch.manual_seed(int(seed))
+        history: dict[str, list[float]] = {"train_mse": [], "validation_mse": []}
+        best, best_state, waited = np.inf, None, 0
+        for _ in range(int(max_epochs)):
+            self.module.train()
+            order = torch.randperm(len(train_y), generator=generator).to(device)
+            total = 0.0
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                vectors = self.module.drug_embedding(*drug_tensors)
+                prediction = self.module(vectors, cells, train_d[rows], train_c[rows])
+                loss = torch.mean((prediction - train_y[rows]) ** 2)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(rows)
+            history["train_mse"].append(total / len(order))
+            if len(val_y):
+                self.module.eval()
+                with torch.no_grad():
+                    vectors = self.module.drug_embedding(*drug_tensors)
+                    mse = float(
+                        torch.mean((self.module(vectors, cells, val_d, val_c) - val_y) ** 2)
+                    )
+                history["validation_mse"].append(mse)
+                if mse < best:
+                    best, waited = mse, 0
+                    best_state = copy.deepcopy(self.module.state_dict())
+                else:
+                    waited += 1
+                    if early_stopping_patience is not None and waited >= early_stopping_patience:
+                        break
+            else:
+                history["validation_mse"].append(float("nan"))
+        if best_state is not None:
+            self.module.load_state_dict(best_state)
+        self.module.eval()
+        self.is_trained_ = True
+        self.history_ = pd.DataFrame(history)
+        self.best_epoch_ = int(np.nanargmin(history["validation_mse"])) if len(val_y) else None
+        return self.history_
+
+    # ------------------------------------------------------------------ queries
+    def _predict_pairs(
+        self, drug_rows: np.ndarray, cell_features: np.ndarray, cell_rows: np.ndarray, drugs=None
+    ) -> np.ndarray:
+        self.module.eval()
+        device = self._device
+        tensors = self._drug_graphs if drugs is None else drugs
+        with torch.no_grad():
+            vectors = self.module.drug_embedding(*(t.to(device) for t in tensors))
+            cells = self._standardized(cell_features).to(device)
+            out = []
+            for start in range(0, len(drug_rows), 8192):
+                d = torch.as_tensor(drug_rows[start : start + 8192]).to(device)
+                c = torch.as_tensor(cell_rows[start : start + 8192]).to(device)
+                out.append(self.module(vectors, cells, d, c).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def predict(
+        self,
+        drugs: Sequence[str] | Mapping[str, str] | None = None,
+        cell_lines: Sequence[str] | pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
+        """Predicted ln IC50 of every drug x cell line combination.
+
+        Reads the registered cell-line features (or ``cell_lines``' own); writes nothing.
+
+        Parameters
+        ----------
+        drugs
+            Names of the model's drugs, or a mapping name -> SMILES (new drugs featurised on
+            the fly; the model's drugs may be among them); default: the model's drugs.
+        cell_lines
+            Registered cell-line ids, or a DataFrame of new cell lines' features (rows: cell
+            lines; the registered feature columns, in order); default: the registered ones.
+
+        Returns
+        -------
+        DataFrame ``(n_drugs, n_cell_lines)``.
+
+        Raises
+        ------
+        ScLongInputError
+            Unknown drug names (without SMILES), unknown cell-line ids, or a feature table of
+            the wrong width.
+        """
+        from ..chem import featurize_drugs
+
+        features = self._feature_matrix()
+        if cell_lines is None:
+            names = list(self.spec_["cell_lines"])
+            table = features
+        elif isinstance(cell_lines, pd.DataFrame):
+            names = [str(c) for c in cell_lines.index]
+            table = cell_lines.to_numpy(dtype=np.float32)
+            if table.shape[1] != features.shape[1]:
+                raise ScLongInputError(
+                    f"cell_lines has {table.shape[1]} feature columns; the model was trained on "
+                    f"{features.shape[1]}."
+                )
+        else:
+            names = [str(c) for c in cell_lines]
+            unknown = [c for c in names if c not in self._cell_index]
+            if unknown:
+                raise ScLongInputError(
+                    f"Unknown cell-line ids {unknown[:10]} (not in the registered adata.obs_names"
+                    "); pass their features as a DataFrame instead."
+                )
+            table = features[[self._cell_index[c] for c in names]]
+        tensors = None
+        if drugs is None:
+            drug_names = list(self.spec_["drugs"])
+        elif isinstance(drugs, Mapping):
+            drug_names = [str(d) for d in drugs]
+            graphs = featurize_drugs(
+                {str(k): v for k, v in drugs.items()}, max_atoms=self.spec_["max_atoms"]
+            )
+            tensors = _packed(graphs)
+        else:
+            drug_names = [str(d) for d in drugs]
+            unknown = [d for d in drug_names if d not in self._drug_index]
+            if unknown:
+                raise ScLongInputError(
+                    f"Unknown drugs {unknown[:10]}; pass a mapping name -> SMILES for new drugs."
+                )
+        drug_rows = (
+            np.arange(len(drug_names))
+            if tensors is not None
+            else np.array([self._drug_index[d] for d in drug_names], dtype=np.int64)
+        )
+        grid_d = np.repeat(drug_rows, len(names))
+        grid_c = np.tile(np.arange(len(names)), len(drug_rows))
+        values = self._predict_pairs(grid_d, table, grid_c, drugs=tensors)
+        return pd.DataFrame(
+            values.reshape(len(drug_names), len(names)), index=drug_names, columns=names
+        )
+
+    def predict_pairs(self, pairs: pd.DataFrame | None = None) -> np.ndarray:
+        """Predictions for pairs (columns ``drug``, ``cell_line``; default: all measured pairs)."""
+        pairs = self.pairs_ if pairs is None else pairs
+        unknown = sorted(set(pairs["cell_line"].astype(str)) - set(self._cell_index))
+        if unknown:
+            raise ScLongInputError(f"Unknown cell-line ids {unknown[:10]}.")
+        unknown = sorted(set(pairs["drug"].astype(str)) - set(self._drug_index))
+        if unknown:
+            raise ScLongInputError(f"Unknown drugs {unknown[:10]}.")
+        d = pairs["drug"].astype(str).map(self._drug_index).to_numpy(dtype=np.int64)
+        c = pairs["cell_line"].astype(str).map(self._cell_index).to_numpy(dtype=np.int64)
+        return self._predict_pairs(d, self._feature_matrix(), c)
+
+    def baselines(self) -> pd.DataFrame:
+        """The three mean baselines for every measured pair, fitted on the training pairs.
+
+        See :func:`baseline_predictions`; returns ``model.pairs_`` with one column per baseline.
+        """
+        train = self.pairs_[self.pairs_["split"] == "train"]
+        return pd.concat([self.pairs_, baseline_predictions(train, self.pairs_)], axis=1)
+
+    def evaluate(self, splits: Sequence[str] = ("validation", "test")) -> pd.DataFrame:
+        """Pearson, Spearman and RMSE of the model and the baselines on each split.
+
+        Parameters
+        ----------
+        splits
+            Splits to score (``"train"``, ``"validation"``, ``"test"``).
+
+        Returns
+        -------
+        Long DataFrame: ``method`` (``"model"`` and :data:`BASELINES`), ``split``, ``pearson``,
+        ``spearman``, ``rmse``, ``n_pairs``.
+        """
+        table = self.baselines()
+        table["model"] = self.predict_pairs(self.pairs_)
+        rows = []
+        for method in ("model", *BASELINES):
+            for split in splits:
+                part = table[table["split"] == split]
+                metrics = regression_metrics(part[RESPONSE_KEY], part[method])
+                rows.append({"method": method, "split": split, **metrics})
+        return pd.DataFrame(rows)
+
+    # ------------------------------------------------------------------ save / load
+    def save(
+        self,
+        dir_path: str | os.PathLike,
+        prefix: str | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Save as plain data (``model.pt``, loads with ``weights_only=True``) + manifest.
+
+        Writes ``model.pt`` (weights, drugs and SMILES, cell-line ids, feature scaling, the
+        pairs and their split, the history) and ``manifest.json`` (sha256, versions) in
+        ``dir_path``; reads nothing from ``adata``.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write (created).
+        prefix
+            Prefix of the file names.
+        overwrite
+            Replace a model saved there.
+        """
+        from ._saving import MODEL_FILE, save_model_file, write_manifest
+
+        folder = Path(dir_path)
+        stem = prefix or ""
+        if (folder / f"{stem}{MODEL_FILE}").exists() and not overwrite:
+            raise ValueError(
+                f"{folder} already holds a saved model; pass overwrite=True to replace it."
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        pairs = self.pairs_.copy()
+        for column in ("drug", "cell_line", "split"):
+            pairs[column] = pairs[column].astype(str).to_numpy(dtype=object)
+        content = {
+            "model_state_dict": {k: v.cpu() for k, v in self.module.state_dict().items()},
+            "var_names": np.asarray(self.adata.var_names, dtype=object),
+            "attr_dict": {
+                "registry_": self.registry_,
+                "spec_": dict(self.spec_),
+                "is_trained_": bool(self.is_trained_),
+                "history_": self.history_,
+                "pairs_": pairs,
+                "split_": getattr(self, "split_", None),
+                "feature_mean_": np.asarray(self.feature_mean_),
+                "feature_scale_": np.asarray(self.feature_scale_),
+            },
+        }
+        save_model_file(content, folder / f"{stem}{MODEL_FILE}")
+        write_manifest(
+            folder, [f"{stem}{MODEL_FILE}"], extra={"model": type(self).__name__}, prefix=prefix
+        )
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str | os.PathLike,
+        adata: ad.AnnData,
+        prefix: str | None = None,
+        verify: bool = True,
+    ) -> SCLONGDrugResponse:
+        """Load a saved model safely (``torch.load(weights_only=True)``, manifest checked).
+
+        Registers ``adata`` as :meth:`setup_anndata` does (same keys); its cell lines must be
+        the saved model's, in the same order.
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by :meth:`save`.
+        adata
+            The cell lines (features and responses).
+        prefix
+            File name prefix given to :meth:`save`.
+        verify
+            Check the manifest first.
+
+        Returns
+        -------
+        The model, in eval mode.
+        """
+        from ._saving import ModelIntegrityError, read_saved_model
+
+        saved = read_saved_model(dir_path, prefix, verify=verify)
+        attrs, state = saved["attr_dict"], saved["model_state_dict"]
+        registry = attrs["registry_"]
+        if registry.get("model_name", cls.__name__) != cls.__name__:
+            raise ValueError(
+                f"{dir_path} holds a {registry.get('model_name')}, not a {cls.__name__}."
+            )
+        spec = attrs["spec_"]
+        if [str(c) for c in adata.obs_names] != [str(c) for c in spec["cell_lines"]]:
+            raise ScLongInputError(
+                f"adata's cell lines differ from the saved model's {len(spec['cell_lines'])} "
+                "(order included); subset and reorder it."
+            )
+        cls.setup_anndata(adata, **dict(registry["setup_args"]))
+        model = cls.__new__(cls)
+        BaseModelClass.__init__(model, adata)
+        model._build(spec)
+        try:
+            model.module.load_state_dict(state)
+        except RuntimeError as error:
+            raise ModelIntegrityError(
+                f"The weights in {dir_path} do not fit the saved configuration "
+                f"({str(error).splitlines()[0]})."
+            ) from None
+        model.module.eval()
+        model.pairs_ = attrs["pairs_"]
+        model.split_ = attrs.get("split_")
+        model.feature_mean_ = np.asarray(attrs["feature_mean_"], dtype=np.float32)
+        model.feature_scale_ = np.asarray(attrs["feature_scale_"], dtype=np.float32)
+        model.is_trained_ = bool(attrs.get("is_trained_", True))
+        model.history_ = attrs.get("history_")
+        model.init_params_ = {"non_kwargs": {}, "kwargs": {}}
+        return model
