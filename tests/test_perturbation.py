@@ -268,6 +268,35 @@ def test_in_silico_deletion_against_expression_matched_null(screen, backbone):
         scl.tl.in_silico_perturb(control, backbone, ["ATF2"])
 
 
+def test_in_silico_deletion_scored_against_the_real_knock_outs(screen, backbone):
+    adata = screen.copy()
+    result = scl.tl.in_silico_vs_screen(
+        adata, backbone, layer="log1p", n_cells=32, n_null=3, n_bins=3, seed=0
+    )
+    measured = sorted(t for t in TARGETS if t in set(screen.var_names))
+    assert list(result.index) == measured
+    assert "ATF2" in set(adata.uns["sclong_in_silico_screen"]["skipped"])  # not measured
+    # the observed change is computed from the real cells: a knock-out lowers its target
+    assert measured == ["IFNGR2", "JAK2", "STAT1"]
+    for target in ("STAT1", "JAK2"):
+        rows = adata.obs["condition"] == f"{target}+ctrl"
+        control = adata.obs["condition"] == "ctrl"
+        column = adata[:, target].layers["log1p"]
+        expected = column[rows.to_numpy()].mean() - column[control.to_numpy()].mean()
+        assert result.loc[target, "observed_target_change"] == pytest.approx(expected, rel=1e-5)
+    assert (result["observed_target_change"] < -0.5).all()  # the knock-outs remove mRNA
+    agreement = result[["direction_agreement", "null_agreement_mean"]].to_numpy()
+    assert ((agreement >= 0) & (agreement <= 1)).all()
+    assert ((result["p_value"] > 0) & (result["p_value"] <= 1)).all()
+    assert (result["fdr"] >= result["p_value"] - 1e-12).all()
+    assert result["n_de_genes"].isin([19, 20]).all()  # the target itself is left out
+    assert not any(k.startswith("in_silico") for k in adata.uns if k != "sclong_in_silico_screen")
+    with pytest.raises(ScLongInputError, match="not measured single-gene"):
+        scl.tl.in_silico_vs_screen(adata, backbone, targets=["ATF2"], layer="log1p")
+    with pytest.raises(ScLongInputError, match="No cells labelled"):
+        scl.tl.in_silico_vs_screen(adata, backbone, control="NT", layer="log1p")
+
+
 def test_benjamini_hochberg_matches_the_definition():
     p = np.array([0.01, 0.04, 0.03, 0.2])
     # sorted 0.01, 0.03, 0.04, 0.2 -> 0.04, 0.0533, 0.0533, 0.2
@@ -339,6 +368,33 @@ def test_predictions_go_into_pertpy(trained):
     distance = pt.tools.Distance(metric="euclidean", layer_key="delta")
     table = distance.pairwise(predicted, groupby="perturbation")
     assert "control" in table.index and table.loc["control", "control"] == 0
+    # pertpy reads the predicted changes where we put them: one row per condition
+    rows = {p: i for i, p in enumerate(predicted.obs["perturbation"].astype(str))}
+    delta = np.asarray(predicted.layers["delta"], dtype=np.float64)
+    for a, b in (("control", "STAT1"), ("STAT1", "JAK2")):
+        expected = np.linalg.norm(delta[rows[a]] - delta[rows[b]])
+        assert table.loc[a, b] == pytest.approx(expected, rel=1e-5)
+    assert table.loc["control", "STAT1"] > 0
+
+
+def test_sclong_embeddings_go_into_pertpy_edistance(screen, backbone):
+    pt = pytest.importorskip("pertpy")  # optional extra, not a core dependency
+    from scipy.spatial.distance import cdist
+
+    keep = screen.obs["condition"].isin(["ctrl", "STAT1+ctrl", "JAK2+ctrl"]).to_numpy()
+    adata = screen[keep].copy()
+    scl.tl.embed(adata, backbone, batch_size=64)  # obsm["X_sclong"]
+    table = pt.tools.Distance(metric="edistance", obsm_key="X_sclong").pairwise(
+        adata, groupby="condition"
+    )
+    embedding = adata.obsm["X_sclong"].astype(np.float64)
+    condition = adata.obs["condition"].astype(str).to_numpy()
+    a, b = embedding[condition == "ctrl"], embedding[condition == "STAT1+ctrl"]
+    expected = 2 * cdist(a, b).mean() - cdist(a, a).mean() - cdist(b, b).mean()
+    assert table.loc["ctrl", "STAT1+ctrl"] == pytest.approx(expected, rel=1e-4)
+    assert table.loc["ctrl", "ctrl"] == 0
+    # E-distance is a distance between distributions: positive between real groups
+    assert table.loc["ctrl", "STAT1+ctrl"] > 0 and table.loc["ctrl", "JAK2+ctrl"] > 0
 
 
 def test_fine_tuning_updates_the_backbone_copy_only(screen, backbone):

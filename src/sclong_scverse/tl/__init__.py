@@ -9,7 +9,7 @@ from ._embed import embed, gene_embeddings
 from ._grn import cosine_similarity_graph, deepsem_seed, grn, grn_edges
 from ._grn_baselines import coexpression_grn, genie3_grn
 from ._grn_evaluation import evaluate_grn, expected_random_aupr, read_ground_truth
-from ._in_silico import benjamini_hochberg, in_silico_perturb
+from ._in_silico import benjamini_hochberg, in_silico_perturb, in_silico_vs_screen
 from ._perturbation import PERTURBATION_METRICS, benchmark_perturbation, perturbation_metrics
 
 __all__ = [
@@ -35,4 +35,5 @@ __all__ = [
     "benjamini_hochberg",
     "cell_line_embedding",
     "in_silico_perturb",
+    "in_silico_vs_screen",
 ]

@@ -58,8 +58,9 @@ def in_silico_perturb(
 
     Reads the values the model was set up with (``adata.layers[layer]`` or ``adata.X``) and
     ``adata.var_names``; writes ``adata.uns[key_added]``: ``params``, ``results`` (the returned
-    table as a dict of columns) and ``expression_shift`` (genes x tested genes: mean predicted
-    change, as a dict with ``values``, ``genes``, ``perturbed``).
+    table as a dict of columns), ``expression_shift`` (genes x tested genes: mean predicted
+    change, as a dict with ``values``, ``genes``, ``perturbed``) and ``null_expression_shift``
+    (the same for the random null genes, with their expression ``bin``).
 
     Parameters
     ----------
@@ -137,6 +138,8 @@ def in_silico_perturb(
     rng = np.random.default_rng(seed)
     tested = set(names.get_indexer(genes))
     null_of: dict[int, np.ndarray] = {}
+    null_genes: list[int] = []
+    null_shifts: list[np.ndarray] = []
     records, shifts = [], []
     for gene in genes:
         i = int(names.get_loc(gene))
@@ -148,7 +151,13 @@ def in_silico_perturb(
                     f"Too few genes in {gene}'s expression bin for a null; lower n_bins."
                 )
             chosen = rng.choice(pool, size=min(n_null, len(pool)), replace=False)
-            null_of[b] = np.array([shift(int(j))[0] for j in chosen])
+            cosines = []
+            for j in chosen:
+                cosine, expression = shift(int(j))
+                cosines.append(cosine)
+                null_genes.append(int(j))
+                null_shifts.append(expression)
+            null_of[b] = np.array(cosines)
         observed, expression = shift(i)
         shifts.append(expression)
         null = null_of[b]
@@ -174,5 +183,232 @@ def in_silico_perturb(
             "genes": np.asarray(names),
             "perturbed": np.asarray(genes),
         },
+        "null_expression_shift": {
+            "values": np.stack(null_shifts, axis=1).astype(np.float32),
+            "genes": np.asarray(names),
+            "perturbed": np.asarray(names[null_genes]),
+            "bin": bins[null_genes].astype(np.int64),
+        },
     }
     return table
+
+
+def _sign_agreement(predicted: np.ndarray, observed: np.ndarray) -> float:
+    """Fraction of genes whose predicted change has the observed change's sign (0 counts wrong)."""
+    keep = observed != 0
+    if not keep.any():
+        return float("nan")
+    return float(np.mean(np.sign(predicted[keep]) == np.sign(observed[keep])))
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def in_silico_vs_screen(
+    adata: ad.AnnData,
+    model: SCLONG,
+    *,
+    condition_key: str = "condition",
+    control: str = "ctrl",
+    targets: Sequence[str] | None = None,
+    layer: str | None = None,
+    n_de_genes: int = 20,
+    n_cells: int | None = 128,
+    n_null: int = 20,
+    n_bins: int = 10,
+    seed: int = 0,
+    batch_size: int | None = None,
+    key_added: str = "sclong_in_silico_screen",
+) -> pd.DataFrame:
+    """Score in-silico deletion on control cells against a screen's real knock-outs.
+
+    For each single-gene condition ``"T+ctrl"`` whose target ``T`` is measured, ``T`` is deleted
+    in silico in control cells (:func:`in_silico_perturb`, ``mode="delete"``) and the model's
+    predicted change of every other gene is compared with the observed change (mean of the
+    knock-out cells minus mean of the control cells in ``layer``): the fraction of the top
+    ``n_de_genes`` DE genes of the condition (``T`` itself excluded) whose predicted direction
+    matches the observed one, and the Pearson correlation of predicted and observed changes over
+    all genes but ``T``. The null: random genes in ``T``'s expression bin deleted the same way and
+    scored against ``T``'s observed changes (empirical p-value, Benjamini-Hochberg FDR over the
+    targets). A model whose deletions carry information about the screen scores above its null.
+
+    Reads ``adata.obs[condition_key]`` (GEARS labels, as written by
+    :func:`~sclong_scverse.pp.perturbation_conditions`), ``adata.uns["rank_genes_groups_cov_all"]``
+    (the DE genes per condition), ``adata.layers[layer]`` (or ``adata.X``) for the observed
+    changes and the model's own input values for the deletion. Writes
+    ``adata.uns[key_added]``: ``params``, ``results`` (the returned table as a dict of columns)
+    and ``skipped`` (targets not measured, which cannot be deleted in silico).
+
+    Parameters
+    ----------
+    adata
+        The screen: control and perturbed cells, set up for ``model``'s input layer too.
+    model
+        A trained :class:`~sclong_scverse.model.SCLONG`.
+    condition_key
+        ``adata.obs`` column of GEARS condition labels.
+    control
+        The control label in ``condition_key``.
+    targets
+        Targets to score (default: every measured target of a single-gene condition).
+    layer
+        Values of the observed changes (e.g. log-normalised; default ``adata.X``).
+    n_de_genes
+        DE genes per condition scored for direction.
+    n_cells
+        Control cells deleted in (a seeded random subset; ``None``: all).
+    n_null, n_bins, seed, batch_size
+        As in :func:`in_silico_perturb`.
+    key_added
+        ``adata.uns`` key.
+
+    Returns
+    -------
+    DataFrame indexed by target: ``n_knockout_cells``, ``observed_target_change`` (how well the
+    knock-out removed the target), ``direction_agreement`` (top DE genes), ``null_agreement_mean``,
+    ``null_agreement_std``, ``p_value``, ``fdr``, ``pearson`` (all genes), ``null_pearson_mean``,
+    ``cosine_shift`` (of the cell embeddings, from :func:`in_silico_perturb`).
+
+    Raises
+    ------
+    ScLongInputError
+        A missing condition column or control label, missing DE genes, or targets that are not
+        measured single-gene conditions.
+    """
+    from ..pp._perturbation import condition_genes
+
+    check_not_view(adata)
+    if condition_key not in adata.obs:
+        raise ScLongInputError(
+            f"adata.obs has no column {condition_key!r}; run "
+            "scl.pp.perturbation_conditions(adata, ...) first."
+        )
+    conditions = adata.obs[condition_key].astype(str).to_numpy()
+    control_rows = np.flatnonzero(conditions == control)
+    if len(control_rows) == 0:
+        raise ScLongInputError(
+            f"No cells labelled {control!r} in adata.obs[{condition_key!r}]; pass control=."
+        )
+    ranked = adata.uns.get("rank_genes_groups_cov_all")
+    if ranked is None:
+        raise ScLongInputError(
+            "adata.uns['rank_genes_groups_cov_all'] is missing; run "
+            "scl.pp.perturbation_conditions(adata, ...) to rank the DE genes."
+        )
+    names = pd.Index(adata.var_names.astype(str))
+    single = {}
+    for label in pd.unique(conditions):
+        genes = condition_genes(label) if label != control else ()
+        if len(genes) == 1:
+            single[genes[0]] = label
+    measured = [g for g in single if g in names]
+    skipped = sorted(g for g in single if g not in names)
+    if targets is None:
+        targets = sorted(measured)
+    else:
+        targets = [str(t) for t in targets]
+        bad = [t for t in targets if t not in measured]
+        if bad:
+            raise ScLongInputError(
+                f"Targets {bad[:5]} are not measured single-gene conditions of "
+                f"adata.obs[{condition_key!r}]; measured targets: {sorted(measured)[:10]}."
+            )
+    if not targets:
+        raise ScLongInputError("No measured target of a single-gene condition to delete.")
+
+    values = adata.X if layer is None else adata.layers[layer]
+
+    def mean_of(rows: np.ndarray) -> np.ndarray:
+        block = values[rows]
+        return np.asarray(block.mean(axis=0)).ravel().astype(np.float64)
+
+    control_mean = mean_of(control_rows)
+    rng = np.random.default_rng(seed)
+    chosen = control_rows
+    if n_cells is not None and len(control_rows) > n_cells:
+        chosen = np.sort(rng.choice(control_rows, size=n_cells, replace=False))
+    cells = adata[chosen].copy()
+    cells.uns.pop(key_added, None)
+    table = in_silico_perturb(
+        cells,
+        model,
+        targets,
+        "delete",
+        n_null=n_null,
+        n_bins=n_bins,
+        seed=seed,
+        batch_size=batch_size,
+        key_added="in_silico",
+    )
+    shifts = cells.uns["in_silico"]["expression_shift"]["values"].astype(np.float64)
+    null = cells.uns["in_silico"]["null_expression_shift"]
+    null_values = null["values"].astype(np.float64)
+    null_bins = np.asarray(null["bin"])
+    records = []
+    for k, target in enumerate(targets):
+        label = single[target]
+        rows = np.flatnonzero(conditions == label)
+        observed = mean_of(rows) - control_mean
+        t = int(names.get_loc(target))
+        de = [g for g in np.asarray(ranked.get(label, []), dtype=str) if g != target]
+        de_index = names.get_indexer(de[:n_de_genes])
+        de_index = de_index[de_index >= 0]
+        others = np.setdiff1d(np.arange(len(names)), [t])
+        agreement = _sign_agreement(shifts[de_index, k], observed[de_index])
+        pearson = _correlation(shifts[others, k], observed[others])
+        same_bin = np.flatnonzero(null_bins == int(table.loc[target, "bin"]))
+        null_agreement = np.array(
+            [_sign_agreement(null_values[de_index, j], observed[de_index]) for j in same_bin]
+        )
+        null_pearson = np.array(
+            [_correlation(null_values[others, j], observed[others]) for j in same_bin]
+        )
+        finite = null_agreement[np.isfinite(null_agreement)]
+        p_value = (
+            float((1 + (finite >= agreement).sum()) / (1 + len(finite)))
+            if np.isfinite(agreement)
+            else float("nan")
+        )
+        records.append(
+            {
+                "target": target,
+                "n_knockout_cells": len(rows),
+                "observed_target_change": float(observed[t]),
+                "n_de_genes": len(de_index),
+                "direction_agreement": agreement,
+                "null_agreement_mean": float(np.mean(finite)) if len(finite) else float("nan"),
+                "null_agreement_std": float(np.std(finite)) if len(finite) else float("nan"),
+                "p_value": p_value,
+                "pearson": pearson,
+                "null_pearson_mean": float(np.nanmean(null_pearson))
+                if np.isfinite(null_pearson).any()
+                else float("nan"),
+                "cosine_shift": float(table.loc[target, "cosine_shift"]),
+            }
+        )
+    result = pd.DataFrame.from_records(records).set_index("target")
+    p = result["p_value"].to_numpy()
+    fdr = np.full(len(p), np.nan)
+    fdr[np.isfinite(p)] = benjamini_hochberg(p[np.isfinite(p)])
+    result["fdr"] = fdr
+    adata.uns[key_added] = {
+        "params": {
+            "condition_key": condition_key,
+            "control": control,
+            "layer": layer,
+            "n_de_genes": int(n_de_genes),
+            "n_cells": len(chosen),
+            "n_null": int(n_null),
+            "n_bins": int(n_bins),
+            "seed": int(seed),
+        },
+        "results": {c: result[c].to_numpy() for c in result.columns}
+        | {"target": np.asarray(result.index)},
+        "skipped": np.asarray(skipped, dtype=str),
+    }
+    if skipped:
+        logger.info("Targets not measured (cannot be deleted in silico): %s", ", ".join(skipped))
+    return result
