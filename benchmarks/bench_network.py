@@ -7,10 +7,22 @@ Prints a table: seconds per cell and peak memory (RSS increase over the loaded m
   batch 4, fp32 -- the original implementation needs about 10.2 s per cell and 5.9 GB peak here;
 - one GCN forward on a 28k-node, 1M-edge graph: cached CSR vs torch-geometric's edge list.
 
+``--profile`` prints instead where the time of the "bench" forward goes: seconds and analytic
+matmul FLOPs per component (value / gene embedding, GO-GCN, routing, each encoder's norms,
+attention, output projection and feed-forward, the head) and
+the achieved GFLOP/s of each as a fraction of this CPU's fp32 matmul peak, measured in the same
+run (a 2048^3 matmul). Components are timed by forward hooks and by wrapping the FAVOR+
+functions, in one forward pass of the batch after a warm-up; element-wise work (exp, GELU,
+LayerNorm, adds) is counted as 0 FLOPs, so a component dominated by it shows a low fraction.
+Inference streams the attention (``nn.performer.streamed_favor_attention``: Q/K/V projections,
+feature maps and KV products fused per block of tokens), timed as one component; ``--reference``
+profiles the reference path instead (``chunk_size=None``, as under autograd), whose parts are
+timed separately.
+
 Cells are real: CellBench log-normalised profiles (``SCLONG_SHARED_DATA``), their genes placed
 on the first positions of the vocabulary. Each measurement runs in a fresh process.
 
-Usage: python benchmarks/bench_network.py [--quick]
+Usage: python benchmarks/bench_network.py [--quick | --profile [--reference]]
 """
 
 from __future__ import annotations
@@ -103,10 +115,226 @@ def measure_gcn(queue, use_csr, n_nodes=28_000, n_edges=1_000_000):
     queue.put((seconds, max(peak_mb() - base, 0.0)))
 
 
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """Achieved GFLOP/s of a ``size``^3 fp32 matmul on this process's threads (best of runs)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+class ComponentTimer:
+    """Exclusive wall time and matmul FLOPs per named component of one forward pass."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.flops: dict[str, float] = {}
+        self.encoder = "?"
+
+    def add(self, name: str, seconds: float, flops: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self.flops[name] = self.flops.get(name, 0.0) + flops
+
+    def hook(self, module: torch.nn.Module, name, flops_of) -> None:
+        """Time ``module``'s forward as ``name`` (a string, or a callable of the timer)."""
+        starts: list[float] = []
+
+        def before(_module, _inputs):
+            starts.append(time.perf_counter())
+
+        def after(_module, inputs, output):
+            label = name(self) if callable(name) else name
+            self.add(label, time.perf_counter() - starts.pop(), flops_of(inputs, output))
+
+        module.register_forward_pre_hook(before)
+        module.register_forward_hook(after)
+
+
+def _linear_flops(module: torch.nn.Linear):
+    def flops(inputs, _output) -> float:
+        rows = inputs[0].numel() / module.in_features
+        return 2.0 * rows * module.in_features * module.out_features
+
+    return flops
+
+
+def _no_flops(_inputs, _output) -> float:
+    return 0.0
+
+
+def profile_network(queue, preset, n_tokens, top, batch, nonzero, reference=False):
+    """Per-component seconds and FLOPs of one forward pass (see the module docstring)."""
+    import sclong_scverse.nn.performer as performer
+    from sclong_scverse.nn import ScLongConfig, ScLongNetwork
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    peak = matmul_peak_gflops()
+    config = ScLongConfig.preset(preset, n_genes=n_tokens - 1, top_seq_len=top)
+    network = ScLongNetwork(config).eval()
+    if reference:
+        for stack in network.performers:
+            stack.chunk_size = None
+    timer = ComponentTimer()
+    encoders = {
+        "large encoder": network.large_encoder,
+        "mini encoder": network.mini_encoder,
+        "decoder": network.decoder,
+    }
+    for label, encoder in encoders.items():
+
+        def enter(_module, _inputs, label=label):
+            timer.encoder = label
+
+        encoder.register_forward_pre_hook(enter)
+        for layer in encoder.layers:
+            attention, ff = layer.attention, layer.feed_forward
+            for norm in (attention.norm, ff.norm):
+                timer.hook(norm, lambda t: f"{t.encoder}: norms", _no_flops)
+            for linear in (attention.to_q, attention.to_k, attention.to_v):
+                timer.hook(linear, lambda t: f"{t.encoder}: Q/K/V", _linear_flops(linear))
+            timer.hook(
+                attention.to_out, lambda t: f"{t.encoder}: output", _linear_flops(attention.to_out)
+            )
+            for linear in (ff.w1, ff.w2):
+                timer.hook(linear, lambda t: f"{t.encoder}: feed-forward", _linear_flops(linear))
+            timer.hook(ff.act, lambda t: f"{t.encoder}: feed-forward", _no_flops)
+
+    features, attention = performer.softmax_kernel_features, performer.linear_attention
+
+    def timed_features(data, projection_matrix, **kwargs):
+        start = time.perf_counter()
+        out = features(data, projection_matrix, **kwargs)
+        b, h, n, d = data.shape
+        flops = 2.0 * b * h * n * d * projection_matrix.shape[0]
+        timer.add(f"{timer.encoder}: FAVOR+ feature maps", time.perf_counter() - start, flops)
+        return out
+
+    def timed_attention(q, k, v, offset=0.0):
+        start = time.perf_counter()
+        out = attention(q, k, v, offset)
+        b, h, n, m = q.shape
+        flops = 2.0 * b * h * n * m * (2 * v.shape[-1] + 1)
+        timer.add(f"{timer.encoder}: KV products", time.perf_counter() - start, flops)
+        return out
+
+    streamed = performer.streamed_favor_attention
+
+    def timed_streamed(h, weight_q, weight_k, weight_v, projection_matrix, heads, **kwargs):
+        start = time.perf_counter()
+        out = streamed(h, weight_q, weight_k, weight_v, projection_matrix, heads, **kwargs)
+        b, n, width = h.shape
+        inner, m = weight_q.shape[0], projection_matrix.shape[0]
+        d = inner // heads
+        flops = 2.0 * b * n * width * 3 * inner  # Q/K/V projections
+        flops += 2.0 * 2 * b * heads * n * d * m  # feature maps of queries and keys
+        flops += 2.0 * b * heads * n * m * (2 * d + 1)  # KV products and normaliser
+        label = f"{timer.encoder}: streamed attention (Q/K/V, features, KV)"
+        timer.add(label, time.perf_counter() - start, flops)
+        return out
+
+    performer.softmax_kernel_features = timed_features
+    performer.linear_attention = timed_attention
+    performer.streamed_favor_attention = timed_streamed
+
+    gene = network.gene_embedding
+    go_embedding = gene.go_embedding
+
+    def timed_go():
+        start = time.perf_counter()
+        out = go_embedding()
+        nnz = gene.normalized_adjacency()._nnz() if len(gene.go_convs) else 0
+        dim = out.shape[-1]
+        flops = len(gene.go_convs) * (2.0 * nnz * dim + 2.0 * out.shape[0] * dim * dim)
+        timer.add("GO-GCN (sparse propagation + linear)", time.perf_counter() - start, flops)
+        return out
+
+    gene.go_embedding = timed_go
+    route = network.route
+
+    def timed_route(x):
+        start = time.perf_counter()
+        out = route(x)
+        timer.add("routing (top-k, low-set sort)", time.perf_counter() - start, 0.0)
+        return out
+
+    network.route = timed_route
+    timer.hook(
+        network.value_embedding,
+        "value embedding (MLP 1 -> 50 -> dim)",
+        lambda i, o: 2.0 * i[0].numel() * 50 * (1 + o.shape[-1]),
+    )
+    timer.hook(network.token_norm, "token norm", _no_flops)
+    for linear in (network.large_in, network.large_out):
+        timer.hook(linear, "large encoder: in/out projections", _linear_flops(linear))
+    for norm in (network.large_in_norm, network.large_out_norm):
+        timer.hook(norm, "large encoder: in/out projections", _no_flops)
+    timer.hook(network.decoder_norm, "head (norm + expression)", _no_flops)
+    timer.hook(
+        network.expression_head, "head (norm + expression)", _linear_flops(network.expression_head)
+    )
+
+    x = real_cells(batch, n_tokens, nonzero)
+    with torch.no_grad():
+        network(x[:1])  # warm-up
+        timer.seconds.clear()
+        timer.flops.clear()
+        start = time.perf_counter()
+        network(x)
+        total = time.perf_counter() - start
+    # the gene-embedding module includes the GO-GCN: keep its own part exclusive
+    queue.put((dict(timer.seconds), dict(timer.flops), total, peak))
+
+
+def print_profile(batch: int, reference: bool = False) -> None:
+    seconds, flops, total, peak = in_fresh_process(
+        profile_network, "bench", 27_875, 4096, batch, 2500, reference
+    )
+    other = total - sum(seconds.values())
+    print(
+        f"'bench' configuration, 27,875 tokens, batch {batch}, fp32, 2 threads"
+        f"{', reference attention path' if reference else ''}: "
+        f"{total / batch:.2f} s per cell; matmul peak {peak:.0f} GFLOP/s (2048^3, same run)"
+    )
+    header = (
+        f"{'component':<58}{'s/cell':>8}{'share':>7}{'GFLOP/cell':>12}{'GFLOP/s':>9}{'of peak':>9}"
+    )
+    print(header)
+    for name in sorted(seconds, key=seconds.get, reverse=True):
+        t, f = seconds[name], flops.get(name, 0.0)
+        rate = f / t / 1e9 if t > 0 else 0.0
+        print(
+            f"{name:<58}{t / batch:>8.3f}{t / total:>7.1%}{f / batch / 1e9:>12.1f}"
+            f"{rate:>9.1f}{rate / peak:>9.1%}"
+        )
+    all_flops = sum(flops.values())
+    print(
+        f"{'other (gathers, scatters, residual adds)':<58}{other / batch:>8.3f}"
+        f"{other / total:>7.1%}"
+    )
+    print(
+        f"{'total':<58}{total / batch:>8.3f}{1:>7.0%}{all_flops / batch / 1e9:>12.1f}"
+        f"{all_flops / total / 1e9:>9.1f}{all_flops / total / 1e9 / peak:>9.1%}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 'bench' configuration")
+    parser.add_argument(
+        "--profile", action="store_true", help="where the time of the 'bench' forward goes"
+    )
+    parser.add_argument(
+        "--reference", action="store_true", help="profile the reference (unstreamed) attention"
+    )
     args = parser.parse_args()
+    if args.profile:
+        print_profile(batch=4, reference=args.reference)
+        return
 
     rows = []
     for n_tokens in (2_048, 8_192, 27_875):

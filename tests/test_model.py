@@ -118,6 +118,24 @@ def test_per_cell_mode_embeddings_do_not_depend_on_batch_size(trained):
     np.testing.assert_allclose(small, large, atol=1e-6)
 
 
+def test_bf16_queries_stay_close_to_float32_and_fp16_needs_a_gpu(trained):
+    model, adata, *_ = trained
+    cells = np.arange(16)
+    full = model.get_latent_representation(indices=cells, batch_size=8)
+    half = model.get_latent_representation(indices=cells, batch_size=8, precision="bf16")
+    assert half.dtype == np.float32 and not np.array_equal(half, full)  # autocast did run
+    # bfloat16 keeps 8 bits of mantissa: ~1% of the embeddings' scale
+    assert np.abs(half - full).max() < 0.05 * np.abs(full).max()
+    # the cells stay where they were relative to each other
+    assert np.corrcoef(half.ravel(), full.ravel())[0, 1] > 0.999
+    lightning = model.predict(indices=cells[:4], precision="bf16-mixed")
+    assert np.isfinite(lightning[:, np.isfinite(lightning).all(0)]).all()
+    with pytest.raises(ValueError, match="needs a GPU"):
+        model.get_latent_representation(indices=cells, precision="16")
+    with pytest.raises(ValueError, match="precision must be"):
+        model.get_latent_representation(indices=cells, precision="8")
+
+
 def test_predict_returns_data_genes_and_masks(trained):
     model, adata, *_ = trained
     values, masked = model.predict(indices=np.arange(8), mask_fraction=0.15, return_mask=True)

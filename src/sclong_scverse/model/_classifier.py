@@ -12,7 +12,6 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager, fields
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from ..genes import GeneVocabulary
@@ -32,12 +31,16 @@ from ..pp._checks import (
     ScLongInputError,
     check_not_view,
     check_obs_key,
-    check_unique_var_names,
-    model_normalization,
-    validate_adata_input,
 )
 from ._saving import ModelIntegrityError
-from ._sclong import SCLONG, _align_to_genes, _gene_ids, _rna, _values
+from ._sclong import (
+    SCLONG,
+    _align_to_genes,
+    _gene_ids,
+    _rna,
+    check_model_input,
+    register_fields,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -303,17 +306,8 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
                 f"adata.obs[{labels_key!r}] has {len(classes)} class(es) besides the unlabelled "
                 f"category ({classes}); a classifier needs at least 2."
             )
-        if adata.n_obs == 0 or adata.n_vars == 0:
-            raise ScLongInputError(f"adata has {adata.n_obs} cells x {adata.n_vars} genes.")
-        check_unique_var_names(adata)
-        _gene_ids(adata, gene_id_key)
-        _values(adata, layer)
-        normalization = model_normalization(adata, layer, normalization)
-        validate_adata_input(
-            adata,
-            layer,
-            expected_max=normalization["max_value"],
-            check_normalization=bool(check_normalization),
+        normalization = check_model_input(
+            adata, layer, gene_id_key, normalization, bool(check_normalization)
         )
         setup_method_args = cls._get_setup_method_args(
             cls=cls,
@@ -326,14 +320,7 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
             check_normalization=bool(check_normalization),
             normalization=normalization,
         )
-        anndata_fields = [
-            fields.LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
-            fields.CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            fields.CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
-        ]
-        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
-        cls.register_manager(adata_manager)
+        register_fields(cls, adata, setup_method_args, layer, batch_key, labels_key, **kwargs)
 
     @classmethod
     def from_sclong(

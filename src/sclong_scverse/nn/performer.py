@@ -11,6 +11,13 @@ We do not subclass performer-pytorch: its 1.1.4 release cannot express the faith
 duplicates every weight under ``proj_updater.instance`` in its state dict, and imports
 ``distutils`` (gone in Python 3.12). The test suite checks that ``key_max="cell"`` gives the same
 numbers as performer-pytorch 1.1.4 on the same weights.
+
+Without autograd (inference), attention and feed-forward are streamed by blocks of ``chunk_size``
+tokens, so that the ``(batch, heads, tokens, features)`` kernel features and the
+``(batch, tokens, 4 * dim)`` hidden layer are never materialised whole. Keys are reduced block by
+block with a block-local stabiliser and rescaled to the global one at the end (as flash attention
+does for the softmax), so the faithful batch-wide key maximum stays exact. Training (autograd on)
+uses the reference computation.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 KeyMax = Literal["batch", "cell"]
@@ -150,6 +159,110 @@ def linear_attention(
     return out / normaliser
 
 
+def streamed_favor_attention(
+    h: torch.Tensor,
+    weight_q: torch.Tensor,
+    weight_k: torch.Tensor,
+    weight_v: torch.Tensor,
+    projection_matrix: torch.Tensor,
+    heads: int,
+    *,
+    key_max: KeyMax = "batch",
+    eps: float = 1e-4,
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """FAVOR+ attention of normalised tokens, streamed by blocks of tokens (no autograd).
+
+    Computes what ``to_q/to_k/to_v`` projections, :func:`softmax_kernel_features` and
+    :func:`linear_attention` compute together (before the output projection), in memory
+    ``O(batch * heads * chunk_size * features)`` instead of ``O(batch * heads * tokens *
+    features)``.
+    Keys: each block's features are ``exp(x·w - |x|^2/2 - local max)``; the block's ``k'^T v`` and
+    ``sum k'`` are rescaled by ``exp(local max - global max)`` once every block is seen (the global
+    maximum is over the whole batch for ``key_max="batch"``, per cell and head for ``"cell"``).
+    Queries are stabilised by their own row maximum, a per-token quantity, so blocks are exact.
+
+    Parameters
+    ----------
+    h
+        Normalised tokens, ``(batch, tokens, dim)``.
+    weight_q, weight_k, weight_v
+        ``(heads * head_dim, dim)`` projection weights (no bias).
+    projection_matrix
+        ``(features, head_dim)`` FAVOR+ random features.
+    heads
+        Number of heads.
+    key_max
+        Key stabiliser, see :func:`softmax_kernel_features`.
+    eps
+        The FAVOR+ ``eps`` (added to every feature, times ``features^-1/2``).
+    chunk_size
+        Tokens per block.
+
+    Returns
+    -------
+    ``(batch, tokens, heads * head_dim)`` attention output, heads concatenated.
+    """
+    b, n, _ = h.shape
+    inner = weight_q.shape[0]
+    d = inner // heads
+    m = projection_matrix.shape[0]
+    normalizer = d**-0.25
+    half_sq = normalizer**2 / 2.0
+    ratio = m**-0.5
+    offset = eps * ratio
+    proj_t = (projection_matrix * normalizer).t().to(h.dtype)  # (d, m)
+    weight_kv = torch.cat([weight_k, weight_v])
+    blocks = [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
+
+    # keys and values, block by block: unscaled sums and each block's local maximum
+    contexts, key_sums, maxima = [], [], []
+    value_sum = None
+    for start, stop in blocks:
+        kv = F.linear(h[:, start:stop], weight_kv).view(b, stop - start, 2, heads, d)
+        k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)  # (b, H, c, d)
+        features = torch.matmul(k, proj_t)  # (b, H, c, m)
+        if key_max == "batch":
+            local = features.amax().reshape(1, 1, 1, 1)
+        elif key_max == "cell":
+            local = features.amax(dim=(-1, -2), keepdim=True)  # (b, H, 1, 1)
+        else:
+            raise ValueError(f"key_max must be 'batch' or 'cell', not {key_max!r}.")
+        diag = (k * k).sum(dim=-1, keepdim=True).mul_(half_sq)
+        features.sub_(diag).sub_(local).exp_()
+        contexts.append(torch.matmul(features.transpose(-1, -2), v))  # (b, H, m, d)
+        key_sums.append(features.sum(dim=-2))  # (b, H, m)
+        maxima.append(local)
+        block_values = v.sum(dim=-2)  # (b, H, d)
+        value_sum = block_values if value_sum is None else value_sum + block_values
+        del kv, k, v, features
+
+    # k' = ratio * exp(. - global max): the global maximum is over the whole batch of keys
+    # ("batch") or per cell and head ("cell"); rescale each block, then add the eps terms
+    stacked = torch.stack(maxima)  # (blocks, b or 1, H or 1, 1, 1)
+    overall = stacked.amax() if key_max == "batch" else stacked.amax(dim=0)
+    scales = torch.exp(stacked - overall) * ratio
+    context = sum(s * c for s, c in zip(scales, contexts, strict=True))
+    key_sum = sum(s[..., 0] * k for s, k in zip(scales, key_sums, strict=True))
+    context = context + offset * value_sum.unsqueeze(-2)  # (b, H, m, d)
+    key_sum = (key_sum + n * offset).unsqueeze(-1)  # (b, H, m, 1)
+    context_offset = offset * context.sum(dim=-2, keepdim=True)  # (b, H, 1, d)
+    normaliser_offset = offset * key_sum.sum(dim=-2, keepdim=True)  # (b, H, 1, 1)
+
+    out = torch.empty(b, n, heads, d, dtype=h.dtype, device=h.device)
+    for start, stop in blocks:
+        q = F.linear(h[:, start:stop], weight_q).view(b, stop - start, heads, d).transpose(1, 2)
+        features = torch.matmul(q, proj_t)  # (b, H, c, m)
+        shift = (q * q).sum(dim=-1, keepdim=True).mul_(half_sq)
+        shift.add_(features.amax(dim=-1, keepdim=True)).sub_(math.log(ratio))
+        features.sub_(shift).exp_()
+        numerator = torch.matmul(features, context).add_(context_offset)
+        normaliser = torch.matmul(features, key_sum).add_(normaliser_offset)
+        out[:, start:stop] = numerator.div_(normaliser).transpose(1, 2)
+        del q, features
+    return out.view(b, n, inner)
+
+
 class FavorSelfAttention(nn.Module):
     """Pre-LayerNorm multi-head FAVOR+ self-attention (no q/k/v bias, output bias).
 
@@ -181,6 +294,8 @@ class FavorSelfAttention(nn.Module):
         self.register_buffer(
             "projection_matrix", gaussian_orthogonal_random_matrix(nb_features, dim_head)
         )
+        # tokens per block of the streamed inference path; None: always the reference path
+        self.chunk_size: int | None = 256
 
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
         b, n, _ = t.shape
@@ -188,6 +303,9 @@ class FavorSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attention update of ``x``, without the residual.
+
+        Without autograd and with ``chunk_size`` set, :func:`streamed_favor_attention` computes
+        it (the same numbers up to float rounding, less memory); otherwise the reference path.
 
         Parameters
         ----------
@@ -199,6 +317,19 @@ class FavorSelfAttention(nn.Module):
         ``(batch, tokens, dim)`` update.
         """
         h = self.norm(x)
+        if self.chunk_size is not None and not torch.is_grad_enabled():
+            out = streamed_favor_attention(
+                h,
+                self.to_q.weight,
+                self.to_k.weight,
+                self.to_v.weight,
+                self.projection_matrix,
+                self.heads,
+                key_max=self.key_max,
+                eps=self.eps,
+                chunk_size=self.chunk_size,
+            )
+            return self.to_out(out)
         q, k, v = (self._split_heads(f(h)) for f in (self.to_q, self.to_k, self.to_v))
         projection = self.projection_matrix
         q = softmax_kernel_features(q, projection, is_query=True, add_eps=False)
@@ -227,9 +358,14 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(dim, dim * mult)
         self.act = nn.GELU()
         self.w2 = nn.Linear(dim * mult, dim)
+        # tokens per block without autograd (the hidden layer is never whole); None: one block
+        self.chunk_size: int | None = 256
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Feed-forward update of ``x``, without the residual.
+
+        Every token is independent, so without autograd the tokens go through in blocks of
+        ``chunk_size`` (the same numbers, a ``(batch, chunk_size, mult * dim)`` hidden layer).
 
         Parameters
         ----------
@@ -240,7 +376,15 @@ class FeedForward(nn.Module):
         -------
         ``(batch, tokens, dim)`` update.
         """
-        return self.w2(self.act(self.w1(self.norm(x))))
+        n = x.shape[1]
+        if self.chunk_size is None or torch.is_grad_enabled() or n <= self.chunk_size:
+            return self.w2(self.act(self.w1(self.norm(x))))
+        out = torch.empty(*x.shape[:-1], self.w2.out_features, dtype=x.dtype, device=x.device)
+        for start in range(0, n, self.chunk_size):
+            block = x[:, start : start + self.chunk_size]
+            hidden = self.w1(self.norm(block))
+            out[:, start : start + self.chunk_size] = self.w2(self.act(hidden))
+        return out
 
 
 class PerformerLayer(nn.Module):
@@ -316,6 +460,10 @@ class Performer(nn.Module):
     The random projection matrices are buffers. They change only through
     :meth:`redraw_projection_matrices`, which pretraining may call; loading weights and
     fine-tuning never redraw them.
+
+    ``gradient_checkpointing = True`` keeps only each layer's input during training and
+    recomputes the layer in the backward pass (``torch.utils.checkpoint``): activation memory
+    of one layer instead of all, for about a third more compute. The same gradients.
     """
 
     def __init__(
@@ -337,6 +485,8 @@ class Performer(nn.Module):
         )
         # kept for the official checkpoint layout; counts forward calls since the last redraw
         self.register_buffer("calls_since_last_redraw", torch.tensor(0))
+        # recompute each layer's activations in the backward pass instead of keeping them
+        self.gradient_checkpointing = False
 
     @property
     def key_max(self) -> KeyMax:
@@ -349,6 +499,19 @@ class Performer(nn.Module):
             raise ValueError(f"key_max must be 'batch' or 'cell', not {value!r}.")
         for layer in self.layers:
             layer.attention.key_max = value
+
+    @property
+    def chunk_size(self) -> int | None:
+        """Tokens per block of the streamed inference path (``None``: the reference path)."""
+        return self.layers[0].attention.chunk_size if len(self.layers) else None
+
+    @chunk_size.setter
+    def chunk_size(self, value: int | None) -> None:
+        if value is not None and (int(value) != value or value < 1):
+            raise ValueError(f"chunk_size must be a positive integer or None, not {value!r}.")
+        for layer in self.layers:
+            layer.attention.chunk_size = value
+            layer.feed_forward.chunk_size = value
 
     @torch.no_grad()
     def redraw_projection_matrices(self, generator: torch.Generator | None = None) -> None:
@@ -376,6 +539,10 @@ class Performer(nn.Module):
         -------
         ``(batch, tokens, dim)`` output of the last layer.
         """
+        checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x)
+            if checkpointing:
+                x = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False)
+            else:
+                x = layer(x)
         return x

@@ -37,6 +37,7 @@ def embed(
     key_added: str = "X_sclong",
     copy: bool = False,
     progress_bar: bool | None = None,
+    precision: Literal["32", "bf16", "16"] | None = None,
 ) -> ad.AnnData | None:
     """Cell embeddings from scLong, as ``sc.tl.pca`` writes ``X_pca``.
 
@@ -67,6 +68,9 @@ def embed(
     progress_bar
         Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
         call reads at least 10 million cell x gene values.
+    precision
+        ``"32"`` (default, float32), ``"bf16"`` (bfloat16 autocast, for GPUs) or ``"16"``
+        (float16, GPUs only); see :meth:`~sclong_scverse.model.SCLONG.get_latent_representation`.
 
     Returns
     -------
@@ -89,12 +93,18 @@ def embed(
         check_not_view(adata)
     target = _copy(adata) if copy else adata
     latent = model.get_latent_representation(
-        target, pooling=pooling, batch_size=batch_size, progress_bar=progress_bar
+        target,
+        pooling=pooling,
+        batch_size=batch_size,
+        progress_bar=progress_bar,
+        precision=precision,
     )
     if key_added in target.obsm:
         _warn_replacing("obsm", key_added, "scl.tl.embed")
     target.obsm[key_added] = latent
-    target.uns[key_added] = {"params": {"pooling": pooling, "model": model._model_summary_string}}
+    params = {"pooling": pooling, "model": model._model_summary_string}
+    params["precision"] = str(precision or "32")
+    target.uns[key_added] = {"params": params}
     return target if copy else None
 
 
@@ -107,6 +117,7 @@ def gene_embeddings(
     key_added: str = "sclong",
     copy: bool = False,
     progress_bar: bool | None = None,
+    precision: Literal["32", "bf16", "16"] | None = None,
 ) -> ad.AnnData | None:
     """Gene embeddings from scLong for the genes of ``adata``.
 
@@ -133,6 +144,10 @@ def gene_embeddings(
     progress_bar
         Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
         call reads at least 10 million cell x gene values.
+    precision
+        ``"32"`` (default, float32), ``"bf16"`` (bfloat16 autocast, for GPUs) or ``"16"``
+        (float16, GPUs only), for ``"contextual"``; see
+        :meth:`~sclong_scverse.model.SCLONG.get_latent_representation`.
 
     Returns
     -------
@@ -151,7 +166,11 @@ def gene_embeddings(
     _check_same_genes(target, model)
     cells = target if kind == "contextual" else None
     table = model.get_gene_embeddings(
-        kind=kind, adata=cells, batch_size=batch_size, progress_bar=progress_bar
+        kind=kind,
+        adata=cells,
+        batch_size=batch_size,
+        progress_bar=progress_bar,
+        precision=precision,
     )
     if key_added in target.varm:
         _warn_replacing("varm", key_added, "scl.tl.gene_embeddings")
