@@ -130,6 +130,16 @@ def test_bf16_queries_stay_close_to_float32_and_fp16_needs_a_gpu(trained):
     assert np.corrcoef(half.ravel(), full.ravel())[0, 1] > 0.999
     lightning = model.predict(indices=cells[:4], precision="bf16-mixed")
     assert np.isfinite(lightning[:, np.isfinite(lightning).all(0)]).all()
+    # the same masks and baseline: bf16 moves the model's masked error by little
+    mse = model.evaluate_masked_mse(indices=cells, seed=0)
+    mse_bf16 = model.evaluate_masked_mse(indices=cells, seed=0, precision="bf16")
+    assert mse_bf16["baseline_mse"] == mse["baseline_mse"]
+    assert mse_bf16["model_mse"] == pytest.approx(mse["model_mse"], rel=0.05)
+    query = adata[:16].copy()
+    scl.tl.grn(query, model, top_k=5, batch_size=8, precision="bf16", key_added="grn_bf16")
+    scl.tl.grn(query, model, top_k=5, batch_size=8, key_added="grn_fp32")
+    same = (query.varp["grn_bf16"] != 0).multiply(query.varp["grn_fp32"] != 0).sum()
+    assert same > 0.5 * query.varp["grn_fp32"].nnz  # mostly the same partners
     with pytest.raises(ValueError, match="needs a GPU"):
         model.get_latent_representation(indices=cells, precision="16")
     with pytest.raises(ValueError, match="precision must be"):

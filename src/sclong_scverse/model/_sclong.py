@@ -1137,6 +1137,7 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         batch_size: int | None = None,
         seed: int = 0,
         progress_bar: bool | None = None,
+        precision: QueryPrecision | None = None,
     ) -> dict[str, float]:
         """Masked-value error on (held-out) cells, against a per-gene mean baseline.
 
@@ -1155,6 +1156,9 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
             call reads at least 10 million cell x gene values (e.g. 400 cells of the whole
             27,874-gene vocabulary).
+        precision
+            Of the model's forward passes: ``"32"`` (default), ``"bf16"`` or ``"16"`` (GPUs
+            only), see :meth:`get_latent_representation`.
 
         Returns
         -------
@@ -1188,6 +1192,7 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             seed=seed,
             progress_bar=progress_bar,
             desc="masked MSE",
+            precision=precision,
         )
         for outputs in batches:
             replaced = outputs["replaced"]

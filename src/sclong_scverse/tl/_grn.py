@@ -117,6 +117,7 @@ def grn(
     key_added: str = "sclong_grn",
     copy: bool = False,
     progress_bar: bool | None = None,
+    precision: Literal["32", "bf16", "16"] | None = None,
 ) -> ad.AnnData | None:
     """Gene-regulatory network from scLong: embedding similarity, or DeepSEM seeded by scLong.
 
@@ -196,6 +197,9 @@ def grn(
         Show a progress bar (cells done, cells/s, time left; DeepSEM: optimisation steps);
         ``None`` (default): for the scLong pass when the call reads at least 10 million cell x
         gene values, for DeepSEM always.
+    precision
+        Of the scLong pass: ``"32"`` (default, float32), ``"bf16"`` (bfloat16 autocast, for
+        GPUs) or ``"16"`` (float16, GPUs only); DeepSEM trains in float32.
 
     Returns
     -------
@@ -243,6 +247,7 @@ def grn(
             key_added=key_added,
             copy=copy,
             progress_bar=progress_bar,
+            precision=precision,
         )
     if model is None:
         raise ValueError(
@@ -263,7 +268,11 @@ def grn(
     _check_same_genes(target, model)
     cells = target if kind == "contextual" else None
     table = model.get_gene_embeddings(
-        kind=kind, adata=cells, batch_size=batch_size, progress_bar=progress_bar
+        kind=kind,
+        adata=cells,
+        batch_size=batch_size,
+        progress_bar=progress_bar,
+        precision=precision,
     )
     network = cosine_similarity_graph(table.to_numpy(), top_k=top_k, center=center)
     if key_added in target.varp:
@@ -281,6 +290,7 @@ def deepsem_seed(
     *,
     batch_size: int | None = None,
     progress_bar: bool | None = None,
+    precision: Literal["32", "bf16", "16"] | None = None,
 ) -> np.ndarray:
     """The scLong seed of DeepSEM's adjacency, as the original scLong code computes it.
 
@@ -299,6 +309,9 @@ def deepsem_seed(
         Cells per forward pass.
     progress_bar
         Show a progress bar over the cells (``None``: for large inputs).
+    precision
+        ``"32"`` (default), ``"bf16"`` or ``"16"`` (GPUs only) for the scLong pass; the Gram
+        matrix is accumulated in float32 or wider.
 
     Returns
     -------
@@ -314,7 +327,9 @@ def deepsem_seed(
     kept = np.flatnonzero(positions >= 0)
     index = torch.as_tensor(positions[kept], dtype=torch.long)
     accumulator = None
-    batches = model._batches(adata, None, batch_size, progress_bar=progress_bar, desc="seed")
+    batches = model._batches(
+        adata, None, batch_size, progress_bar=progress_bar, desc="seed", precision=precision
+    )
     for outputs in batches:
         decodings = outputs["decodings"]
         if accumulator is None:
@@ -342,6 +357,7 @@ def _deepsem_grn(
     key_added: str,
     copy: bool,
     progress_bar: bool | None,
+    precision: str | None = None,
 ) -> ad.AnnData | None:
     import dataclasses
 
@@ -377,7 +393,9 @@ def _deepsem_grn(
     values = _dense_columns(expression, np.arange(target.n_vars))
     seed = None
     if model is not None:
-        seed = deepsem_seed(target, model, batch_size=batch_size, progress_bar=progress_bar)
+        seed = deepsem_seed(
+            target, model, batch_size=batch_size, progress_bar=progress_bar, precision=precision
+        )
     show = True if progress_bar is None else bool(progress_bar)
     total = np.zeros((target.n_vars, target.n_vars), dtype=np.float64)
     final_loss = []
