@@ -150,7 +150,7 @@ def test_path_errors_are_one_line(capsys, tmp_path):
     (fake_model / "model.pt").write_bytes(b"not read: the paths are checked first")
     cases = [
         # a folder where a file is needed, and the reverse
-        (["pretrain", a_folder, "--out", tmp_path / "m"], "is a folder"),
+        (["pretrain", a_folder, "--out", tmp_path / "m"], "holds no .h5ad file or .zarr store"),
         (["pretrain", source, "--out", a_file], "is a file"),
         (["embed", source, "--model", fake_model, "--out", a_folder], "is a folder"),
         (["embed", source, "--model", a_file, "--out", tmp_path / "o.h5ad"], "is a file"),

@@ -9,14 +9,14 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-_SUBMODULES = {"chem", "datasets", "genes", "go", "io", "model", "module", "nn", "pl", "pp", "tl"}
+_SUBMODULES = {"chem", "data", "datasets", "genes", "go", "io", "model", "module", "nn", "pl", "pp", "tl"}
 _ATTRIBUTES = {"SCLONG": "model", "ScLongConfig": "nn"}
 _ATTRIBUTES["SCLONGClassifier"] = "model"  # cell-type annotation (fine-tuning)
 _ATTRIBUTES["SCLONGPerturbation"] = "model"  # genetic perturbation (GEARS-style head)
 _ATTRIBUTES["SCLONGDrugResponse"] = "model"  # drug response (DeepCDR-style head)
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager names
-    from . import chem, datasets, genes, go, io, model, module, nn, pl, pp, tl
+    from . import chem, data, datasets, genes, go, io, model, module, nn, pl, pp, tl
     from .model import SCLONG, SCLONGClassifier, SCLONGDrugResponse, SCLONGPerturbation
     from .nn import ScLongConfig
 
@@ -42,6 +42,7 @@ __all__ = [
     "SCLONG",
     "ScLongConfig",
     "chem",
+    "data",
     "datasets",
     "genes",
     "go",

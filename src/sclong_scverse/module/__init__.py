@@ -17,7 +17,7 @@ from ._deepsem import (
 from ._drug_response import DrugGraphEncoder, DrugResponseModule, pack_graphs
 from ._module import ScLongModule, choose_masked_positions
 from ._perturbation import PerturbationModule
-from ._training_plan import ScLongTrainingPlan
+from ._training_plan import ScLongPretrainingPlan, ScLongTrainingPlan
 
 __all__ = [
     "DeepSEM",
@@ -31,6 +31,7 @@ __all__ = [
     "pack_graphs",
     "PerturbationModule",
     "ScLongModule",
+    "ScLongPretrainingPlan",
     "ScLongTrainingPlan",
     "choose_masked_positions",
     "ScLongClassifierModule",

@@ -125,3 +125,123 @@ class ScLongTrainingPlan(TrainingPlan):
                 batch_size=n_cells,
             )
         self._step_started = now
+
+
+#: batch keys written by :class:`sclong_scverse.data.CorpusBatches`
+_CHOSEN_KEY = "sclong_chosen"
+_REPLACED_KEY = "sclong_replaced"
+_POSITION_KEY = "sclong_corpus_position"
+
+
+class ScLongPretrainingPlan(ScLongTrainingPlan):
+    """Training plan for pretraining on a streamed corpus, over one or many processes.
+
+    Differences from :class:`ScLongTrainingPlan`, all for runs spread over processes and
+    resumed after a crash:
+
+    - the masks come with the batch (drawn per cell by the corpus from ``(seed, epoch, cell)``;
+      see :class:`sclong_scverse.data.ScLongCorpus`), so they do not depend on how cells are
+      split over processes;
+    - the loss of each process is normalised by the number of chosen positions of the whole
+      step, summed over processes, so that the gradient averaged by DDP is exactly the gradient
+      of one process seeing all the cells (the original normalises per process);
+    - FAVOR+ random features are redrawn from a generator seeded by ``(seed, step)``: every
+      process draws the same features, and a resumed run the same as an uninterrupted one;
+    - the global masked MSE of every optimisation micro-step is kept in :attr:`step_losses`
+      (``global_step``, loss, learning rate) and the torch random state travels in the
+      checkpoints.
+
+    Parameters
+    ----------
+    module
+        The :class:`~sclong_scverse.module.ScLongModule`.
+    seed
+        Seed of the random-feature redraws.
+    **kwargs
+        Passed to :class:`ScLongTrainingPlan`.
+    """
+
+    def __init__(self, module: ScLongModule, *, seed: int = 0, **kwargs):
+        super().__init__(module, **kwargs)
+        self.seed = int(seed)
+        self.step_losses: list[tuple[int, float, float]] = []
+
+    def _redraw_if_due(self) -> None:
+        step = self.global_step
+        if not (self.redraw_interval and step and step % self.redraw_interval == 0):
+            return
+        if step == self._last_redraw:  # once per step with gradient accumulation
+            return
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        self.module.network.redraw_projection_matrices(generator)
+        self._last_redraw = step
+
+    def _masked_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        module = self.module
+        if not getattr(module.config, "low_expression_branch", True):
+            # masks must fall in each cell's top set, which the corpus does not know: the
+            # module draws them (from the step and rank: reproducible, not split-invariant)
+            generator = torch.Generator(device=batch[REGISTRY_KEYS.X_KEY].device)
+            generator.manual_seed(
+                self.seed * 1_000_003 + self.global_step * 1_009 + self.global_rank
+            )
+            return module.inference(batch[REGISTRY_KEYS.X_KEY], mask=True, generator=generator)
+        tokens = module.to_tokens(batch[REGISTRY_KEYS.X_KEY].float())
+        chosen = module.to_tokens(batch[_CHOSEN_KEY].float()) > 0
+        replaced = module.to_tokens(batch[_REPLACED_KEY].float()) > 0
+        outputs = module.network(tokens.masked_fill(replaced, module.config.mask_value))
+        return {**outputs, "tokens": tokens, "chosen": chosen, "replaced": replaced}
+
+    def training_step(self, batch, batch_idx):
+        """One masked-expression step with the step-wide normalisation (see the class notes).
+
+        Parameters
+        ----------
+        batch
+            A batch of :class:`sclong_scverse.data.CorpusBatches`.
+        batch_idx
+            Index of the batch in the epoch.
+
+        Returns
+        -------
+        The loss whose gradient, averaged over processes, is that of the whole step.
+        """
+        self._redraw_if_due()
+        outputs = self._masked_outputs(batch)
+        chosen = outputs["chosen"]
+        if outputs.get("predicted") is not None:
+            chosen = chosen & outputs["predicted"]
+        squared = ((outputs["prediction"].float() - outputs["tokens"]) ** 2 * chosen).sum()
+        strategy = self.trainer.strategy
+        n_chosen = strategy.reduce(chosen.sum().float().detach(), reduce_op="sum")
+        world = max(int(self.trainer.world_size), 1)
+        loss = squared * world / n_chosen.clamp(min=1.0)
+        step_loss = strategy.reduce(squared.detach(), reduce_op="sum") / n_chosen.clamp(min=1.0)
+        n_cells = int(batch[REGISTRY_KEYS.X_KEY].shape[0])
+        self.log(
+            "train_loss",
+            step_loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=n_cells,
+            rank_zero_only=True,
+        )
+        learning_rate = self.optimizers().param_groups[0]["lr"]
+        self.step_losses.append((int(self.global_step), float(step_loss), float(learning_rate)))
+        self._log_cells_per_second(n_cells * world)
+        return loss
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the torch random state (CPU and, when used, CUDA) with the checkpoint."""
+        checkpoint["sclong_rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            checkpoint["sclong_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore the random state saved by :meth:`on_save_checkpoint`."""
+        state = checkpoint.get("sclong_rng") or {}
+        if "torch" in state:
+            torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

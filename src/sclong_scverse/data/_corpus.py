@@ -1,0 +1,696 @@
+"""A pretraining corpus streamed from many AnnData stores (``.h5ad`` and zarr) on disk.
+
+Nothing is loaded whole: each store's ``var`` and shape are read when the corpus is opened; cells
+are read a mini-batch at a time through anndata's on-disk element readers
+(:func:`anndata.io.sparse_dataset` for CSR/CSC matrices, the h5py / zarr array for dense ones),
+normalised as :func:`sclong_scverse.pp.normalize` does when the store holds counts, aligned to
+the model's genes and densified per batch only.
+
+Order: the cells of every store are cut into blocks of ``block_size`` consecutive rows (reads
+stay contiguous on disk); the blocks of all stores are shuffled together, consecutive shuffled
+blocks are grouped in windows of ``shuffle_window`` blocks, and the cells of each window are
+shuffled again. The order is a function of ``(seed, epoch)`` only, computed window by window
+(memory grows with the number of blocks, not cells). Global mini-batches of
+``batch_size * world_size`` cells are cut from that order; rank ``r`` takes the ``r``-th slice of
+each one, and data-loader worker ``w`` of a rank reads the rank's batches ``w, w + W, ...`` (the
+:class:`torch.utils.data.DataLoader` yields them back in order). The masked-expression masks are
+drawn per cell from ``(seed, epoch, cell)``, so a cell's mask does not depend on the batch, the
+rank or the worker that reads it: one process with batch ``2B`` and two with ``B`` each see the
+same cells with the same masks.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from ..pp._checks import ScLongInputError
+from ..pp._normalize import normalize_matrix
+
+#: batch key of the values: scvi-tools' ``REGISTRY_KEYS.X_KEY`` (not imported: reader workers
+#: stay light)
+X_KEY = "X"
+#: batch keys of the masked-expression masks drawn by the corpus (read by ScLongModule)
+CHOSEN_KEY = "sclong_chosen"
+REPLACED_KEY = "sclong_replaced"
+#: batch key of the position of a batch in the corpus order: (epoch, batch index of the rank)
+POSITION_KEY = "sclong_corpus_position"
+
+ValueKind = Literal["auto", "counts", "normalized"]
+_SAMPLE_ROWS = 64  # rows read to tell counts from normalised values
+
+
+def expand_corpus_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """The AnnData stores named by ``paths``: files, folders (their stores) and glob patterns.
+
+    Parameters
+    ----------
+    paths
+        One or several of: an ``.h5ad`` file, a zarr store (a folder ending in ``.zarr``), a
+        folder (every ``*.h5ad`` and ``*.zarr`` directly inside it, sorted), a glob pattern
+        (``"atlas/*.h5ad"``, ``"**"`` allowed). Listing a store twice reads it twice.
+
+    Returns
+    -------
+    The stores, in the order given (folders and patterns expanded in sorted order).
+
+    Raises
+    ------
+    FileNotFoundError
+        A path does not exist, or a folder / pattern names no store.
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    stores: list[Path] = []
+    for entry in paths:
+        text = os.fspath(entry)
+        path = Path(text)
+        if any(char in text for char in "*?["):
+            found = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            found = [p for p in found if _is_store(p)]
+            if not found:
+                raise FileNotFoundError(f"no .h5ad file or .zarr store matches {text!r}.")
+            stores.extend(found)
+        elif _is_store(path):
+            stores.append(path)
+        elif path.is_dir():
+            found = sorted(p for p in path.iterdir() if _is_store(p))
+            if not found:
+                raise FileNotFoundError(
+                    f"the folder {path} holds no .h5ad file or .zarr store (looked directly "
+                    "inside it; pass a glob such as 'folder/**/*.h5ad' for subfolders)."
+                )
+            stores.extend(found)
+        else:
+            raise FileNotFoundError(
+                f"{path} does not exist (expected an .h5ad file, a .zarr store, a folder of "
+                "them or a glob pattern)."
+            )
+    return stores
+
+
+def _is_store(path: Path) -> bool:
+    if path.suffix == ".h5ad" and path.is_file():
+        return True
+    return path.suffix == ".zarr" and path.is_dir()
+
+
+def _open_group(path: Path):
+    """The root group of an AnnData store (h5py file or zarr group), read-only."""
+    if path.suffix == ".zarr":
+        import zarr
+
+        return zarr.open(str(path), mode="r")
+    import h5py
+
+    return h5py.File(path, "r")
+
+
+def _matrix_element(group, element: str):
+    """The on-disk matrix (sparse dataset or array) at ``element`` of an open store."""
+    from anndata.io import sparse_dataset
+
+    if element not in group:
+        where = "adata.X" if element == "X" else f"adata.{element.replace('/', '[')}]"
+        raise KeyError(f"{where} is not in this store (layers: {_layer_names(group)}).")
+    node = group[element]
+    encoding = node.attrs.get("encoding-type", "")
+    if encoding in ("csr_matrix", "csc_matrix"):
+        return sparse_dataset(node)
+    if hasattr(node, "shape") and len(node.shape) == 2:
+        return node
+    raise ScLongInputError(
+        f"{element} has encoding {encoding!r}; the corpus reads CSR/CSC sparse or dense 2-d "
+        "matrices."
+    )
+
+
+def _layer_names(group) -> list[str]:
+    return sorted(group["layers"].keys()) if "layers" in group else []
+
+
+def _read_rows(matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """Rows ``rows`` (sorted, unique) of an on-disk matrix as CSR float32."""
+    if len(rows) == 0:
+        return sp.csr_matrix((0, matrix.shape[1]), dtype=np.float32)
+    start, stop = int(rows[0]), int(rows[-1]) + 1
+    if stop - start == len(rows):  # contiguous: one slice
+        block = matrix[start:stop]
+    else:
+        block = matrix[rows]
+    if sp.issparse(block):
+        return sp.csr_matrix(block, dtype=np.float32)
+    return sp.csr_matrix(np.asarray(block, dtype=np.float32))
+
+
+@dataclass(eq=False)
+class CorpusStore:
+    """One AnnData store of a corpus, as opened (shape, genes, value kind; no cells read).
+
+    Attributes
+    ----------
+    path
+        The ``.h5ad`` file or ``.zarr`` store.
+    element
+        The matrix read: ``"X"`` or ``"layers/<name>"``.
+    n_obs, n_vars
+        Its shape.
+    gene_ids
+        Its gene ids (``var_names`` or the ``gene_id_key`` column).
+    values
+        ``"counts"`` (normalised per batch as :func:`~sclong_scverse.pp.normalize` does) or
+        ``"normalized"`` (read as they are).
+    """
+
+    path: Path
+    element: str
+    n_obs: int
+    n_vars: int
+    gene_ids: pd.Index
+    values: str
+    columns: np.ndarray = field(default=None, repr=False)  # store columns read
+    targets: np.ndarray = field(default=None, repr=False)  # their model var index
+    alignment_summary: str = ""
+
+
+class ScLongCorpus:
+    """Many AnnData stores on disk as one pretraining corpus for :meth:`SCLONG.pretrain`.
+
+    Opening reads each store's ``var`` and shape only. The stores may have different genes and
+    identifier types (symbols, Ensembl ids): when bound to a model (:meth:`bind`, done by
+    :meth:`~sclong_scverse.model.SCLONG.pretrain`) each store's genes are aligned to the model's
+    vocabulary as :meth:`GeneVocabulary.align <sclong_scverse.genes.GeneVocabulary.align>`
+    aligns queries (same id, version-less Ensembl, case-insensitive symbol, NCBI tables, aliases)
+    and the coverage of every store is reported.
+
+    Parameters
+    ----------
+    paths
+        Stores, folders of stores or glob patterns (:func:`expand_corpus_paths`).
+    layer
+        Read ``layers[layer]`` instead of ``X`` (in every store).
+    gene_id_key
+        ``var`` column holding the gene ids (``None``: ``var_names``); one name for every store
+        or a dict store path -> column (missing stores: ``var_names``).
+    values
+        ``"counts"``: the stores hold raw counts, normalised per batch exactly as
+        :func:`~sclong_scverse.pp.normalize` (``target_sum``, ``max_value``) normalises them;
+        ``"normalized"``: they already hold scLong-normalised values; ``"auto"`` (default):
+        decided per store from its first rows (integers: counts; each cell's maximum equal to
+        ``max_value``: normalised; anything else is refused, naming the store).
+    allow_non_integer
+        Accept non-integer counts (``values="counts"`` only, e.g. ambient-corrected counts).
+    block_size
+        Consecutive rows of a store read together (the unit of the shuffle across stores).
+    shuffle_window
+        Shuffled blocks whose cells are shuffled again together (``1``: cells of a batch come
+        from one block at a time, fastest reads, least mixing).
+    seed
+        Seed of the order and of the masks.
+    target_sum, max_value
+        The normalisation (scLong: ``1e4`` and ``10``).
+    empty_cells
+        Cells without counts: ``"skip"`` (default, they carry no signal and are read as zeros
+        that enter no loss) or ``"error"``.
+
+    Examples
+    --------
+    >>> corpus = scl.data.ScLongCorpus("atlas/*.h5ad")  # doctest: +SKIP
+    >>> model.pretrain(corpus, max_epochs=1, batch_size=8)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        paths: str | os.PathLike | Sequence[str | os.PathLike],
+        *,
+        layer: str | None = None,
+        gene_id_key: str | dict[str, str] | None = None,
+        values: ValueKind = "auto",
+        allow_non_integer: bool = False,
+        block_size: int = 64,
+        shuffle_window: int = 8,
+        seed: int = 0,
+        target_sum: float = 1e4,
+        max_value: float = 10.0,
+        empty_cells: Literal["skip", "error"] = "skip",
+    ):
+        if values not in ("auto", "counts", "normalized"):
+            raise ValueError(f"values must be 'auto', 'counts' or 'normalized', not {values!r}.")
+        if empty_cells not in ("skip", "error"):
+            raise ValueError(f"empty_cells must be 'skip' or 'error', not {empty_cells!r}.")
+        if int(block_size) < 1 or int(shuffle_window) < 1:
+            raise ValueError("block_size and shuffle_window must be at least 1.")
+        self.paths = expand_corpus_paths(paths)
+        self.layer = layer
+        self.gene_id_key = gene_id_key
+        self.allow_non_integer = bool(allow_non_integer)
+        self.block_size = int(block_size)
+        self.shuffle_window = int(shuffle_window)
+        self.seed = int(seed)
+        self.target_sum = float(target_sum)
+        self.max_value = float(max_value)
+        self.empty_cells = empty_cells
+        opened: dict[Path, CorpusStore] = {}
+        self.stores: list[CorpusStore] = []
+        for path in self.paths:  # a store listed twice is opened once
+            if path not in opened:
+                opened[path] = self._open(path, values)
+            self.stores.append(opened[path])
+        # each entry's first entry with the same store (a store listed twice is read as one)
+        first: dict[int, int] = {}
+        self._distinct = [first.setdefault(id(s), i) for i, s in enumerate(self.stores)]
+        sizes = np.array([store.n_obs for store in self.stores], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self._blocks = self._block_table()
+        self._bound = False
+
+    # ------------------------------------------------------------------ opening
+    def _key_for(self, path: Path) -> str | None:
+        if isinstance(self.gene_id_key, dict):
+            return self.gene_id_key.get(str(path), self.gene_id_key.get(path.name))
+        return self.gene_id_key
+
+    def _open(self, path: Path, values: ValueKind) -> CorpusStore:
+        from anndata.io import read_elem
+
+        element = "X" if self.layer is None else f"layers/{self.layer}"
+        group = _open_group(path)
+        try:
+            try:
+                matrix = _matrix_element(group, element)
+            except KeyError as error:
+                raise KeyError(f"{path}: {error.args[0]}") from None
+            n_obs, n_vars = (int(n) for n in matrix.shape)
+            var = read_elem(group["var"])
+            key = self._key_for(path)
+            if key is None:
+                ids = pd.Index(var.index.astype(str))
+            elif key in var.columns:
+                ids = pd.Index(var[key].astype(str))
+            else:
+                raise KeyError(
+                    f"{path}: gene_id_key {key!r} is not a var column (columns: "
+                    f"{list(var.columns)}; None = var_names)."
+                )
+            if len(ids) != n_vars:
+                raise ScLongInputError(f"{path}: var has {len(ids)} genes but {element} {n_vars}.")
+            sample = _read_rows(matrix, np.arange(min(n_obs, _SAMPLE_ROWS)))
+            kind = self._value_kind(path, element, sample, values)
+        finally:
+            close = getattr(group, "close", None)
+            if close is not None:
+                close()
+        return CorpusStore(path, element, n_obs, n_vars, ids, kind)
+
+    def _value_kind(self, path: Path, element: str, sample: sp.csr_matrix, values: str) -> str:
+        data = sample.data
+        if data.size and (not np.isfinite(data).all() or data.min() < 0):
+            raise ScLongInputError(
+                f"{path} ({element}) holds NaN, infinite or negative values; a corpus needs raw "
+                "counts or scLong-normalised values."
+            )
+        integer = bool(np.all(data == np.round(data)))
+        if not data.size:  # only empty cells in the first rows: nothing tells; read as counts
+            return "normalized" if values == "normalized" else "counts"
+        if values == "counts":
+            if not integer and not self.allow_non_integer:
+                raise ScLongInputError(
+                    f"{path} ({element}) holds non-integer values, not raw counts. Pass "
+                    "allow_non_integer=True for corrected counts, values='normalized' for "
+                    "scLong-normalised values, or layer= naming the counts layer."
+                )
+            return "counts"
+        if values == "normalized":
+            return "normalized"  # checked batch by batch (maximum at most max_value)
+        if integer and data.size:
+            return "counts"
+        top = np.asarray(sample.max(axis=1).todense()).ravel() if sample.shape[0] else np.zeros(0)
+        nonempty = top > 0
+        if nonempty.any() and np.allclose(top[nonempty], self.max_value, rtol=1e-4):
+            return "normalized"
+        raise ScLongInputError(
+            f"{path} ({element}) holds neither raw counts (non-integer values) nor "
+            f"scLong-normalised values (each cell's largest value is {self.max_value:g} after "
+            f"scl.pp.normalize; here {np.round(top[:3], 3).tolist()} ...). Point layer= at the "
+            "counts, or pass values='counts', allow_non_integer=True for corrected counts."
+        )
+
+    def _block_table(self) -> np.ndarray:
+        """``(n_blocks, 2)`` global start and stop of each block (blocks never span stores)."""
+        blocks = []
+        for index, store in enumerate(self.stores):
+            starts = np.arange(0, store.n_obs, self.block_size, dtype=np.int64)
+            stops = np.minimum(starts + self.block_size, store.n_obs)
+            blocks.append(np.stack([starts, stops], axis=1) + self.offsets[index])
+        return np.concatenate(blocks) if blocks else np.zeros((0, 2), dtype=np.int64)
+
+    # ------------------------------------------------------------------ binding to a model
+    def bind(self, vocabulary, var_positions: np.ndarray, min_coverage: float = 0.0) -> list[str]:
+        """Align every store to a model's genes; return one coverage line per distinct store.
+
+        Parameters
+        ----------
+        vocabulary
+            The model's :class:`~sclong_scverse.genes.GeneVocabulary`.
+        var_positions
+            ``(n_vars,)`` vocabulary position of each of the model's registered genes (``-1``:
+            not in the vocabulary); the corpus yields values in this order.
+        min_coverage
+            Refuse a store when fewer than this fraction of its genes map.
+
+        Returns
+        -------
+        The coverage report, one line per store.
+
+        Raises
+        ------
+        ScLongInputError
+            A store has no gene of the model, or fewer than ``min_coverage`` mapped.
+        """
+        var_positions = np.asarray(var_positions, dtype=np.int64)
+        inverse = np.full(len(vocabulary) + 1, -1, dtype=np.int64)
+        registered = var_positions >= 0
+        inverse[var_positions[registered]] = np.flatnonzero(registered)
+        self.n_vars = len(var_positions)
+        self.maskable = registered
+        report = []
+        done: set[int] = set()
+        for store in self.stores:
+            if id(store) in done:
+                continue
+            done.add(id(store))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # reported below instead
+                try:
+                    alignment = vocabulary.align(store.gene_ids, min_coverage=0.0)
+                except ValueError as error:
+                    raise ScLongInputError(f"{store.path}: {error}") from None
+            positions = np.asarray(alignment.var_positions, dtype=np.int64)
+            target = np.where(positions >= 0, inverse[np.maximum(positions, 0)], -1)
+            used = target >= 0
+            store.columns = np.flatnonzero(used)
+            store.targets = target[used]
+            coverage = used.mean()
+            store.alignment_summary = (
+                f"{store.path.name}: {store.n_obs:,} cells, {int(used.sum()):,} of "
+                f"{store.n_vars:,} genes ({alignment.id_type} ids) on the model's genes "
+                f"({coverage:.1%}), values: {store.values}"
+            )
+            if not used.any():
+                raise ScLongInputError(
+                    f"{store.path}: none of its genes is among the model's genes (genes like "
+                    f"{list(store.gene_ids[:3])}). If the ids are in a var column, pass "
+                    "gene_id_key=."
+                )
+            if coverage < min_coverage:
+                raise ScLongInputError(
+                    f"{store.path}: only {coverage:.1%} of its genes map to the model "
+                    f"(min_coverage={min_coverage:.0%}).\n" + alignment.summary()
+                )
+            report.append(store.alignment_summary)
+        self._bound = True
+        return report
+
+    # ------------------------------------------------------------------ order
+    @property
+    def n_obs(self) -> int:
+        """Cells in the corpus (a store listed twice counts twice)."""
+        return int(self.offsets[-1])
+
+    def n_batches(self, batch_size: int, world_size: int = 1) -> int:
+        """Mini-batches per epoch and rank (the incomplete last global batch is dropped)."""
+        return self.n_obs // (int(batch_size) * int(world_size))
+
+    def _block_order(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, int(epoch), 0])
+        return rng.permutation(len(self._blocks))
+
+    def epoch_order(self, epoch: int) -> Iterator[np.ndarray]:
+        """The global cell ids of an epoch, one shuffled window at a time."""
+        order = self._block_order(epoch)
+        for window, start in enumerate(range(0, len(order), self.shuffle_window)):
+            blocks = self._blocks[order[start : start + self.shuffle_window]]
+            cells = np.concatenate([np.arange(a, b) for a, b in blocks])
+            rng = np.random.default_rng([self.seed, int(epoch), 1, window])
+            yield cells[rng.permutation(len(cells))]
+
+    def batch_cells(
+        self,
+        epoch: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start: int = 0,
+        stride: int = 1,
+        first: int = 0,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(batch index, global cell ids)`` of a rank's batches, in order.
+
+        The batches ``first, first + stride, ...`` that are at least ``start``; the windows of
+        the epoch order are computed as they are reached.
+        """
+        global_size = int(batch_size) * int(world_size)
+        n_batches = self.n_batches(batch_size, world_size)
+        buffer = np.zeros(0, dtype=np.int64)
+        consumed = 0  # global positions before buffer[0]
+        windows = self.epoch_order(epoch)
+        index = first
+        while index < start:
+            index += stride
+        while index < n_batches:
+            lo = index * global_size + rank * batch_size
+            hi = lo + batch_size
+            while consumed + len(buffer) < hi:
+                buffer = np.concatenate([buffer, next(windows)])
+            if lo > consumed:  # drop what no later batch of this reader needs
+                buffer = buffer[lo - consumed :]
+                consumed = lo
+            yield index, buffer[lo - consumed : hi - consumed]
+            index += stride
+
+    # ------------------------------------------------------------------ reading
+    def read_cells(self, cells: np.ndarray, open_stores: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Values of global cells on the model's genes: ``(len(cells), n_vars)`` float32.
+
+        Also returns a bool array telling the empty cells (no counts, ``empty_cells="skip"``).
+        ``open_stores`` caches open store handles (one per store path and reader process).
+        """
+        if not self._bound:
+            raise RuntimeError("bind the corpus to a model first (SCLONG.pretrain does).")
+        out = np.zeros((len(cells), self.n_vars), dtype=np.float32)
+        empty = np.zeros(len(cells), dtype=bool)
+        which = np.searchsorted(self.offsets, cells, side="right") - 1
+        rows = cells - self.offsets[which]
+        # one read per distinct store, also when a store is listed more than once
+        distinct = np.array([self._distinct[index] for index in which], dtype=np.int64)
+        for index in np.unique(distinct):
+            store = self.stores[index]
+            here = np.flatnonzero(distinct == index)
+            order = np.argsort(rows[here], kind="stable")
+            unique_rows, inverse = np.unique(rows[here][order], return_inverse=True)
+            if store.path not in open_stores:
+                group = _open_group(store.path)
+                open_stores[store.path] = (group, _matrix_element(group, store.element))
+            block = _read_rows(open_stores[store.path][1], unique_rows)
+            block = self._checked(block, store, unique_rows)
+            sums = np.asarray(block.sum(axis=1)).ravel()
+            if store.values == "counts":
+                block = normalize_matrix(
+                    block, target_sum=self.target_sum, max_value=self.max_value, sums=sums
+                )
+            dense = block[:, store.columns].toarray()
+            out_rows = here[order]
+            out[out_rows[:, None], store.targets[None, :]] = dense[inverse]
+            empty[out_rows] = (sums == 0)[inverse]
+        return out, empty
+
+    def _checked(self, block: sp.csr_matrix, store: CorpusStore, rows: np.ndarray):
+        data = block.data
+        if data.size and (not np.isfinite(data).all() or data.min() < 0):
+            raise ScLongInputError(
+                f"{store.path}: rows {rows[:5].tolist()}... hold NaN, infinite or negative values."
+            )
+        if store.values == "counts" and not self.allow_non_integer and data.size:
+            if not np.all(data == np.round(data)):
+                raise ScLongInputError(
+                    f"{store.path}: rows {rows[:5].tolist()}... hold non-integer counts; pass "
+                    "allow_non_integer=True if they are corrected counts."
+                )
+        if store.values == "normalized" and data.size:
+            top = data.max()
+            if top > self.max_value * (1 + 1e-4):
+                raise ScLongInputError(
+                    f"{store.path}: values up to {top:.4g}, above max_value={self.max_value:g}: "
+                    "not scLong-normalised. Pass values='counts' with the counts."
+                )
+        if self.empty_cells == "error":
+            sums = np.asarray(block.sum(axis=1)).ravel()
+            if (sums == 0).any():
+                raise ScLongInputError(
+                    f"{store.path}: rows {rows[sums == 0][:5].tolist()} have no counts; drop "
+                    "them or pass empty_cells='skip'."
+                )
+        return block
+
+    def masks(
+        self,
+        values: np.ndarray,
+        cells: np.ndarray,
+        epoch: int,
+        mask_fraction: float,
+        replace_fraction: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-cell masked-expression masks drawn from ``(seed, epoch, cell)``.
+
+        As :func:`~sclong_scverse.module.choose_masked_positions`: ``ceil(mask_fraction * k)``
+        of the cell's ``k`` non-zero values (on genes in the vocabulary) are chosen, each
+        replaced with probability ``replace_fraction``.
+        """
+        chosen = np.zeros(values.shape, dtype=bool)
+        replaced = np.zeros(values.shape, dtype=bool)
+        maskable = self.maskable
+        for row, cell in enumerate(cells):
+            nonzero = np.flatnonzero((values[row] > 0) & maskable)
+            n_choose = math.ceil(len(nonzero) * mask_fraction)
+            if n_choose == 0:
+                continue
+            rng = np.random.default_rng([self.seed, int(epoch), 2, int(cell)])
+            picked = rng.choice(nonzero, n_choose, replace=False)
+            chosen[row, picked] = True
+            replaced[row, picked[rng.random(n_choose) < replace_fraction]] = True
+        return chosen, replaced
+
+    def default_vocabulary(self):
+        """A vocabulary for a new model: the union of the stores' genes, in order of appearance.
+
+        Genes of the stores whose id type (symbols or Ensembl ids) is that of the first store
+        are united; stores of the other type are aligned to them (through the NCBI tables) when
+        the model reads them, as any query is.
+
+        Returns
+        -------
+        A :class:`~sclong_scverse.genes.GeneVocabulary`.
+        """
+        from ..genes import GeneVocabulary, detect_id_type
+
+        kind = detect_id_type(list(self.stores[0].gene_ids[:1000]))
+        genes: dict[str, None] = {}
+        seen: set[int] = set()
+        for store in self.stores:
+            if id(store) in seen:
+                continue
+            seen.add(id(store))
+            if detect_id_type(list(store.gene_ids[:1000])) == kind:
+                genes.update(dict.fromkeys(store.gene_ids))
+        return GeneVocabulary(list(genes))
+
+    def first_cells(self, n_cells: int) -> np.ndarray:
+        """Values of the first ``n_cells`` non-empty cells of the corpus (bound), in order."""
+        out, open_stores, start = [], {}, 0
+        try:
+            while sum(len(part) for part in out) < n_cells and start < self.n_obs:
+                cells = np.arange(start, min(start + 4 * n_cells, self.n_obs))
+                values, empty = self.read_cells(cells, open_stores)
+                out.append(values[~empty])
+                start = int(cells[-1]) + 1
+        finally:
+            for group, _ in open_stores.values():
+                getattr(group, "close", lambda: None)()
+        return np.concatenate(out)[:n_cells] if out else np.zeros((0, self.n_vars), np.float32)
+
+    def summary(self) -> str:
+        """One line per distinct store: cells, genes, values (and coverage once bound)."""
+        lines, seen = [], set()
+        for store in self.stores:
+            if id(store) in seen:
+                continue
+            seen.add(id(store))
+            lines.append(
+                store.alignment_summary
+                or f"{store.path.name}: {store.n_obs:,} cells x {store.n_vars:,} genes, "
+                f"values: {store.values}"
+            )
+        repeats = len(self.stores) - len(seen)
+        head = f"ScLongCorpus: {self.n_obs:,} cells in {len(self.stores)} stores"
+        if repeats:
+            head += f" ({repeats} listed more than once)"
+        return "\n".join([head, *("  " + line for line in lines)])
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+class CorpusBatches(torch.utils.data.IterableDataset):
+    """The mini-batches of one rank and epoch of a bound :class:`ScLongCorpus`.
+
+    Each item is a whole mini-batch (use ``DataLoader(batch_size=None)``): ``"X"`` the values
+    ``(batch, n_vars)`` float32, the masks (:data:`CHOSEN_KEY`, :data:`REPLACED_KEY`) and the
+    batch's position (:data:`POSITION_KEY`: epoch, batch index). Worker ``w`` of ``W`` reads
+    batches ``w, w + W, ...``; the loader yields them back in order.
+    """
+
+    def __init__(
+        self,
+        corpus: ScLongCorpus,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        mask_fraction: float = 0.15,
+        replace_fraction: float = 0.9,
+    ):
+        super().__init__()
+        self.corpus = corpus
+        self.batch_size = int(batch_size)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.mask_fraction = float(mask_fraction)
+        self.replace_fraction = float(replace_fraction)
+        self.epoch = 0
+        self.start = 0  # first batch of the epoch (resuming mid-epoch)
+
+    def __len__(self) -> int:
+        """Batches of a whole epoch (also when resuming within one: Lightning counts them)."""
+        return self.corpus.n_batches(self.batch_size, self.world_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        open_stores: dict = {}
+        # batch `start + k` goes to worker k % n_workers: the DataLoader's round robin
+        first = self.start + worker
+        try:
+            for index, cells in self.corpus.batch_cells(
+                self.epoch,
+                self.batch_size,
+                self.rank,
+                self.world_size,
+                start=first,
+                stride=n_workers,
+                first=first,
+            ):
+                values, _ = self.corpus.read_cells(cells, open_stores)
+                chosen, replaced = self.corpus.masks(
+                    values, cells, self.epoch, self.mask_fraction, self.replace_fraction
+                )
+                yield {
+                    X_KEY: torch.from_numpy(values),
+                    CHOSEN_KEY: torch.from_numpy(chosen),
+                    REPLACED_KEY: torch.from_numpy(replaced),
+                    POSITION_KEY: torch.tensor([self.epoch, index], dtype=torch.long),
+                }
+        finally:
+            for group, _ in open_stores.values():
+                close = getattr(group, "close", None)
+                if close is not None:
+                    close()

@@ -1,0 +1,234 @@
+"""Pretraining on a corpus streamed from disk: Lightning over processes and nodes, resumable."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+if TYPE_CHECKING:
+    from ..data import ScLongCorpus
+    from ._sclong import SCLONG
+
+logger = logging.getLogger(__name__)
+
+#: Lightning warnings that do not apply to corpus pretraining
+_LIGHTNING_NOISE = (
+    ".*defined a `validation_step` but have no `val_dataloader`.*",  # scvi's plan has one
+    ".*`IterableDataset` has `__len__` defined.*",  # workers stride over batches: exact
+    ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
+)
+
+
+def as_corpus(corpus, **corpus_kwargs) -> ScLongCorpus:
+    """A :class:`~sclong_scverse.data.ScLongCorpus` from a corpus or from paths."""
+    from ..data import ScLongCorpus
+
+    if isinstance(corpus, ScLongCorpus):
+        if corpus_kwargs:
+            raise TypeError(
+                f"{sorted(corpus_kwargs)} apply when paths are given; this corpus is already "
+                "opened with its own settings."
+            )
+        return corpus
+    return ScLongCorpus(corpus, **corpus_kwargs)
+
+
+def model_from_corpus(
+    cls,
+    corpus,
+    config="tiny",
+    vocabulary=None,
+    n_template_cells: int = 16,
+    **model_kwargs,
+) -> SCLONG:
+    """A new model whose genes are a corpus' vocabulary (see :meth:`SCLONG.from_corpus`)."""
+    from ..genes import GeneVocabulary
+
+    corpus = as_corpus(corpus)
+    if vocabulary is None:
+        vocabulary = corpus.default_vocabulary()
+    elif not isinstance(vocabulary, GeneVocabulary):
+        vocabulary = GeneVocabulary(list(vocabulary))
+    corpus.bind(vocabulary, np.arange(len(vocabulary)))
+    values = corpus.first_cells(n_template_cells)
+    if len(values) == 0:
+        raise ValueError("the corpus has no cell with counts; nothing to set a model up on.")
+    template = ad.AnnData(
+        X=sparse.csr_matrix(values), var=pd.DataFrame(index=pd.Index(vocabulary.genes))
+    )
+    template.obs_names = [f"template_{i}" for i in range(template.n_obs)]
+    template.uns["sclong"] = {
+        "params": {
+            "method": "scl.data.ScLongCorpus",
+            "target_sum": corpus.target_sum,
+            "max_value": corpus.max_value,
+            "output": "X",
+        }
+    }
+    with warnings.catch_warnings():
+        # normalised over each store's own genes, as queries are: on the model's genes alone
+        # a cell's maximum may be below max_value, which setup_anndata would warn about
+        warnings.filterwarnings("ignore", message=".*no checked cell reaches the maximum.*")
+        cls.setup_anndata(template)
+    return cls(template, config=config, vocabulary=vocabulary, **model_kwargs)
+
+
+def _strategy(strategy, accelerator: str, gradient_checkpointing: bool):
+    """Lightning strategy: ``"fsdp"`` wraps each Performer layer (and checkpoints it)."""
+    if strategy != "fsdp":
+        return strategy
+    if accelerator == "cpu":
+        raise ValueError(
+            "strategy='fsdp' needs GPUs: Lightning runs FSDP on CUDA devices only. On CPUs "
+            "use strategy='ddp' (every process holds the whole model)."
+        )
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from ..nn.performer import PerformerLayer
+
+    return FSDPStrategy(
+        auto_wrap_policy={PerformerLayer},
+        activation_checkpointing_policy={PerformerLayer} if gradient_checkpointing else None,
+        sharding_strategy="FULL_SHARD",
+        state_dict_type="full",
+    )
+
+
+def pretrain_on_corpus(
+    model: SCLONG,
+    corpus,
+    *,
+    max_epochs: int,
+    max_steps: int,
+    batch_size: int,
+    lr: float,
+    accelerator: str,
+    devices,
+    num_nodes: int,
+    strategy,
+    precision,
+    accumulate_grad_batches: int,
+    gradient_clip_val: float | None,
+    checkpoint_dir,
+    checkpoint_every_n_steps: int | None,
+    resume,
+    num_workers: int,
+    redraw_interval,
+    plan_kwargs: dict | None,
+    gradient_checkpointing: bool,
+    min_coverage: float,
+    enable_progress_bar: bool,
+    **trainer_kwargs,
+) -> pd.DataFrame:
+    """See :meth:`SCLONG.pretrain`."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+
+    from ..data import CorpusDataModule
+    from ..module._training_plan import ScLongPretrainingPlan
+
+    corpus = as_corpus(corpus)
+    positions = model.module.var_positions.detach().cpu().numpy()
+    report = corpus.bind(model.vocabulary, positions, min_coverage=min_coverage)
+    logger.info("corpus: %s", "\n".join(report))
+    module = model.module
+    datamodule = CorpusDataModule(
+        corpus,
+        batch_size,
+        num_workers=num_workers,
+        mask_fraction=module.mask_fraction,
+        replace_fraction=module.replace_fraction,
+        pin_memory=accelerator not in ("cpu",),
+    )
+    if redraw_interval == "auto":
+        redraw_interval = None if model.is_pretrained else 1000
+    for performer in module.network.performers:
+        performer.gradient_checkpointing = bool(gradient_checkpointing)
+    world_guess = 1
+    if isinstance(devices, int) and devices > 0:
+        world_guess = devices * max(int(num_nodes), 1)
+    steps = max_steps
+    if steps is None or steps < 0:
+        per_epoch = corpus.n_batches(batch_size, world_guess) / max(accumulate_grad_batches, 1)
+        steps = int(max_epochs * per_epoch)
+    plan_kwargs = {"lr": lr, "redraw_interval": redraw_interval, **(plan_kwargs or {})}
+    plan_kwargs.setdefault("warmup_steps", min(100, max(1, int(0.1 * steps))))
+    plan = ScLongPretrainingPlan(module, seed=corpus.seed, **plan_kwargs)
+
+    callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+    if checkpoint_dir is not None:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=str(checkpoint_dir),
+                filename="step{step:08d}",
+                auto_insert_metric_name=False,
+                every_n_train_steps=checkpoint_every_n_steps or None,
+                save_top_k=-1 if checkpoint_every_n_steps else 1,
+                save_last=True,
+            )
+        )
+    elif resume is not None and str(resume) in ("last", "auto"):
+        raise ValueError(f"resume={str(resume)!r} needs the checkpoint_dir of the run.")
+    if enable_progress_bar:
+        callbacks.append(TQDMProgressBar())
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        max_steps=max_steps if max_steps is not None else -1,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=_strategy(strategy, accelerator, gradient_checkpointing),
+        precision=precision,
+        accumulate_grad_batches=accumulate_grad_batches,
+        gradient_clip_val=gradient_clip_val,
+        callbacks=callbacks,
+        enable_progress_bar=enable_progress_bar,
+        enable_checkpointing=checkpoint_dir is not None,
+        default_root_dir=str(checkpoint_dir) if checkpoint_dir is not None else None,
+        logger=trainer_kwargs.pop("logger", False),
+        use_distributed_sampler=False,  # the corpus splits the batches over processes
+        enable_model_summary=trainer_kwargs.pop("enable_model_summary", False),
+        num_sanity_val_steps=0,
+        **trainer_kwargs,
+    )
+    ckpt_path = None
+    if resume is not None and str(resume) == "auto":
+        if checkpoint_dir is None:
+            raise ValueError("resume='auto' needs the checkpoint_dir of the run.")
+        # a requeued job: continue from the last checkpoint when there is one
+        resume = "last" if (Path(checkpoint_dir) / "last.ckpt").exists() else None
+    if resume is not None:
+        ckpt_path = "last" if str(resume) == "last" else str(resume)
+        if ckpt_path == "last":
+            last = Path(checkpoint_dir) / "last.ckpt"
+            if not last.exists():
+                raise FileNotFoundError(
+                    f"resume='last': no last.ckpt in {checkpoint_dir} (is it the folder the "
+                    "interrupted run wrote its checkpoints to?)."
+                )
+            ckpt_path = str(last)
+        elif not Path(ckpt_path).exists():
+            raise FileNotFoundError(f"resume: no checkpoint at {ckpt_path}.")
+    module.train()
+    try:
+        with warnings.catch_warnings():
+            for message in _LIGHTNING_NOISE:
+                warnings.filterwarnings("ignore", message=message)
+            # the checkpoint holds tensors and plain values only: loaded without unpickling code
+            trainer.fit(plan, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    finally:
+        module.eval()
+    losses = pd.DataFrame(plan.step_losses, columns=["step", "masked_mse", "lr"])
+    history = dict(getattr(model, "history_", None) or {})
+    history["pretrain_masked_mse_step"] = losses.set_index("step")[["masked_mse"]]
+    model.history_ = history
+    model.is_trained_ = True
+    model.pretrain_report_ = report
+    return losses
