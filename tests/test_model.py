@@ -319,3 +319,100 @@ def test_progress_shows_cells_per_second_per_step_and_per_batch(cellbench_top, c
     # default: a bar only for calls reading >= 10 million values (here 120 x 2,048)
     model.get_latent_representation(batch_size=16)
     assert "embed" not in capfd.readouterr().err
+
+
+# ---------------------------------------------------------------- ablation: no low branch
+def test_masking_without_low_branch_routes_the_chosen_genes_into_the_top_set(cellbench_top):
+    adata = cellbench_top[:16].copy()
+    SCLONG.setup_anndata(adata, layer="sclong")
+    torch.manual_seed(0)
+    ablated = SCLONG(adata, config="tiny", gene_graph=False, low_expression_branch=False).module
+    full = SCLONG(adata, config="tiny", gene_graph=False).module
+    x = torch.from_numpy(adata.layers["sclong"].toarray())
+    tokens = ablated.to_tokens(x)
+    k = ablated.config.top_seq_len
+    with torch.no_grad():
+        out = ablated.inference(x, generator=torch.Generator().manual_seed(0))
+        published = full.inference(x, generator=torch.Generator().manual_seed(0))
+    chosen, replaced, predicted = out["chosen"], out["replaced"], out["predicted"]
+    # the masks are the published network's (ceil(15%) of all non-zero values)...
+    assert torch.equal(chosen, published["chosen"]) and torch.equal(replaced, published["replaced"])
+    assert torch.equal(chosen.sum(dim=1), torch.ceil((tokens > 0).sum(dim=1) * 0.15).long())
+    # ...and every chosen gene is in the ablated network's top set, the rest of it the highest
+    # other values; in the published network the masked genes go to the mini encoder
+    assert (chosen.sum(dim=1) < k).all() and not (chosen & ~predicted).any()
+    assert (predicted.sum(dim=1) == k).all()
+    rest = tokens.masked_fill(chosen, -1.0)
+    for cell in range(tokens.shape[0]):
+        n_rest = k - int(chosen[cell].sum())
+        lowest_kept = rest[cell][predicted[cell] & ~chosen[cell]].min()
+        assert lowest_kept >= rest[cell][~predicted[cell]].max()  # the highest others
+        assert int((predicted[cell] & ~chosen[cell]).sum()) == n_rest
+    full_top = torch.zeros_like(replaced).scatter_(1, published["top_indices"], True)
+    assert not (replaced & full_top).any()
+    loss = ablated.loss({}, out, {}).loss
+    torch.testing.assert_close(loss, ((out["prediction"] - tokens) ** 2)[chosen].mean())
+    # masks the network cannot predict (drawn elsewhere, outside its top set) are not counted
+    outside = torch.zeros_like(chosen)
+    outside[:, : tokens.shape[1] - 1] = tokens[:, :-1] > 0
+    with torch.no_grad():
+        direct = ablated.network(tokens)  # no masks: the plain top set
+    outside &= ~direct["predicted"]
+    wide = {**direct, "tokens": tokens, "chosen": chosen | outside}
+    counted = wide["chosen"] & direct["predicted"]
+    assert outside.any() and counted.any()
+    loss = ablated.loss({}, wide, {}).loss
+    torch.testing.assert_close(loss, ((direct["prediction"] - tokens) ** 2)[counted].mean())
+    wide["prediction"] = direct["prediction"].masked_fill(~direct["predicted"], 1e6)
+    torch.testing.assert_close(ablated.loss({}, wide, {}).loss, loss)
+
+
+def test_sclong_without_low_branch_trains_queries_saves_and_loads(cellbench_top, tmp_path):
+    adata = cellbench_top[:64].copy()
+    SCLONG.setup_anndata(adata, layer="sclong")
+    torch.manual_seed(0)
+    model = SCLONG(adata, config="tiny", gene_graph=False, low_expression_branch=False)
+    assert "no low-expression branch" in model._model_summary_string
+    assert model.module.network.mini_encoder is None
+    model.train(max_epochs=1, batch_size=16, enable_progress_bar=False)
+    mse = model.evaluate_masked_mse(seed=1)
+    assert mse["n_masked"] > 0 and np.isfinite(mse["model_mse"]) and mse["baseline_mse"] > 0
+
+    # predictions exist at each cell's top genes only
+    cells = np.arange(8)
+    values, masked = model.predict(indices=cells, mask_fraction=0.15, return_mask=True)
+    k = model.module.config.top_seq_len
+    n_known = (~np.isnan(values)).sum(axis=1)
+    assert (n_known <= k).all() and (n_known >= k - 1).all()  # k, less the pad token if chosen
+    assert masked.any() and not np.isnan(values[masked]).any()
+
+    # cell embeddings pool the decoded genes only
+    x = torch.from_numpy(adata.layers["sclong"][:4].toarray())
+    with torch.no_grad():
+        out = model.module.inference(x, mask=False)
+    n_genes = model.module.config.n_genes
+    decoded = out["predicted"][:, :n_genes]
+    decodings = out["decodings"][:, :n_genes]
+    mean = (decodings * decoded.unsqueeze(-1)).sum(dim=1) / decoded.sum(dim=1, keepdim=True)
+    np.testing.assert_allclose(
+        model.get_latent_representation(indices=np.arange(4), pooling="mean"), mean, atol=1e-5
+    )
+    latent = model.get_latent_representation()
+    assert np.isfinite(latent).all()
+    # contextual gene embeddings: NaN exactly for genes never among a cell's top genes
+    table = model.get_gene_embeddings(kind="contextual").to_numpy()
+    with torch.no_grad():
+        tokens = model.module.to_tokens(torch.from_numpy(adata.layers["sclong"].toarray()))
+        ever = torch.zeros(model.module.config.n_tokens, dtype=torch.bool)
+        ever[model.module.network.route(tokens)[0].flatten()] = True
+    ever = ever[model.alignment.var_positions].numpy()
+    assert ever.any() and (~ever).any()
+    np.testing.assert_array_equal(np.isnan(table).all(axis=1), ~ever)
+
+    model.save(tmp_path / "ablated", overwrite=True)
+    again = SCLONG.load(tmp_path / "ablated", adata=adata)
+    assert again.module.config.low_expression_branch is False
+    assert again.module.network.mini_encoder is None
+    np.testing.assert_array_equal(again.get_latent_representation(), latent)
+    with pytest.raises(ValueError, match="low_expression_branch differs"):
+        SCLONG(adata, config="tiny", network=model.module.network, low_expression_branch=True)

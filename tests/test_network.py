@@ -263,3 +263,96 @@ def test_gradient_checkpointing_gives_the_same_gradients(parity):
         gradients.append({k: p.grad.clone() for k, p in model.named_parameters()})
     for name, gradient in gradients[0].items():
         torch.testing.assert_close(gradients[1][name], gradient, atol=1e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- ablation: no low branch
+def _without_low_branch(network: ScLongNetwork) -> ScLongNetwork:
+    """The parity network's weights in the ablation without the low-expression branch."""
+    ablated = ScLongNetwork(network.config.replace(low_expression_branch=False))
+    state = {k: v for k, v in network.state_dict().items() if not k.startswith("mini_encoder.")}
+    ablated.load_state_dict(state)  # strict: every other weight has its place
+    return ablated.eval()
+
+
+def test_without_low_branch_the_decoder_sees_the_top_set_alone(parity):
+    network, ref = parity
+    ablated = _without_low_branch(network)
+    assert ablated.mini_encoder is None and len(ablated.performers) == 2
+    assert not any(k.startswith("mini_encoder.") for k in ablated.state_dict())
+    n_mini = sum(p.numel() for p in network.mini_encoder.parameters())
+    assert sum(p.numel() for p in ablated.parameters()) == (
+        sum(p.numel() for p in network.parameters()) - n_mini
+    )
+    lengths = []
+    hook = ablated.decoder.register_forward_pre_hook(lambda m, a: lengths.append(a[0].shape))
+    x = torch.from_numpy(ref["x"])
+    with torch.no_grad():
+        out = ablated(x)
+        full = network(x)
+    hook.remove()
+    k, n_tokens, dim = network.config.top_seq_len, network.config.n_tokens, network.config.dim
+    assert lengths == [torch.Size([6, k, dim])]  # the decoder's sequence: the top set only
+    assert "low_encodings" not in out and out["merged_encodings"].shape == (6, k, dim)
+    assert out["prediction"].shape == (6, n_tokens)
+    assert out["decodings"].shape == (6, n_tokens, dim)
+    # the routing and the large encoder are the full network's
+    assert torch.equal(out["top_indices"], full["top_indices"])
+    torch.testing.assert_close(out["top_encodings"], full["top_encodings"], atol=1e-6, rtol=0)
+    gene_embedding = network.gene_embedding()
+    expected = full["top_encodings"] + gene_embedding[full["top_indices"]]
+    torch.testing.assert_close(out["merged_encodings"], expected, atol=1e-6, rtol=0)
+    # predictions and decodings exist at the top positions only; exact zeros elsewhere
+    predicted = out["predicted"]
+    assert predicted.dtype == torch.bool and (predicted.sum(dim=1) == k).all()
+    assert torch.equal(predicted, torch.zeros_like(predicted).scatter_(1, out["top_indices"], True))
+    assert (out["prediction"][~predicted] == 0).all() and (out["decodings"][~predicted] == 0).all()
+    assert (out["decodings"][predicted].abs().sum(dim=-1) > 0).all()
+    # the decoder output is not the full network's: it no longer sees the low set
+    assert not torch.allclose(out["decodings"][predicted], full["decodings"][predicted])
+    # the published network reports every position as predicted
+    assert full["predicted"].all()
+
+
+def test_without_low_branch_trains_only_through_what_it_predicts(parity):
+    network, ref = parity
+    ablated = _without_low_branch(network).train()
+    x = torch.from_numpy(ref["x"][3:]).clamp(min=0)  # cells without masks
+    masked = x.scatter(1, ablated.route(x)[0][:, :5], network.config.mask_value)
+    out = ablated(masked, route_values=x)  # masked genes stay in the top set
+    loss = ((out["prediction"] - x) ** 2)[out["predicted"]].mean()
+    loss.backward()
+    for name, parameter in ablated.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    # the zeros outside the top set carry no gradient
+    ablated.zero_grad()
+    out = ablated(masked, route_values=x)
+    out["prediction"][~out["predicted"]].sum().backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in ablated.parameters())
+
+
+def test_route_values_keep_masked_genes_in_the_top_set(parity):
+    network, ref = parity
+    ablated = _without_low_branch(network)
+    x = torch.from_numpy(ref["x"][3:5]).clamp(min=0)
+    top = ablated.route(x)[0]
+    masked = x.clone()
+    masked[0, top[0, :5]] = network.config.mask_value
+    with torch.no_grad():
+        own = ablated(masked)
+        kept = ablated(masked, route_values=x)
+    # routed by the masked values, the masked genes fall out of the top set (as in the original)
+    assert not own["predicted"][0, top[0, :5]].any()
+    assert kept["predicted"][0, top[0, :5]].all() and torch.equal(kept["top_indices"], top)
+    with pytest.raises(ValueError, match="route_values"):
+        ablated(masked, route_values=x[:, :-1])
+
+
+def test_low_expression_branch_option_in_the_config():
+    config = ScLongConfig.preset("tiny", n_genes=1000, low_expression_branch=False)
+    assert ScLongConfig.from_dict(config.to_dict()) == config
+    # configs saved before the option existed load as the published network
+    old = {k: v for k, v in config.to_dict().items() if k != "low_expression_branch"}
+    assert ScLongConfig.from_dict(old).low_expression_branch is True
+    assert ScLongConfig.preset("tiny").low_expression_branch is True
+    with pytest.raises(ValueError, match="low_expression_branch"):
+        ScLongConfig(n_genes=10, low_expression_branch="no")

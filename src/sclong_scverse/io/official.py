@@ -674,6 +674,11 @@ def save_official(
     """
     if (genes is None) != (genes_path is None):
         raise ValueError("Give both genes and genes_path, or neither.")
+    if not network.config.low_expression_branch:
+        raise ValueError(
+            "A network without the low-expression branch has no mini encoder: the official "
+            "layout (DualEncoderSCFM) cannot hold it."
+        )
     if genes is not None and len(genes) != network.config.n_genes:
         raise ValueError(f"{len(genes)} genes given for a network of {network.config.n_genes}.")
     state = {}

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ..genes import GeneVocabulary
 from ..go import GeneGraph, default_human_annotations
 from ..module import ScLongModule, ScLongTrainingPlan
+from ..module._module import pool_decoded
 from ..nn import ScLongConfig, ScLongNetwork
 from ..pp._checks import (
     SCLONG_MAX_VALUE,
@@ -222,7 +223,10 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
     gene_graph
         The GO gene graph: a :class:`~sclong_scverse.go.GeneGraph` (re-indexed onto the
         vocabulary), ``None`` (default: built from the embedded human GO annotations) or
-        ``False`` (no GO edges).
+        ``False`` (no GO edges: the article's ablation *without the GO graph*; the GO table
+        and its graph convolution stay in the network, but with no edges the convolution
+        passes nothing between genes, so a gene's embedding is its identity row plus one
+        shared learned vector, the convolution's bias; see ``docs/ablation.md``).
     gene2vec
         Optional ``(n_genes, dim)`` array or ``.npy`` path initialising both gene tables, as the
         official Gene2Vec initialisation.
@@ -233,6 +237,23 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
     network
         An existing :class:`~sclong_scverse.nn.ScLongNetwork` over ``vocabulary`` (used by
         :meth:`from_official`).
+    low_expression_branch
+        ``False``: the article's ablation *without the low-expression branch*
+        (:class:`~sclong_scverse.nn.ScLongConfig`): only each cell's ``top_seq_len`` most
+        expressed genes enter, the decoder sees them alone, and the model predicts and
+        represents only them. Cell embeddings pool the decoded genes only, contextual gene
+        embeddings average a gene over the cells where it was decoded (NaN for a gene never
+        among a cell's top genes), :meth:`predict` gives NaN at genes outside a cell's top set,
+        and the masked-expression objective masks as the published model does but routes the
+        masked genes into the top set (:class:`~sclong_scverse.module.ScLongModule`).
+        ``None`` (default): as ``config``
+        says (``True`` for the presets). Saved and loaded with the model.
+
+    Notes
+    -----
+    The article's two ablations are options: ``low_expression_branch=False`` and
+    ``gene_graph=False``. ``docs/ablation.md`` trains both next to the full model with the same
+    budget and scores them on masked-expression error, batch integration and GRN inference.
 
     Examples
     --------
@@ -257,6 +278,7 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         mask_fraction: float = 0.15,
         replace_fraction: float = 0.9,
         network: ScLongNetwork | None = None,
+        low_expression_branch: bool | None = None,
     ):
         super().__init__(adata)
         rna = _rna(adata, self._modality)
@@ -278,6 +300,15 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
                 f"config.n_genes ({config.n_genes}) differs from the vocabulary size "
                 f"({len(vocabulary)})."
             )
+        if low_expression_branch is not None:
+            if network is not None and network.config.low_expression_branch != bool(
+                low_expression_branch
+            ):
+                raise ValueError(
+                    "low_expression_branch differs from the given network's; a network's "
+                    "branches are fixed when it is built."
+                )
+            config = config.replace(low_expression_branch=bool(low_expression_branch))
         if config.top_seq_len >= config.n_tokens:
             config = config.replace(top_seq_len=max(1, config.n_tokens // 4))
             warnings.warn(
@@ -308,7 +339,9 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             f"SCLONG: {len(vocabulary)} genes, dim {config.dim}, top {config.top_seq_len}, "
             f"large {config.large_depth}x{config.large_heads}x{config.large_dim_head} at "
             f"{config.large_dim}, {sum(p.numel() for p in self.module.parameters()):,} "
-            f"parameters, attention {config.attention_mode}; data genes in vocabulary: "
+            f"parameters, attention {config.attention_mode}"
+            f"{'' if config.low_expression_branch else ', no low-expression branch'}"
+            f"; data genes in vocabulary: "
             f"{self.alignment.n_vocab_covered}/{len(vocabulary)}"
         )
         # saved with the model: plain values; the GO graph travels in the module's state dict
@@ -792,9 +825,9 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         """A new model to pretrain on a corpus of AnnData stores (:meth:`pretrain`).
 
         The model's genes are ``vocabulary`` (default: the union of the stores' genes, see
-        :meth:`ScLongCorpus.default_vocabulary <sclong_scverse.data.ScLongCorpus.default_vocabulary>`);
-        it is set up on a small template AnnData holding the corpus' first cells on those genes
-        (``model.adata``; no cell is loaded beyond those).
+        :meth:`sclong_scverse.data.ScLongCorpus.default_vocabulary`); it is set up on a small
+        template AnnData holding the corpus' first cells on those genes (``model.adata``; no
+        cell is loaded beyond those).
 
         Parameters
         ----------
@@ -1118,6 +1151,8 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             benchmark (``docs/benchmarks.md``) and in a cell-line linear probe: mean pooling
             averages gene vectors that share a large gene-identity part, which dilutes what
             differs between cells. Sum is mean times the number of genes (same up to scale).
+            Without the low-expression branch only each cell's decoded (top) genes are
+            pooled.
         progress_bar
             Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
             call reads at least 10 million cell x gene values (e.g. 400 cells of the whole
@@ -1141,7 +1176,9 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         )
         for outputs in batches:
             decodings = outputs["decodings"][:, :n_genes].float()
-            if pooling == "mean":
+            if not self.module.config.low_expression_branch:
+                pooled.append(pool_decoded(decodings, outputs["predicted"][:, :n_genes], pooling))
+            elif pooling == "mean":
                 pooled.append(decodings.mean(dim=1))
             elif pooling == "sum":
                 pooled.append(decodings.sum(dim=1))
@@ -1169,7 +1206,8 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         kind
             ``"static"``: identity table + GO-GCN embedding (no cells needed);
             ``"contextual"``: the per-gene merged decodings averaged over the given cells,
-            accumulated batch by batch.
+            accumulated batch by batch (without the low-expression branch: over the cells
+            where the gene is among the decoded top genes; NaN for a gene that never is).
         adata, indices, batch_size
             Cells for ``"contextual"`` (default: all registered cells).
         progress_bar
@@ -1200,11 +1238,23 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
                 desc="gene embeddings",
                 precision=precision,
             )
+            top_only = not self.module.config.low_expression_branch
             for outputs in batches:
-                batch_sum = outputs["decodings"].float().sum(dim=0)
+                decodings = outputs["decodings"].float()
+                if top_only:  # per gene: the cells where it was decoded
+                    decoded = outputs["predicted"]
+                    batch_sum = (decodings * decoded.unsqueeze(-1)).sum(dim=0)
+                    batch_count = decoded.sum(dim=0)
+                    n_cells = batch_count if isinstance(n_cells, int) else n_cells + batch_count
+                else:
+                    batch_sum = decodings.sum(dim=0)
+                    n_cells += decodings.shape[0]
                 total = batch_sum if total is None else total + batch_sum
-                n_cells += outputs["decodings"].shape[0]
-            table = (total / max(n_cells, 1)).cpu()
+            if top_only and total is not None:
+                counts = n_cells.unsqueeze(-1).float()
+                table = torch.where(counts > 0, total / counts.clamp(min=1), torch.nan).cpu()
+            else:
+                table = (total / max(n_cells, 1)).cpu()
         else:
             raise ValueError(f"kind must be 'static' or 'contextual', not {kind!r}.")
         return self._per_var(table.numpy())
@@ -1256,7 +1306,10 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         Returns
         -------
         ``(n_cells, n_vars)`` float32 predictions for the registered genes (NaN for genes
-        outside the vocabulary), and the mask when ``return_mask``.
+        outside the vocabulary and, without the low-expression branch, for genes outside the
+        cell's top set, which the network does not predict), and the mask when
+        ``return_mask``. Without the low-expression branch the masked genes enter the
+        network's top set, so they are predicted (:class:`~sclong_scverse.module.ScLongModule`).
         """
         positions = torch.as_tensor(self.alignment.var_positions)
         kept = positions >= 0
@@ -1273,7 +1326,10 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         )
         for outputs in batches:
             values = torch.full((outputs["prediction"].shape[0], len(positions)), torch.nan)
-            values[:, kept] = outputs["prediction"][:, positions[kept]].float().cpu()
+            prediction = outputs["prediction"].float()
+            if not self.module.config.low_expression_branch:
+                prediction = prediction.masked_fill(~outputs["predicted"], torch.nan)
+            values[:, kept] = prediction[:, positions[kept]].cpu()
             predictions.append(values)
             if return_mask:
                 chosen = torch.zeros_like(values, dtype=torch.bool)
@@ -1318,7 +1374,10 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
         -------
         A dictionary: ``model_mse`` (masked positions, the pretraining objective with all
         chosen values masked), ``baseline_mse`` (each masked value predicted by its gene's mean
-        non-zero value over the reference cells), ``n_masked``.
+        non-zero value over the reference cells), ``n_masked``. The same ``seed`` masks the
+        same values whatever the network; without the low-expression branch the masked genes
+        enter its top set (:class:`~sclong_scverse.module.ScLongModule`), and only masked
+        values it predicts are counted (all, unless a cell has more than ``top_seq_len``).
         """
         if (
             adata is None
@@ -1349,7 +1408,7 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             precision=precision,
         )
         for outputs in batches:
-            replaced = outputs["replaced"]
+            replaced = outputs["replaced"] & outputs["predicted"]
             truth = outputs["tokens"][replaced]
             model_error += float(((outputs["prediction"][replaced].float() - truth) ** 2).sum())
             baseline = gene_means.to(truth.device).expand_as(outputs["tokens"])[replaced]

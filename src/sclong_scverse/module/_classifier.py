@@ -12,6 +12,7 @@ from torch import nn
 
 from ..nn import ScLongConfig, ScLongNetwork
 from ..nn.lora import ATTENTION_PROJECTIONS, add_lora
+from ._module import pool_decoded
 
 FineTuneMode = Literal["frozen", "partial", "lora"]
 TrainScope = Literal["mode", "head", "adapters"]
@@ -340,19 +341,25 @@ class ScLongClassifierModule(BaseModuleClass):
         tokens[:, self.var_positions[kept]] = x[:, kept].to(tokens.dtype)
         return tokens
 
-    def pool(self, decodings: torch.Tensor) -> torch.Tensor:
+    def pool(self, decodings: torch.Tensor, decoded: torch.Tensor | None = None) -> torch.Tensor:
         """Pool per-gene decodings over the vocabulary's genes (pad token excluded).
 
         Parameters
         ----------
         decodings
             ``(batch, n_tokens, dim)`` merged decodings.
+        decoded
+            ``(batch, n_tokens)`` bool, the positions the network decoded (its ``predicted``
+            output): only those are pooled. ``None``: all (the published network decodes
+            every gene; a network without the low-expression branch only the top set).
 
         Returns
         -------
         ``(batch, dim)`` cell representations.
         """
         genes = decodings[:, : self.config.n_genes].float()
+        if decoded is not None and not bool(decoded.all()):
+            return pool_decoded(genes, decoded[:, : self.config.n_genes], self.pooling)
         if self.pooling == "mean":
             return genes.mean(dim=1)
         if self.pooling == "sum":
@@ -378,11 +385,11 @@ class ScLongClassifierModule(BaseModuleClass):
         """
         tokens = self.to_tokens(x.float())
         if self._backbone_trains and torch.is_grad_enabled():
-            decodings = self.network(tokens)["decodings"]
+            outputs = self.network(tokens)
         else:
             with torch.no_grad():
-                decodings = self.network(tokens)["decodings"]
-        embedding = self.pool(decodings)
+                outputs = self.network(tokens)
+        embedding = self.pool(outputs["decodings"], outputs.get("predicted"))
         return {"embedding": embedding, "logits": self.head(embedding)}
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:

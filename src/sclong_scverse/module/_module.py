@@ -52,6 +52,35 @@ def choose_masked_positions(
     return chosen, replaced
 
 
+def pool_decoded(decodings: torch.Tensor, decoded: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool per-gene decodings over each cell's decoded genes only.
+
+    For a network without the low-expression branch, whose ``decodings`` are 0 at the genes
+    it does not see (its ``predicted`` output is ``False`` there).
+
+    Parameters
+    ----------
+    decodings
+        ``(batch, n_genes, dim)`` decodings.
+    decoded
+        ``(batch, n_genes)`` bool, the genes to pool.
+    pooling
+        ``"max"``, ``"mean"`` or ``"sum"``.
+
+    Returns
+    -------
+    ``(batch, dim)``; 0 for a cell without decoded genes.
+    """
+    weight = decoded.unsqueeze(-1).to(decodings.dtype)
+    if pooling == "max":
+        pooled = decodings.masked_fill(~decoded.unsqueeze(-1), -torch.inf).amax(dim=1)
+        return torch.nan_to_num(pooled, neginf=0.0)
+    total = (decodings * weight).sum(dim=1)
+    if pooling == "sum":
+        return total
+    return total / weight.sum(dim=1).clamp(min=1)
+
+
 class ScLongModule(BaseModuleClass):
     """scLong as an scvi-tools module: places data genes on the vocabulary, masks, computes MSE.
 
@@ -70,6 +99,32 @@ class ScLongModule(BaseModuleClass):
         Fraction of chosen values replaced by the mask token (0.9); the rest are kept.
     network
         An existing network to wrap (e.g. loaded official weights) instead of a new one.
+
+    Notes
+    -----
+    Without the low-expression branch (``config.low_expression_branch=False``) the network
+    predicts only the ``top_seq_len`` positions it routes to its encoder. Routed as the
+    original routes (by the masked input, where a masked value is ``config.mask_value``, below
+    every real value), every masked gene would leave that set and nothing would predict it;
+    the only chosen positions left in the loss would be the 10% kept unmasked, an identity
+    task. Masking only genes of the cell's top set instead (and routing by the unmasked
+    values) would tell the network that each masked value is among the cell's highest, a hint
+    about the very value it predicts that the published network never gets, and would ask it
+    about other values than the published objective does.
+
+    So the masks are drawn exactly as for the published network (``ceil(mask_fraction x
+    non-zero values)`` among all non-zero values) and the *chosen positions are routed into
+    the set first*: the network routes by the unmasked values with the chosen positions ranked
+    above all others (``route_values``), so its ``top_seq_len`` places hold every chosen gene
+    (as a mask token, or with its value for the 10% kept) and the cell's highest other values
+    in the remaining places. The task and the information about each masked value are the
+    published network's; only the context differs (the top genes instead of the whole
+    transcriptome), which is what the ablation is to measure; the price is that the chosen
+    genes take places of top genes during training and masked evaluation. The loss counts the
+    chosen positions that the network predicts (``outputs["predicted"]``): all of them, except
+    in a cell with more chosen values than ``top_seq_len``, whose surplus (by ``torch.topk``'s
+    order of ties) is left out. The published network (default) masks and routes as the
+    original, unchanged.
     """
 
     def __init__(
@@ -150,7 +205,6 @@ class ScLongModule(BaseModuleClass):
         """
         tokens = self.to_tokens(x.float())
         outputs: dict[str, torch.Tensor] = {"tokens": tokens}
-        network_input = tokens
         if mask:
             chosen, replaced = choose_masked_positions(
                 tokens,
@@ -158,10 +212,38 @@ class ScLongModule(BaseModuleClass):
                 self.replace_fraction if replace_fraction is None else replace_fraction,
                 generator,
             )
-            network_input = tokens.masked_fill(replaced, self.config.mask_value)
             outputs.update(chosen=chosen, replaced=replaced)
-        outputs.update(self.network(network_input))
+            outputs.update(self.masked_forward(tokens, chosen, replaced))
+            return outputs
+        outputs.update(self.network(tokens))
         return outputs
+
+    def masked_forward(
+        self, tokens: torch.Tensor, chosen: torch.Tensor, replaced: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The network on values whose ``replaced`` positions are masked.
+
+        The published network reads the masked values and routes as the original; without the
+        low-expression branch the chosen positions are routed into the top set first (see the
+        class notes). Use this with masks drawn elsewhere (e.g. by a data loader).
+
+        Parameters
+        ----------
+        tokens
+            ``(batch, n_tokens)`` unmasked values on vocabulary positions.
+        chosen
+            ``(batch, n_tokens)`` bool, the positions of the objective.
+        replaced
+            ``(batch, n_tokens)`` bool, the chosen positions replaced by the mask token.
+
+        Returns
+        -------
+        The network's outputs (:meth:`~sclong_scverse.nn.ScLongNetwork.forward`).
+        """
+        network_input = tokens.masked_fill(replaced, self.config.mask_value)
+        if self.config.low_expression_branch:
+            return self.network(network_input)
+        return self.network(network_input, route_values=tokens.masked_fill(chosen, torch.inf))
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
         return {}
@@ -197,10 +279,14 @@ class ScLongModule(BaseModuleClass):
         Returns
         -------
         :class:`scvi.module.base.LossOutput` with the MSE over all chosen positions of the
-        batch as ``loss``, the per-cell MSE as ``reconstruction_loss`` and ``masked_mse`` as an
-        extra metric.
+        batch that the network predicts (all of them, but for chosen positions outside the top
+        set of a network without the low-expression branch) as ``loss``, the per-cell MSE as
+        ``reconstruction_loss`` and ``masked_mse`` as an extra metric.
         """
         chosen = inference_outputs["chosen"]
+        predicted = inference_outputs.get("predicted")
+        if predicted is not None:
+            chosen = chosen & predicted
         target = inference_outputs["tokens"]
         squared = (inference_outputs["prediction"].float() - target) ** 2
         squared = squared * chosen

@@ -121,6 +121,16 @@ class ScLongConfig:
         follow ``torch.topk``'s order. ``"per_cell"``: the stabiliser is a maximum per cell
         and head (as in performer-pytorch 1.1.4) and ties at the boundary go to the gene that
         comes first in the vocabulary, so a cell's output depends on that cell only.
+    low_expression_branch
+        ``True`` (default): scLong as published, every gene enters; the ``top_seq_len`` most
+        expressed through the large encoder, all others through the mini encoder, and the
+        decoder runs over the full length. ``False``: the article's ablation *without the
+        low-expression branch*: only the ``top_seq_len`` most expressed genes of each cell
+        enter (no mini encoder is built), the decoder sees their encodings alone (a sequence of
+        ``top_seq_len`` tokens) and predicts only them; see
+        :meth:`~sclong_scverse.nn.ScLongNetwork.forward` for the outputs at the other positions
+        and :class:`~sclong_scverse.module.ScLongModule` for how masked genes are routed.
+        Configs saved without this field load as ``True``.
     """
 
     n_genes: int | None = None
@@ -144,8 +154,17 @@ class ScLongConfig:
     mask_value: float = -10.0
     mask_max_norm: float | None = 1.0
     attention_mode: AttentionMode = "faithful"
+    low_expression_branch: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.low_expression_branch, str) or self.low_expression_branch not in (
+            True,
+            False,
+        ):
+            raise ValueError(
+                f"low_expression_branch must be True or False, not {self.low_expression_branch!r}."
+            )
+        self.low_expression_branch = bool(self.low_expression_branch)
         if self.attention_mode not in ("faithful", "per_cell"):
             raise ValueError(
                 f"attention_mode must be 'faithful' or 'per_cell', not {self.attention_mode!r}."

@@ -18,6 +18,11 @@ class ScLongNetwork(nn.Module):
     gene order, the gene embedding is added again, and a full-length Performer decodes every
     gene. A linear head predicts the expression value of each gene.
 
+    With ``config.low_expression_branch=False`` (the article's ablation without the
+    low-expression branch) there is no small Performer: only the ``top_seq_len`` highest
+    positions enter, the decoder runs over them alone and the head predicts only them (see
+    :meth:`forward`).
+
     Parameters
     ----------
     config
@@ -69,14 +74,19 @@ class ScLongNetwork(nn.Module):
         )
         self.large_out = nn.Linear(c.large_dim, c.dim)
         self.large_out_norm = nn.LayerNorm(c.dim)
-        self.mini_encoder = Performer(
-            c.dim,
-            c.mini_depth,
-            c.mini_heads,
-            c.mini_dim_head,
-            c.features_for(c.mini_dim_head),
-            c.ff_mult,
-            key_max,
+        # the ablation without the low-expression branch builds no mini encoder (no weights)
+        self.mini_encoder = (
+            Performer(
+                c.dim,
+                c.mini_depth,
+                c.mini_heads,
+                c.mini_dim_head,
+                c.features_for(c.mini_dim_head),
+                c.ff_mult,
+                key_max,
+            )
+            if c.low_expression_branch
+            else None
         )
         self.decoder = Performer(
             c.dim,
@@ -92,9 +102,16 @@ class ScLongNetwork(nn.Module):
 
     # ------------------------------------------------------------------ options
     @property
-    def performers(self) -> tuple[Performer, Performer, Performer]:
-        """The large encoder, mini encoder and decoder."""
-        return (self.large_encoder, self.mini_encoder, self.decoder)
+    def performers(self) -> tuple[Performer, ...]:
+        """The large encoder, mini encoder and decoder (no mini encoder without the low branch)."""
+        return tuple(
+            p for p in (self.large_encoder, self.mini_encoder, self.decoder) if p is not None
+        )
+
+    @property
+    def low_expression_branch(self) -> bool:
+        """Whether the low-expression branch exists (:class:`~sclong_scverse.nn.ScLongConfig`)."""
+        return self.config.low_expression_branch
 
     @property
     def attention_mode(self) -> str:
@@ -190,13 +207,22 @@ class ScLongNetwork(nn.Module):
         return self.token_norm(values) + gene_embedding
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, route_values: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Run scLong on a batch of cells.
 
         Parameters
         ----------
         x
             ``(batch, n_tokens)`` values; ``<= config.mask_threshold`` marks a mask token.
+        route_values
+            ``(batch, n_tokens)`` values that decide the routing (:meth:`route`); default ``x``
+            itself, as in the original (masked positions then always go to the low set). The
+            masked-expression objective of the network without the low-expression branch
+            passes the unmasked values with the chosen positions set to ``inf``, so that the
+            genes it is to predict enter the top set
+            (:class:`~sclong_scverse.module.ScLongModule`).
 
         Returns
         -------
@@ -204,11 +230,23 @@ class ScLongNetwork(nn.Module):
 
         - ``prediction``: ``(batch, n_tokens)`` predicted expression (the head's output);
         - ``decodings``: ``(batch, n_tokens, dim)`` merged decodings, the per-gene representation;
+        - ``predicted``: ``(batch, n_tokens)`` bool, the positions the network decodes and
+          predicts (all ``True`` with the low-expression branch);
         - ``merged_encodings``: ``(batch, n_tokens, dim)`` both encoders' outputs in gene order
           plus the gene embedding (the decoder's input);
         - ``top_encodings``: ``(batch, top_seq_len, dim)`` large-encoder output;
         - ``low_encodings``: ``(batch, n_tokens - top_seq_len, dim)`` mini-encoder output;
         - ``top_indices``, ``low_indices``: the routing (positions of both sets).
+
+        Without the low-expression branch (``config.low_expression_branch=False``) only the
+        top set is encoded and decoded: ``merged_encodings`` is the decoder's input of
+        ``(batch, top_seq_len, dim)`` (top encodings plus gene embedding, in ``top_indices``
+        order), there are no ``low_encodings``, and ``predicted`` is ``True`` at
+        ``top_indices`` only. ``prediction`` and ``decodings`` keep their full-length shapes
+        so that per-gene consumers need no second code path, and hold exact zeros (constants,
+        no gradient) at the positions the network does not see: use ``predicted`` to leave
+        them out (the module's loss, :class:`~sclong_scverse.model.SCLONG`'s queries and the
+        GRN functions do).
         """
         n_tokens = self.config.n_tokens
         if x.ndim != 2 or x.shape[1] != n_tokens:
@@ -216,14 +254,21 @@ class ScLongNetwork(nn.Module):
                 f"Expected input of shape (batch, {n_tokens}) (n_genes + 1 pad token), "
                 f"got {tuple(x.shape)}."
             )
+        if route_values is not None and route_values.shape != x.shape:
+            raise ValueError(
+                f"route_values must have the shape of x {tuple(x.shape)}, "
+                f"got {tuple(route_values.shape)}."
+            )
         gene_embedding = self.gene_embedding()
         tokens = self.encode_tokens(x, gene_embedding)
-        top_indices, low_indices = self.route(x)
+        top_indices, low_indices = self.route(x if route_values is None else route_values)
         dim = tokens.shape[-1]
 
         top = torch.gather(tokens, 1, top_indices.unsqueeze(-1).expand(-1, -1, dim))
         top = self.large_in_norm(self.large_in(top))
         top = self.large_out_norm(self.large_out(self.large_encoder(top)))
+        if self.mini_encoder is None:
+            return self._decode_top_only(x, top, top_indices, low_indices, gene_embedding)
         low = torch.gather(tokens, 1, low_indices.unsqueeze(-1).expand(-1, -1, dim))
         low = self.mini_encoder(low)
 
@@ -238,9 +283,39 @@ class ScLongNetwork(nn.Module):
         return {
             "prediction": prediction,
             "decodings": decodings,
+            "predicted": torch.ones_like(x, dtype=torch.bool),
             "merged_encodings": merged,
             "top_encodings": top,
             "low_encodings": low,
+            "top_indices": top_indices,
+            "low_indices": low_indices,
+        }
+
+    def _decode_top_only(
+        self,
+        x: torch.Tensor,
+        top: torch.Tensor,
+        top_indices: torch.Tensor,
+        low_indices: torch.Tensor,
+        gene_embedding: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """The decoder over the top set alone (no low-expression branch), see :meth:`forward`."""
+        dim = top.shape[-1]
+        index = top_indices.unsqueeze(-1).expand(-1, -1, dim)
+        merged = top + gene_embedding[top_indices]  # (batch, top_seq_len, dim)
+        decoded = self.decoder_norm(self.decoder(merged))
+        predicted_top = self.expression_head(decoded).squeeze(-1)
+        shape = (x.shape[0], self.config.n_tokens)
+        decodings = decoded.new_zeros(*shape, dim).scatter(1, index, decoded)
+        prediction = predicted_top.new_zeros(shape).scatter(1, top_indices, predicted_top)
+        predicted = torch.zeros(shape, dtype=torch.bool, device=x.device)
+        predicted.scatter_(1, top_indices, True)
+        return {
+            "prediction": prediction,
+            "decodings": decodings,
+            "predicted": predicted,
+            "merged_encodings": merged,
+            "top_encodings": top,
             "top_indices": top_indices,
             "low_indices": low_indices,
         }

@@ -57,7 +57,8 @@ def embed(
         A trained or loaded :class:`~sclong_scverse.model.SCLONG`.
     pooling
         Pooling of the merged decodings over genes: ``"max"`` (default, chosen by the
-        integration benchmark, see ``docs/benchmarks.md``), ``"mean"`` or ``"sum"``.
+        integration benchmark, see ``docs/benchmarks.md``), ``"mean"`` or ``"sum"``. A model
+        without the low-expression branch pools each cell's decoded top genes only.
     batch_size
         Cells per forward pass.
     key_added
@@ -133,7 +134,9 @@ def gene_embeddings(
         A trained or loaded :class:`~sclong_scverse.model.SCLONG`.
     kind
         ``"static"`` (identity + GO-GCN embedding) or ``"contextual"`` (per-gene decodings
-        averaged over the cells of ``adata``).
+        averaged over the cells of ``adata``; for a model without the low-expression branch,
+        over the cells where the gene is among the decoded top genes, NaN rows for genes that
+        never are).
     batch_size
         Cells per forward pass (``"contextual"``).
     key_added

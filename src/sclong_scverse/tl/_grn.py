@@ -298,6 +298,9 @@ def deepsem_seed(
     values) are L1-normalised; the seed is their Gram matrix with zero diagonal, each row then
     L1-normalised. Accumulated batch by batch over the cells (memory ``genes x genes`` plus
     one batch of decodings). Reads the values the model was set up with; writes nothing.
+    For a model without the low-expression branch, a gene's decoding is 0 in the cells where
+    it is not among the decoded top genes (the network's ``decodings`` there), so only the
+    cells that decode both genes add to a pair's entry.
 
     Parameters
     ----------
