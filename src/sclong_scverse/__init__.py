@@ -14,10 +14,19 @@ _ATTRIBUTES = {"SCLONG": "model", "ScLongConfig": "nn"}
 _ATTRIBUTES["SCLONGClassifier"] = "model"  # cell-type annotation (fine-tuning)
 _ATTRIBUTES["SCLONGPerturbation"] = "model"  # genetic perturbation (GEARS-style head)
 _ATTRIBUTES["SCLONGDrugResponse"] = "model"  # drug response (DeepCDR-style head)
+_ATTRIBUTES["SCLONGChemPerturbation"] = "model"  # chemical perturbation (DeepCE-style head)
+_ATTRIBUTES["SCLONGDrugCombination"] = "model"  # drug combination (DeepDDS-style head)
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager names
     from . import chem, data, datasets, genes, go, io, model, module, nn, pl, pp, tl
-    from .model import SCLONG, SCLONGClassifier, SCLONGDrugResponse, SCLONGPerturbation
+    from .model import (
+        SCLONG,
+        SCLONGChemPerturbation,
+        SCLONGClassifier,
+        SCLONGDrugCombination,
+        SCLONGDrugResponse,
+        SCLONGPerturbation,
+    )
     from .nn import ScLongConfig
 
 
@@ -56,4 +65,6 @@ __all__ = [
     "SCLONGClassifier",
     "SCLONGPerturbation",
     "SCLONGDrugResponse",
+    "SCLONGChemPerturbation",
+    "SCLONGDrugCombination",
 ]

@@ -178,18 +178,10 @@ class ScLongPretrainingPlan(ScLongTrainingPlan):
 
     def _masked_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         module = self.module
-        if not getattr(module.config, "low_expression_branch", True):
-            # masks must fall in each cell's top set, which the corpus does not know: the
-            # module draws them (from the step and rank: reproducible, not split-invariant)
-            generator = torch.Generator(device=batch[REGISTRY_KEYS.X_KEY].device)
-            generator.manual_seed(
-                self.seed * 1_000_003 + self.global_step * 1_009 + self.global_rank
-            )
-            return module.inference(batch[REGISTRY_KEYS.X_KEY], mask=True, generator=generator)
         tokens = module.to_tokens(batch[REGISTRY_KEYS.X_KEY].float())
         chosen = module.to_tokens(batch[_CHOSEN_KEY].float()) > 0
         replaced = module.to_tokens(batch[_REPLACED_KEY].float()) > 0
-        outputs = module.network(tokens.masked_fill(replaced, module.config.mask_value))
+        outputs = module.masked_forward(tokens, chosen, replaced)
         return {**outputs, "tokens": tokens, "chosen": chosen, "replaced": replaced}
 
     def training_step(self, batch, batch_idx):
