@@ -247,6 +247,46 @@ def test_streamed_inference_matches_the_reference_path_and_the_original(parity, 
         network.decoder.chunk_size = 0
 
 
+@pytest.mark.parametrize("mode", ["faithful", "per_cell"])
+def test_zero_token_cache_gives_the_streamed_numbers_and_follows_the_weights(parity, mode):
+    """The mini encoder's first layer reads zero-valued tokens from a per-weights cache."""
+    network, ref = parity
+    network = ScLongNetwork(network.config.replace(attention_mode=mode))
+    network.load_state_dict(parity[0].state_dict())
+    network.eval()
+    x = ref["x"].copy()
+    # more expressed genes than the top set holds: expressed tokens in the low set too
+    rng = np.random.default_rng(0)
+    n_genes = network.config.n_genes
+    crowded = rng.choice(n_genes, network.config.top_seq_len + 40, replace=False)
+    x[0, crowded] = rng.uniform(0.5, 10.0, len(crowded)).astype(np.float32)
+    network.zero_token_cache = False
+    plain = run(network, x)
+    network.zero_token_cache = True
+    cached = run(network, x)
+    for key in ("prediction", "decodings", "low_encodings"):
+        np.testing.assert_allclose(cached[key], plain[key], atol=1e-5, rtol=0, err_msg=key)
+    if mode == "faithful":  # and parity with the original on its inputs
+        np.testing.assert_allclose(run(network, ref["x"])["prediction"], ref["exp_out"], atol=1e-4)
+    first = network._zero_cache
+    run(network, x)
+    assert first is not None and network._zero_cache is first  # reused
+    # new weights (an optimiser step, new random features): rebuilt, still the streamed numbers
+    with torch.no_grad():
+        network.mini_encoder.layers[0].attention.to_k.weight.mul_(1.1)
+    network.mini_encoder.redraw_projection_matrices(torch.Generator().manual_seed(1))
+    cached = run(network, x)
+    assert network._zero_cache is not first
+    network.zero_token_cache = False
+    np.testing.assert_allclose(cached["prediction"], run(network, x)["prediction"], atol=1e-5)
+    # not under autograd nor autocast (the reference / streamed paths run there)
+    network.zero_token_cache = True
+    network._zero_cache = None
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        network(torch.from_numpy(x))
+    assert network._zero_cache is None
+
+
 def test_gradient_checkpointing_gives_the_same_gradients(parity):
     network, ref = parity
     x = torch.from_numpy(ref["x"])

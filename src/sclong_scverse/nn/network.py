@@ -7,7 +7,7 @@ from torch import nn
 
 from .config import ScLongConfig
 from .embeddings import GeneEmbedding, ValueEmbedding
-from .performer import Performer
+from .performer import Performer, ZeroTokenCache, cached_first_layer_attention
 
 
 class ScLongNetwork(nn.Module):
@@ -99,6 +99,10 @@ class ScLongNetwork(nn.Module):
         )
         self.decoder_norm = nn.LayerNorm(c.dim)
         self.expression_head = nn.Linear(c.dim, 1)
+        #: inference only: the mini encoder's first layer reads zero-valued tokens (the same in
+        #: every cell) from a cache built once per set of weights (see ZeroTokenCache)
+        self.zero_token_cache = True
+        self._zero_cache: ZeroTokenCache | None = None
 
     # ------------------------------------------------------------------ options
     @property
@@ -206,6 +210,62 @@ class ScLongNetwork(nn.Module):
         values = torch.where(is_masked.unsqueeze(-1), self.mask_vector().to(values.dtype), values)
         return self.token_norm(values) + gene_embedding
 
+    # ------------------------------------------------------------------ zero-token cache
+    def _zero_token_cache_applies(self, low: torch.Tensor) -> bool:
+        """Inference in float32 through the streamed path (see :attr:`zero_token_cache`)."""
+        return (
+            self.zero_token_cache
+            and not torch.is_grad_enabled()
+            and low.dtype == torch.float32
+            and not torch.is_autocast_enabled(low.device.type)
+            and len(self.mini_encoder.layers) > 0
+            and self.mini_encoder.chunk_size is not None
+        )
+
+    def _zero_token_cache(self, gene_embedding: torch.Tensor) -> ZeroTokenCache:
+        """The mini encoder's first-layer cache, rebuilt when a weight it depends on changed."""
+        attention = self.mini_encoder.layers[0].attention
+        parts = [
+            *self.gene_embedding.parameters(),
+            *self.gene_embedding.buffers(),
+            *self.value_embedding.parameters(),
+            *self.token_norm.parameters(),
+            *attention.parameters(),
+            *attention.buffers(),
+        ]
+        # in-place updates (optimiser steps, load_state_dict, redraws) bump a tensor's version
+        fingerprint = (
+            attention.key_max,
+            gene_embedding.dtype,
+            gene_embedding.device,
+            *((part.data_ptr(), part._version) for part in parts),
+        )
+        cache = self._zero_cache
+        if cache is None or not cache.valid_for(fingerprint):
+            self._zero_cache = None  # free the old tables before building new ones
+            zeros = gene_embedding.new_zeros(1, self.config.n_tokens)
+            tokens = self.encode_tokens(zeros, gene_embedding)[0]
+            cache = self._zero_cache = ZeroTokenCache(attention, tokens, fingerprint)
+        return cache
+
+    def _mini_encoder_with_cache(
+        self,
+        x: torch.Tensor,
+        low: torch.Tensor,
+        low_indices: torch.Tensor,
+        gene_embedding: torch.Tensor,
+    ) -> torch.Tensor:
+        """The mini encoder, its first attention reading zero-valued tokens from the cache."""
+        cache = self._zero_token_cache(gene_embedding)
+        attention = self.mini_encoder.layers[0].attention
+        cached = torch.gather(x, 1, low_indices) == 0
+        n_tokens = self.config.n_tokens
+
+        def first_attention(h: torch.Tensor) -> torch.Tensor:
+            return cached_first_layer_attention(attention, h, low_indices, cached, cache, n_tokens)
+
+        return self.mini_encoder(low, first_attention=first_attention)
+
     # ------------------------------------------------------------------ forward
     def forward(
         self, x: torch.Tensor, route_values: torch.Tensor | None = None
@@ -270,7 +330,10 @@ class ScLongNetwork(nn.Module):
         if self.mini_encoder is None:
             return self._decode_top_only(x, top, top_indices, low_indices, gene_embedding)
         low = torch.gather(tokens, 1, low_indices.unsqueeze(-1).expand(-1, -1, dim))
-        low = self.mini_encoder(low)
+        if self._zero_token_cache_applies(low):
+            low = self._mini_encoder_with_cache(x, low, low_indices, gene_embedding)
+        else:
+            low = self.mini_encoder(low)
 
         dtype = torch.promote_types(top.dtype, low.dtype)
         merged = torch.empty(x.shape[0], n_tokens, dim, dtype=dtype, device=x.device)
