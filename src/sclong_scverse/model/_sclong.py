@@ -1175,16 +1175,45 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             adata, indices, batch_size, progress_bar=progress_bar, desc="embed", precision=precision
         )
         for outputs in batches:
-            decodings = outputs["decodings"][:, :n_genes].float()
-            if not self.module.config.low_expression_branch:
-                pooled.append(pool_decoded(decodings, outputs["predicted"][:, :n_genes], pooling))
-            elif pooling == "mean":
-                pooled.append(decodings.mean(dim=1))
-            elif pooling == "sum":
-                pooled.append(decodings.sum(dim=1))
-            else:
-                pooled.append(decodings.amax(dim=1))
+            pooled.append(self._pooled(outputs, pooling, n_genes))
         return torch.cat(pooled).cpu().numpy()
+
+    def _pooled(self, outputs: dict, pooling: str, n_genes: int) -> torch.Tensor:
+        """A batch's cell embeddings: decodings pooled over the vocabulary's genes."""
+        decodings = outputs["decodings"][:, :n_genes].float()
+        if not self.module.config.low_expression_branch:
+            return pool_decoded(decodings, outputs["predicted"][:, :n_genes], pooling)
+        if pooling == "mean":
+            return decodings.mean(dim=1)
+        if pooling == "sum":
+            return decodings.sum(dim=1)
+        return decodings.amax(dim=1)
+
+    def _predicted_values(self, outputs: dict) -> torch.Tensor:
+        """A batch's predictions on the registered genes (NaN where nothing predicts)."""
+        positions = torch.as_tensor(self.alignment.var_positions)
+        kept = positions >= 0
+        values = torch.full((outputs["prediction"].shape[0], len(positions)), torch.nan)
+        prediction = outputs["prediction"].float()
+        if not self.module.config.low_expression_branch:
+            prediction = prediction.masked_fill(~outputs["predicted"], torch.nan)
+        values[:, kept] = prediction[:, positions[kept]].cpu()
+        return values
+
+    def _embed_and_predict(
+        self,
+        adata: ad.AnnData | None = None,
+        batch_size: int | None = None,
+        pooling: Pooling = "max",
+        progress_bar: bool | None = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`get_latent_representation` and :meth:`predict` from one forward pass."""
+        n_genes = self.module.config.n_genes
+        pooled, predictions = [], []
+        for outputs in self._batches(adata, None, batch_size, progress_bar=progress_bar):
+            pooled.append(self._pooled(outputs, pooling, n_genes))
+            predictions.append(self._predicted_values(outputs))
+        return torch.cat(pooled).cpu().numpy(), torch.cat(predictions).numpy()
 
     def get_gene_embeddings(
         self,
@@ -1325,11 +1354,7 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
             precision=precision,
         )
         for outputs in batches:
-            values = torch.full((outputs["prediction"].shape[0], len(positions)), torch.nan)
-            prediction = outputs["prediction"].float()
-            if not self.module.config.low_expression_branch:
-                prediction = prediction.masked_fill(~outputs["predicted"], torch.nan)
-            values[:, kept] = prediction[:, positions[kept]].cpu()
+            values = self._predicted_values(outputs)
             predictions.append(values)
             if return_mask:
                 chosen = torch.zeros_like(values, dtype=torch.bool)

@@ -119,9 +119,7 @@ def in_silico_perturb(
             query.layers[layer] = query.X
         if record is not None:
             query.uns[layer or "sclong"] = record
-        embedding = model.get_latent_representation(query, batch_size=batch_size)
-        prediction = model.predict(query, batch_size=batch_size)
-        return embedding, prediction
+        return model._embed_and_predict(query, batch_size=batch_size)  # one forward pass
 
     base_embedding, base_prediction = embed_and_predict(dense)
     cell_max = dense.max(axis=1)
