@@ -73,6 +73,8 @@ PAPALEXI_TARGETS = ("IFNGR1", "IFNGR2", "JAK2", "STAT1", "IRF1", "CD86", "SMAD4"
 DRUG_CELLBENCH_LINES = ("ACH-000681", "ACH-000416", "ACH-000587", "ACH-000447", "ACH-000012")
 DRUG_N_OTHER_LINES = 25
 DRUG_N_DEEPCE_SMILES = 200
+#: DeepCE gene vectors (``tests/test_drug_heads.py``): every landmark gene, the first columns.
+DRUG_N_DEEPCE_VECTOR_COLUMNS = 16
 
 PARITY_FILES = (
     "README.md",
@@ -443,6 +445,18 @@ class Builder:
             source,
             "deepce",
             f"the first {DRUG_N_DEEPCE_SMILES} of {len(rows)} rows (original text lines)",
+        )
+        source = self.data / "drug" / "deepce" / "gene_vector.csv"
+        lines = source.read_bytes().decode().splitlines()
+        kept = [",".join(line.split(",")[: 1 + DRUG_N_DEEPCE_VECTOR_COLUMNS]) for line in lines]
+        self.write_gzip(
+            "drug/deepce/gene_vector.csv.gz",
+            ("\n".join(kept) + "\n").encode(),
+            source,
+            "deepce",
+            f"all {len(lines)} rows (the L1000 landmark genes, DeepCE's order); the gene column "
+            f"and the first {DRUG_N_DEEPCE_VECTOR_COLUMNS} of "
+            f"{len(lines[0].split(',')) - 1} vector columns, values as written; gzip'd",
         )
 
     # ------------------------------------------------------------------ provenance

@@ -9,7 +9,20 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-_SUBMODULES = {"chem", "data", "datasets", "genes", "go", "io", "model", "module", "nn", "pl", "pp", "tl"}
+_SUBMODULES = {
+    "chem",
+    "data",
+    "datasets",
+    "genes",
+    "go",
+    "io",
+    "model",
+    "module",
+    "nn",
+    "pl",
+    "pp",
+    "tl",
+}
 _ATTRIBUTES = {"SCLONG": "model", "ScLongConfig": "nn"}
 _ATTRIBUTES["SCLONGClassifier"] = "model"  # cell-type annotation (fine-tuning)
 _ATTRIBUTES["SCLONGPerturbation"] = "model"  # genetic perturbation (GEARS-style head)

@@ -1,5 +1,11 @@
 """scvi-tools module of scLong: masking and the masked-expression loss around the network."""
 
+from ._chem_perturbation import (
+    ChemPerturbationModule,
+    GeneAtomAttentionLayer,
+    NeuralFingerprint,
+    pack_bond_graphs,
+)
 from ._classifier import (
     ScLongClassifierModule,
     backbone_sha256,
@@ -14,6 +20,7 @@ from ._deepsem import (
     gram_seed,
     train_deepsem,
 )
+from ._drug_combination import DrugCombinationModule
 from ._drug_response import DrugGraphEncoder, DrugResponseModule, pack_graphs
 from ._module import ScLongModule, choose_masked_positions
 from ._perturbation import PerturbationModule
@@ -29,6 +36,11 @@ __all__ = [
     "DrugGraphEncoder",
     "DrugResponseModule",
     "pack_graphs",
+    "ChemPerturbationModule",
+    "GeneAtomAttentionLayer",
+    "NeuralFingerprint",
+    "pack_bond_graphs",
+    "DrugCombinationModule",
     "PerturbationModule",
     "ScLongModule",
     "ScLongPretrainingPlan",

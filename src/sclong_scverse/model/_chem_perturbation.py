@@ -1,0 +1,882 @@
+"""scvi-tools model class of the DeepCE-style chemical perturbation head (L1000 signatures)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+from scipy import sparse
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager, fields
+from scvi.model.base import BaseModelClass
+
+from ..datasets._l1000 import check_not_signatures, parse_dose
+from ..module import ChemPerturbationModule, pack_bond_graphs
+from ..pp._checks import ScLongInputError, check_not_view
+from ..tl._drug_metrics import PRECISION_KS, signature_metrics
+from ._drug_response import SplitKind, split_pairs
+
+if TYPE_CHECKING:
+    from ._sclong import SCLONG
+
+logger = logging.getLogger(__name__)
+
+#: Methods of :meth:`SCLONGChemPerturbation.evaluate` besides the model.
+CHEM_BASELINES = ("mean_profile", "cell_line_mean", "drug_mean")
+
+
+def sclong_gene_features(
+    model: SCLONG,
+    genes: Sequence[str],
+    kind: Literal["static", "contextual"] = "static",
+    cells: ad.AnnData | None = None,
+    batch_size: int | None = None,
+) -> pd.DataFrame:
+    """Gene vectors from scLong for genes given by symbol or id (e.g. the L1000 landmark genes).
+
+    The genes are mapped through the model's vocabulary
+    (:meth:`~sclong_scverse.genes.GeneVocabulary.align`: ids, symbols, NCBI symbol <-> Ensembl,
+    aliases). Genes that do not map are NaN rows and are reported (a ``UserWarning`` and
+    ``frame.attrs["unmapped"]``), never silently given another gene's vector.
+
+    Parameters
+    ----------
+    model
+        A trained or loaded :class:`~sclong_scverse.model.SCLONG`.
+    genes
+        Gene symbols or ids, in the order wanted (e.g.
+        :func:`~sclong_scverse.datasets.deepce_landmark_genes`).
+    kind
+        ``"static"``: the model's gene embedding table (identity + GO graph; all vocabulary
+        genes); ``"contextual"``: the genes' decodings averaged over ``cells`` (only genes
+        registered with the model; a gene never decoded is NaN, reported too).
+    cells
+        Cells for ``"contextual"``: log-normalised *expression* with the model's genes
+        (:func:`~sclong_scverse.pp.normalize`). Perturbation signatures (z-scores) are refused:
+        scLong reads values <= -1 as mask tokens.
+    batch_size
+        Cells per forward pass (``"contextual"``).
+
+    Returns
+    -------
+    DataFrame ``(len(genes), dim)`` indexed by ``genes``; ``attrs["unmapped"]`` lists the genes
+    without a vector, ``attrs["kind"]`` the kind.
+
+    Raises
+    ------
+    ScLongInputError
+        ``cells`` missing for ``"contextual"``, or holding signatures rather than expression.
+    ValueError
+        No gene maps to the vocabulary, or an unknown ``kind``.
+    """
+    genes = [str(g) for g in genes]
+    alignment = model.vocabulary.align(genes, min_coverage=0.0)
+    positions = alignment.var_positions
+    if kind == "static":
+        model.module.eval()
+        with torch.inference_mode():
+            tokens = model.module.network.gene_embedding().float().cpu().numpy()
+    elif kind == "contextual":
+        if cells is None:
+            raise ScLongInputError(
+                "kind='contextual' averages the genes' decodings over cells: pass cells= "
+                "(log-normalised expression registered like the model's data)."
+            )
+        check_not_signatures(cells, "sclong_gene_features(kind='contextual')")
+        per_var = model.get_gene_embeddings("contextual", adata=cells, batch_size=batch_size)
+        var_positions = model.alignment.var_positions
+        tokens = np.full((model.vocabulary.n_tokens, per_var.shape[1]), np.nan, dtype=np.float32)
+        kept = var_positions >= 0
+        tokens[var_positions[kept]] = per_var.to_numpy()[kept]
+    else:
+        raise ValueError(f"kind must be 'static' or 'contextual', not {kind!r}.")
+    out = np.full((len(genes), tokens.shape[1]), np.nan, dtype=np.float32)
+    mapped = positions >= 0
+    out[mapped] = tokens[positions[mapped]]
+    frame = pd.DataFrame(
+        out,
+        index=pd.Index(genes, name="gene"),
+        columns=[f"sclong_{i}" for i in range(out.shape[1])],
+    )
+    absent = [g for g, p in zip(genes, positions, strict=True) if p < 0]
+    undecoded = [
+        g for g, p, v in zip(genes, positions, out, strict=True) if p >= 0 and np.isnan(v).all()
+    ]
+    frame.attrs["unmapped"] = absent + undecoded
+    frame.attrs["kind"] = kind
+    if absent or undecoded:
+        parts = []
+        if absent:
+            parts.append(
+                f"{len(absent)} of {len(genes)} genes do not map to the scLong vocabulary "
+                f"(e.g. {absent[:10]})"
+            )
+        if undecoded:
+            parts.append(
+                f"{len(undecoded)} genes of the vocabulary have no contextual vector (not "
+                f"registered with the model, or never decoded in these cells; e.g. "
+                f"{undecoded[:10]})"
+            )
+        warnings.warn(
+            "; ".join(parts) + ": they have no scLong vector (NaN rows; "
+            "SCLONGChemPerturbation gives them a learned vector or zeros).",
+            UserWarning,
+            stacklevel=2,
+        )
+    return frame
+
+
+def _doses(values) -> np.ndarray:
+    values = pd.Series(values)
+    if pd.api.types.is_numeric_dtype(values):
+        out = values.to_numpy(dtype=np.float64)
+        if np.isnan(out).any() or (out < 0).any():
+            raise ScLongInputError("Doses must be non-negative numbers (µM); found NaN or < 0.")
+        return np.round(out, 6)
+    return np.round(parse_dose(values.astype(str)), 6)
+
+
+class SCLONGChemPerturbation(BaseModelClass):
+    """DeepCE-style chemical perturbation model: drug graph + scLong gene vectors -> 978 genes.
+
+    Predicts an L1000 signature (one z-score per landmark gene) from a compound (its SMILES, as a
+    graph of atoms and bonds, :func:`~sclong_scverse.chem.deepce_graph`'s 62-d atom / 6-d bond
+    features through a neural fingerprint), a cell line and a dose. Each landmark gene is
+    represented by a fixed vector, scLong's (:func:`sclong_gene_features`: static embeddings
+    or decodings averaged over cells) or any other table (DeepCE's own gene vectors,
+    :func:`~sclong_scverse.datasets.read_deepce_gene_vectors`, as the baseline); genes attend
+    to the drug's atoms (multi-head attention), and a per-gene MLP reads the attended gene
+    vector, the drug vector and the cell-line and dose embeddings
+    (:class:`~sclong_scverse.module.ChemPerturbationModule`).
+
+    The AnnData holds one row per signature: the z-scores in ``adata.X`` (or a layer; genes as
+    ``var_names``, e.g. from :func:`~sclong_scverse.datasets.read_deepce_signatures` or
+    :func:`~sclong_scverse.datasets.read_gctx`) and the drug id, cell line and dose in ``obs``.
+
+    **Signatures are targets, never scLong input.** They are z-scores; fed to scLong as
+    expression, every value <= -1 would be read as a mask token. scLong only supplies the gene
+    vectors (from its weights, or from expression of cells), and the cell-line vectors if you
+    pass them (:func:`~sclong_scverse.tl.cell_line_embedding` of cells). The readers mark
+    signature AnnData (``uns["sclong_signatures"]``); :func:`sclong_gene_features` refuses
+    such data (and any negative values) where it expects expression, and
+    :meth:`~sclong_scverse.model.SCLONG.setup_anndata` refuses negative values.
+
+    Splits (:meth:`split`): ``random`` (profiles), ``leave_drug_out`` (DeepCE's de novo setting:
+    test compounds never seen) and ``leave_cell_line_out``; validation is kept apart from test
+    and chooses the epoch. :meth:`evaluate` scores the model next to three mean baselines
+    (mean training profile, cell-line mean, drug mean) with DeepCE's metrics
+    (:func:`~sclong_scverse.tl.signature_metrics`).
+
+    Parameters
+    ----------
+    adata
+        Signatures x genes AnnData registered with :meth:`setup_anndata`.
+    smiles
+        Drug id -> SMILES for every drug of ``adata``.
+    gene_features
+        Genes x dims table of gene vectors indexed by gene (``adata.var_names``); genes absent
+        from it or with NaN rows have no vector (reported) and get a learned one (or zeros,
+        ``learn_missing=False``). ``None``: every gene gets a learned vector (the ablation
+        without any gene representation).
+    cell_features
+        Cell lines x dims table (e.g. scLong vectors from
+        :func:`~sclong_scverse.tl.cell_line_embedding`), indexed by the cell-line ids of
+        ``adata``; ``None``: a learned vector per cell line (DeepCE: one-hot cell id).
+    d_model, conv_dims, n_layers, n_heads, ff_dim, embedding_dim, hidden_dim, dropout
+        Network sizes (DeepCE: 128, (16, 16), 2, 4, 512, 4, 128, 0.1).
+    gene_self_attention
+        Genes also attend to each other (DeepCE: yes; ``978^2`` per profile, slow on a CPU).
+    learn_missing
+        Learned vectors for genes without features (else zeros, as scLong's DeepCE run).
+    seed
+        Seed of the initial weights.
+
+    Examples
+    --------
+    >>> signatures = scl.datasets.read_deepce_signatures("signature_train.csv", time="24H")
+    >>> genes = scl.model.sclong_gene_features(sclong, signatures.var_names)  # reports unmapped
+    >>> scl.SCLONGChemPerturbation.setup_anndata(signatures)
+    >>> model = scl.SCLONGChemPerturbation(signatures, smiles=smiles, gene_features=genes)
+    >>> model.split("leave_drug_out")
+    >>> model.train(max_epochs=100)
+    >>> model.evaluate()  # model and baselines: Pearson, Spearman, RMSE, precision@k
+    """
+
+    def __init__(
+        self,
+        adata: ad.AnnData,
+        smiles: Mapping[str, str],
+        gene_features: pd.DataFrame | None = None,
+        cell_features: pd.DataFrame | None = None,
+        d_model: int = 128,
+        conv_dims: Sequence[int] = (16, 16),
+        n_layers: int = 2,
+        n_heads: int = 4,
+        ff_dim: int = 512,
+        embedding_dim: int = 4,
+        hidden_dim: int = 128,
+        dropout: float = 0.1,
+        gene_self_attention: bool = True,
+        learn_missing: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__(adata)
+        profiles = self._profile_table()
+        drugs = sorted(set(profiles["drug"]))
+        smiles = {str(k): v for k, v in dict(smiles).items()}
+        missing = [d for d in drugs if d not in smiles]
+        if missing:
+            raise ScLongInputError(
+                f"{len(missing)} drugs of adata have no SMILES (e.g. {missing[:5]}); pass smiles "
+                "for them or drop their profiles."
+            )
+        genes = [str(g) for g in self.adata.var_names]
+        cell_lines = sorted(set(profiles["cell_line"]))
+        if gene_features is None:
+            table = np.full((len(genes), 1), np.nan, dtype=np.float32)
+            self.genes_without_features_ = list(genes)
+        else:
+            if not isinstance(gene_features, pd.DataFrame):
+                raise ScLongInputError("gene_features must be a DataFrame indexed by gene.")
+            frame = gene_features.set_axis(gene_features.index.astype(str), axis=0)
+            frame = frame.loc[~frame.index.duplicated()].reindex(genes)
+            table = frame.to_numpy(dtype=np.float32)
+            if np.isinf(table).any():
+                raise ScLongInputError("gene_features holds infinite values.")
+            empty = np.isnan(table).all(axis=1)
+            partial = np.isnan(table).any(axis=1) & ~empty
+            if partial.any():
+                raise ScLongInputError(
+                    f"{int(partial.sum())} genes have partly NaN features (e.g. "
+                    f"{[g for g, p in zip(genes, partial, strict=True) if p][:5]}); a gene has a "
+                    "whole vector or none."
+                )
+            if empty.all():
+                raise ScLongInputError(
+                    "No gene of adata has features in gene_features (check the gene ids); pass "
+                    "gene_features=None for learned gene vectors."
+                )
+            self.genes_without_features_ = [g for g, e in zip(genes, empty, strict=True) if e]
+            if self.genes_without_features_:
+                warnings.warn(
+                    f"{len(self.genes_without_features_)} of {len(genes)} genes have no "
+                    f"features (e.g. {self.genes_without_features_[:10]}); they get "
+                    f"{'a learned vector' if learn_missing else 'zeros'}.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        cells = None
+        if cell_features is not None:
+            if not isinstance(cell_features, pd.DataFrame):
+                raise ScLongInputError("cell_features must be a DataFrame indexed by cell line.")
+            index = [str(c) for c in cell_features.index]
+            unknown = [c for c in cell_lines if c not in set(index)]
+            if unknown:
+                raise ScLongInputError(
+                    f"Unknown cell ids {unknown[:10]}: adata's cell lines are not all rows of "
+                    "cell_features."
+                )
+            frame = cell_features.set_axis(index, axis=0)
+            frame = frame.loc[~frame.index.duplicated()]
+            cells = frame.loc[cell_lines].to_numpy(dtype=np.float32)
+            if not np.isfinite(cells).all():
+                raise ScLongInputError("cell_features holds NaN or infinite values.")
+        spec = {
+            "drugs": drugs,
+            "smiles": [str(smiles[d]) for d in drugs],
+            "genes": genes,
+            "gene_features": table,
+            "gene_feature_columns": (
+                ["learned"] if gene_features is None else [str(c) for c in gene_features.columns]
+            ),
+            "cell_lines": cell_lines,
+            "cell_features": cells,
+            "doses": sorted({float(d) for d in profiles["dose_um"]}),
+            "d_model": int(d_model),
+            "conv_dims": [int(d) for d in conv_dims],
+            "n_layers": int(n_layers),
+            "n_heads": int(n_heads),
+            "ff_dim": int(ff_dim),
+            "embedding_dim": int(embedding_dim),
+            "hidden_dim": int(hidden_dim),
+            "dropout": float(dropout),
+            "gene_self_attention": bool(gene_self_attention),
+            "learn_missing": bool(learn_missing),
+            "seed": int(seed),
+        }
+        self._build(spec)
+        profiles["split"] = "train"
+        self.profiles_ = profiles
+        self.history_ = None
+        self.init_params_ = {"non_kwargs": {}, "kwargs": {}}
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: ad.AnnData,
+        drug_key: str = "pert_id",
+        cell_line_key: str = "cell_id",
+        dose_key: str = "pert_idose",
+        layer: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Register signatures: the profiles (targets) and their drug, cell line and dose.
+
+        Reads ``adata.X`` (or ``adata.layers[layer]``: the signatures, e.g. z-scores) and the
+        ``obs`` columns; writes the scvi-tools registration (``adata.uns["_scvi_uuid"]``,
+        ``adata.uns["_scvi_manager_uuid"]``).
+
+        Parameters
+        ----------
+        adata
+            Signatures x genes AnnData.
+        drug_key, cell_line_key
+            ``obs`` columns of the drug id (SMILES keys) and the cell line.
+        dose_key
+            ``obs`` column of the dose: labels such as ``"10.0 um"`` or numbers in µM.
+        layer
+            Layer of the signatures (``None``: ``adata.X``).
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+
+        Raises
+        ------
+        KeyError
+            A column or layer not found.
+        ScLongInputError
+            Profiles with NaN or infinite values (refused, never imputed: drop them, as
+            :func:`~sclong_scverse.datasets.read_deepce_signatures` does with a count),
+            unreadable doses, missing drug or cell ids, duplicated genes.
+        """
+        check_not_view(adata)
+        for key in (drug_key, cell_line_key, dose_key):
+            if key not in adata.obs.columns:
+                raise KeyError(f"{key!r} is not a column of adata.obs ({list(adata.obs)}).")
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(f"layer {layer!r} not in adata.layers ({list(adata.layers)}).")
+        if adata.var_names.has_duplicates:
+            raise ScLongInputError("adata.var_names (genes) have duplicates.")
+        values = adata.X if layer is None else adata.layers[layer]
+        values = values.toarray() if sparse.issparse(values) else np.asarray(values)
+        bad = ~np.isfinite(values.astype(np.float64)).all(axis=1)
+        if bad.any():
+            raise ScLongInputError(
+                f"{int(bad.sum())} of {adata.n_obs} profiles hold NaN or infinite values (e.g. "
+                f"{list(adata.obs_names[bad][:3])}); drop them first (never imputed): "
+                "adata = adata[np.isfinite(adata.X).all(axis=1)].copy()."
+            )
+        for key in (drug_key, cell_line_key):
+            empty = adata.obs[key].isna().to_numpy()
+            if empty.any():
+                raise ScLongInputError(f"{int(empty.sum())} profiles have no {key!r}.")
+        _doses(adata.obs[dose_key])  # raises on unreadable doses
+        setup_method_args = cls._get_setup_method_args(
+            cls=cls,
+            adata=adata,
+            drug_key=drug_key,
+            cell_line_key=cell_line_key,
+            dose_key=dose_key,
+            layer=layer,
+        )
+        anndata_fields = [fields.LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)]
+        manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)
+
+    @property
+    def _setup_args(self) -> dict:
+        return self.adata_manager._get_setup_method_args()["setup_args"]
+
+    def _profile_table(self) -> pd.DataFrame:
+        args = self._setup_args
+        obs = self.adata.obs
+        return pd.DataFrame(
+            {
+                "drug": obs[args["drug_key"]].astype(str).to_numpy(),
+                "cell_line": obs[args["cell_line_key"]].astype(str).to_numpy(),
+                "dose_um": _doses(obs[args["dose_key"]]),
+            }
+        )
+
+    def _targets(self) -> np.ndarray:
+        layer = self._setup_args["layer"]
+        values = self.adata.X if layer is None else self.adata.layers[layer]
+        values = values.toarray() if sparse.issparse(values) else np.asarray(values)
+        return values.astype(np.float32)
+
+    # ------------------------------------------------------------------ construction
+    def _build(self, spec: dict) -> None:
+        from ..chem import featurize_drugs
+
+        self.spec_ = spec
+        graphs = featurize_drugs(dict(zip(spec["drugs"], spec["smiles"], strict=True)), "deepce")
+        self._graphs = self._pack(graphs)
+        self._drug_index = {d: i for i, d in enumerate(spec["drugs"])}
+        self._cell_index = {c: i for i, c in enumerate(spec["cell_lines"])}
+        self._dose_index = {float(d): i for i, d in enumerate(spec["doses"])}
+        cells = spec["cell_features"]
+        torch.manual_seed(int(spec["seed"]))
+        self.module = ChemPerturbationModule(
+            torch.as_tensor(np.asarray(spec["gene_features"], dtype=np.float32)),
+            n_cell_lines=len(spec["cell_lines"]),
+            n_doses=len(spec["doses"]),
+            n_cell_features=None if cells is None else int(np.asarray(cells).shape[1]),
+            conv_dims=spec["conv_dims"],
+            d_model=spec["d_model"],
+            n_layers=spec["n_layers"],
+            n_heads=spec["n_heads"],
+            ff_dim=spec["ff_dim"],
+            embedding_dim=spec["embedding_dim"],
+            hidden_dim=spec["hidden_dim"],
+            dropout=spec["dropout"],
+            gene_self_attention=spec["gene_self_attention"],
+            learn_missing=spec["learn_missing"],
+        )
+        width = 0 if cells is None else np.asarray(cells).shape[1]
+        self.feature_mean_ = np.zeros(width, dtype=np.float32)
+        self.feature_scale_ = np.ones(width, dtype=np.float32)
+        n_missing = int(np.isnan(np.asarray(spec["gene_features"])).all(axis=1).sum())
+        self._model_summary_string = (
+            f"SCLONGChemPerturbation: DeepCE-style drug atoms x gene attention; "
+            f"{len(spec['drugs'])} drugs, {len(spec['genes'])} genes ({n_missing} without "
+            f"features), {len(spec['cell_lines'])} cell lines, {len(spec['doses'])} doses."
+        )
+
+    @staticmethod
+    def _pack(graphs: dict) -> dict[str, torch.Tensor]:
+        items = [graphs["graphs"][d] for d in graphs["drugs"]]
+        return pack_bond_graphs(
+            [g["atom_features"] for g in items],
+            [g["bond_features"] for g in items],
+            [g["edge_index"] for g in items],
+        )
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def _cell_tensor(self, cells: np.ndarray | None = None) -> torch.Tensor:
+        table = self.spec_["cell_features"] if cells is None else cells
+        if table is None:
+            return torch.zeros(len(self.spec_["cell_lines"]), 0)
+        table = np.asarray(table, dtype=np.float32)
+        return torch.as_tensor((table - self.feature_mean_) / self.feature_scale_)
+
+    # ------------------------------------------------------------------ splits
+    def split(
+        self,
+        kind: SplitKind = "leave_drug_out",
+        test_fraction: float = 0.2,
+        validation_fraction: float = 0.2,
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """Assign the profiles to train / validation / test (see ``split_pairs``).
+
+        ``random``: profiles drawn at random; ``leave_drug_out``: whole compounds (DeepCE's de
+        novo setting, 60/20/20 by compound); ``leave_cell_line_out``: whole cell lines. Writes
+        ``model.profiles_["split"]``.
+
+        Parameters
+        ----------
+        kind
+            ``"random"``, ``"leave_drug_out"`` or ``"leave_cell_line_out"``.
+        test_fraction, validation_fraction
+            Fractions of profiles, drugs or cell lines.
+        seed
+            Seed of the draw.
+
+        Returns
+        -------
+        Counts of profiles, drugs and cell lines per split.
+        """
+        self.profiles_["split"] = split_pairs(
+            self.profiles_, kind, test_fraction, validation_fraction, seed
+        )
+        self.split_ = {
+            "kind": kind,
+            "test_fraction": float(test_fraction),
+            "validation_fraction": float(validation_fraction),
+            "seed": int(seed),
+        }
+        return self.profiles_.groupby("split").agg(
+            profiles=("drug", "size"),
+            drugs=("drug", "nunique"),
+            cell_lines=("cell_line", "nunique"),
+        )
+
+    # ------------------------------------------------------------------ training
+    def _indices(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        d = frame["drug"].map(self._drug_index).to_numpy(dtype=np.int64)
+        c = frame["cell_line"].map(self._cell_index).to_numpy(dtype=np.int64)
+        s = frame["dose_um"].map(self._dose_index).to_numpy(dtype=np.int64)
+        return torch.as_tensor(d), torch.as_tensor(c), torch.as_tensor(s)
+
+    def _run(self, graphs, cells, rows, d, c, s, targets=None, batch_size=256) -> np.ndarray:
+        """Predictions (or, with targets, the summed squared error) of ``rows``, no gradient."""
+        self.module.eval()
+        out, total = [], 0.0
+        rows = rows.to(d.device)
+        with torch.no_grad():
+            atoms = self.module.atom_vectors(graphs)
+            for start in range(0, len(rows), batch_size):
+                r = rows[start : start + batch_size]
+                prediction = self.module(atoms, graphs["slots"], d[r], cells, c[r], s[r])
+                if targets is None:
+                    out.append(prediction.cpu().numpy())
+                else:
+                    total += float(((prediction - targets[r]) ** 2).sum())
+        if targets is not None:
+            return np.asarray(total)
+        return np.concatenate(out) if out else np.zeros((0, len(self.spec_["genes"])), np.float32)
+
+    def train(
+        self,
+        max_epochs: int = 100,
+        batch_size: int = 64,
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        early_stopping_patience: int | None = 10,
+        accelerator: str = "cpu",
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """Train on the training profiles (MSE); keep the epoch with the lowest validation MSE.
+
+        The test profiles are not read. The output offset (the mean training profile) and the
+        cell-line feature scaling are fitted on the training profiles. Writes nothing into
+        ``adata`` (the history goes to ``model.history_``).
+
+        Parameters
+        ----------
+        max_epochs
+            Passes over the training profiles.
+        batch_size
+            Profiles per step (DeepCE: 16).
+        lr, weight_decay
+            Adam settings (DeepCE: lr 2e-4).
+        early_stopping_patience
+            Stop after this many epochs without a better validation MSE (``None``: never).
+        accelerator
+            ``"cpu"``, ``"gpu"``/``"cuda"`` or ``"auto"``.
+        seed
+            Seed of the shuffles and dropout.
+
+        Returns
+        -------
+        ``train_mse``, ``validation_mse`` per epoch (mean over genes and profiles).
+
+        Raises
+        ------
+        ScLongInputError
+            No training profiles.
+        """
+        use_gpu = accelerator in ("gpu", "cuda") or (
+            accelerator == "auto" and torch.cuda.is_available()
+        )
+        device = torch.device("cuda" if use_gpu else "cpu")
+        split = self.profiles_["split"].to_numpy()
+        train_rows = np.flatnonzero(split == "train")
+        val_rows = np.flatnonzero(split == "validation")
+        if not len(train_rows):
+            raise ScLongInputError(
+                "No training profiles; call model.split(...) with fractions < 1."
+            )
+        targets_np = self._targets()
+        if self.spec_["cell_features"] is not None:
+            table = np.asarray(self.spec_["cell_features"], dtype=np.float32)
+            lines = self.profiles_["cell_line"].to_numpy()[train_rows]
+            used = sorted({self._cell_index[c] for c in lines})
+            self.feature_mean_ = table[used].mean(axis=0)
+            scale = table[used].std(axis=0)
+            self.feature_scale_ = np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
+        self.module.offset.copy_(torch.as_tensor(targets_np[train_rows].mean(axis=0)))
+        self.module.to(device)
+        graphs = {k: v.to(device) for k, v in self._graphs.items()}
+        cells = self._cell_tensor().to(device)
+        d, c, s = (t.to(device) for t in self._indices(self.profiles_))
+        targets = torch.as_tensor(targets_np).to(device)
+        n_genes = targets.shape[1]
+        optimizer = torch.optim.Adam(self.module.parameters(), lr=lr, weight_decay=weight_decay)
+        generator = torch.Generator().manual_seed(int(seed))
+        torch.manual_seed(int(seed))
+        history: dict[str, list[float]] = {"train_mse": [], "validation_mse": []}
+        best, best_state, waited = np.inf, None, 0
+        for _ in range(int(max_epochs)):
+            self.module.train()
+            order = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()]
+            total = 0.0
+            for start in range(0, len(order), batch_size):
+                r = torch.as_tensor(order[start : start + batch_size]).to(device)
+                atoms = self.module.atom_vectors(graphs)
+                prediction = self.module(atoms, graphs["slots"], d[r], cells, c[r], s[r])
+                loss = torch.mean((prediction - targets[r]) ** 2)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(r)
+            history["train_mse"].append(total / len(order))
+            if len(val_rows):
+                rows = torch.as_tensor(val_rows).to(device)
+                error = self._run(graphs, cells, rows, d, c, s, targets, batch_size=256)
+                mse = float(error) / (len(val_rows) * n_genes)
+                history["validation_mse"].append(mse)
+                if mse < best:
+                    best, waited = mse, 0
+                    best_state = copy.deepcopy(self.module.state_dict())
+                else:
+                    waited += 1
+                    if early_stopping_patience is not None and waited >= early_stopping_patience:
+                        break
+            else:
+                history["validation_mse"].append(float("nan"))
+        if best_state is not None:
+            self.module.load_state_dict(best_state)
+        self.module.eval()
+        self.is_trained_ = True
+        self.history_ = pd.DataFrame(history)
+        self.best_epoch_ = int(np.nanargmin(history["validation_mse"])) if len(val_rows) else None
+        return self.history_
+
+    # ------------------------------------------------------------------ queries
+    def predict_profiles(self, rows: Sequence[int] | None = None) -> np.ndarray:
+        """Predicted profiles ``(n, n_genes)`` of registered signatures (default: all)."""
+        rows = np.arange(len(self.profiles_)) if rows is None else np.asarray(rows)
+        device = self._device
+        graphs = {k: v.to(device) for k, v in self._graphs.items()}
+        d, c, s = (t.to(device) for t in self._indices(self.profiles_))
+        return self._run(graphs, self._cell_tensor().to(device), torch.as_tensor(rows), d, c, s)
+
+    def predict(
+        self,
+        drugs: Sequence[str] | Mapping[str, str] | None = None,
+        cell_lines: Sequence[str] | None = None,
+        doses: Sequence[float | str] | None = None,
+    ) -> pd.DataFrame:
+        """Predicted profiles of every drug x cell line x dose combination.
+
+        Parameters
+        ----------
+        drugs
+            The model's drug ids, or a mapping id -> SMILES (new compounds featurised on the
+            fly); default: the model's drugs.
+        cell_lines
+            The model's cell lines (default: all).
+        doses
+            Dose levels the model was trained with (µM numbers or labels such as
+            ``"10.0 um"``); default: all.
+
+        Returns
+        -------
+        DataFrame: rows a ``(drug, cell_line, dose_um)`` MultiIndex, columns the genes.
+
+        Raises
+        ------
+        ScLongInputError
+            Unknown drugs (without SMILES), unknown cell ids or dose levels; unparsable SMILES
+            (:class:`~sclong_scverse.chem.DrugFeatureError`, naming the drug).
+        """
+        from ..chem import featurize_drugs
+
+        graphs = self._graphs
+        if drugs is None:
+            drug_names = list(self.spec_["drugs"])
+            drug_rows = np.array([self._drug_index[x] for x in drug_names], dtype=np.int64)
+        elif isinstance(drugs, Mapping):
+            drug_names = [str(x) for x in drugs]
+            graphs = self._pack(featurize_drugs({str(k): v for k, v in drugs.items()}, "deepce"))
+            drug_rows = np.arange(len(drug_names))
+        else:
+            drug_names = [str(x) for x in drugs]
+            unknown = [x for x in drug_names if x not in self._drug_index]
+            if unknown:
+                raise ScLongInputError(
+                    f"Unknown drugs {unknown[:10]}; pass a mapping id -> SMILES for new drugs."
+                )
+            drug_rows = np.array([self._drug_index[x] for x in drug_names], dtype=np.int64)
+        names = (
+            list(self.spec_["cell_lines"]) if cell_lines is None else [str(x) for x in cell_lines]
+        )
+        unknown = [x for x in names if x not in self._cell_index]
+        if unknown:
+            raise ScLongInputError(
+                f"Unknown cell ids {unknown[:10]}; the model knows {self.spec_['cell_lines'][:10]}."
+            )
+        levels = list(self.spec_["doses"]) if doses is None else list(_doses(doses))
+        unknown = [x for x in levels if float(x) not in self._dose_index]
+        if unknown:
+            raise ScLongInputError(
+                f"Dose levels {unknown[:10]} µM were not in training (levels: "
+                f"{self.spec_['doses']})."
+            )
+        grid = pd.MultiIndex.from_product(
+            [drug_names, names, [float(x) for x in levels]], names=["drug", "cell_line", "dose_um"]
+        )
+        d = np.repeat(drug_rows, len(names) * len(levels))
+        c = np.tile(np.repeat([self._cell_index[x] for x in names], len(levels)), len(drug_rows))
+        s = np.tile([self._dose_index[float(x)] for x in levels], len(drug_rows) * len(names))
+        device = self._device
+        values = self._run(
+            {k: v.to(device) for k, v in graphs.items()},
+            self._cell_tensor().to(device),
+            torch.arange(len(d)),
+            torch.as_tensor(d).to(device),
+            torch.as_tensor(c).to(device),
+            torch.as_tensor(s).to(device),
+        )
+        return pd.DataFrame(values, index=grid, columns=list(self.spec_["genes"]))
+
+    def baselines(self) -> dict[str, np.ndarray]:
+        """The three mean baselines for every registered profile, fitted on the training ones.
+
+        - ``mean_profile``: the mean training profile;
+        - ``cell_line_mean``: the mean training profile of the cell line;
+        - ``drug_mean``: the mean training profile of the drug (over cell lines and doses).
+
+        A cell line or drug without training profiles (held out) gets the mean profile.
+
+        Returns
+        -------
+        Method -> ``(n_profiles, n_genes)`` array.
+        """
+        targets = self._targets()
+        train = (self.profiles_["split"] == "train").to_numpy()
+        mean = targets[train].mean(axis=0)
+        out = {"mean_profile": np.broadcast_to(mean, targets.shape).copy()}
+        for name, column in (("cell_line_mean", "cell_line"), ("drug_mean", "drug")):
+            keys = self.profiles_[column].to_numpy()
+            table = out["mean_profile"].copy()
+            for key in np.unique(keys):
+                rows = keys == key
+                if (rows & train).any():
+                    table[rows] = targets[rows & train].mean(axis=0)
+            out[name] = table
+        return out
+
+    def evaluate(
+        self, splits: Sequence[str] = ("validation", "test"), ks: Sequence[int] = PRECISION_KS
+    ) -> pd.DataFrame:
+        """DeepCE's metrics of the model and the baselines on each split.
+
+        Parameters
+        ----------
+        splits
+            Splits to score (``"train"``, ``"validation"``, ``"test"``).
+        ks
+            Cut-offs of precision@k (capped at the number of genes).
+
+        Returns
+        -------
+        Long DataFrame: ``method`` (``"model"`` and :data:`CHEM_BASELINES`), ``split``,
+        ``pearson``, ``spearman``, ``rmse``, ``precision_up@k``, ``precision_down@k``,
+        ``n_profiles``.
+        """
+        targets = self._targets()
+        predictions = {"model": self.predict_profiles(), **self.baselines()}
+        ks = [k for k in ks if k <= targets.shape[1]]
+        n_true = min(100, targets.shape[1])
+        rows = []
+        for method, values in predictions.items():
+            for split in splits:
+                part = (self.profiles_["split"] == split).to_numpy()
+                metrics = signature_metrics(targets[part], values[part], ks=ks, n_true=n_true)
+                rows.append({"method": method, "split": split, **metrics})
+        return pd.DataFrame(rows)
+
+    # ------------------------------------------------------------------ save / load
+    def save(
+        self,
+        dir_path: str | os.PathLike,
+        prefix: str | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Save as plain data (``model.pt``, loads with ``weights_only=True``) + manifest.
+
+        Writes ``model.pt`` (weights, drugs and SMILES, genes and their feature table, cell
+        lines, doses, the profiles and their split, the history) and ``manifest.json`` (sha256,
+        versions) in ``dir_path``; reads nothing from ``adata``.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write (created).
+        prefix
+            Prefix of the file names.
+        overwrite
+            Replace a model saved there.
+        """
+        from ._saving import save_head, text_columns
+
+        spec = dict(self.spec_)
+        spec["gene_features"] = np.asarray(spec["gene_features"], dtype=np.float32)
+        if spec["cell_features"] is not None:
+            spec["cell_features"] = np.asarray(spec["cell_features"], dtype=np.float32)
+        save_head(
+            self,
+            dir_path,
+            prefix,
+            overwrite,
+            spec=spec,
+            attrs={
+                "profiles_": text_columns(self.profiles_, ("drug", "cell_line", "split")),
+                "split_": getattr(self, "split_", None),
+                "feature_mean_": np.asarray(self.feature_mean_),
+                "feature_scale_": np.asarray(self.feature_scale_),
+                "genes_without_features_": list(self.genes_without_features_),
+            },
+        )
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str | os.PathLike,
+        adata: ad.AnnData,
+        prefix: str | None = None,
+        verify: bool = True,
+    ) -> SCLONGChemPerturbation:
+        """Load a saved model safely (``torch.load(weights_only=True)``, manifest checked).
+
+        Registers ``adata`` as :meth:`setup_anndata` does (same keys); its profiles must be the
+        saved model's (same genes, same number of profiles).
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by :meth:`save`.
+        adata
+            The signatures.
+        prefix
+            File name prefix given to :meth:`save`.
+        verify
+            Check the manifest first.
+
+        Returns
+        -------
+        The model, in eval mode.
+        """
+        from ._saving import load_head
+
+        def check(spec: dict, attrs: dict) -> None:
+            if [str(g) for g in adata.var_names] != [str(g) for g in spec["genes"]]:
+                raise ScLongInputError(
+                    "adata's genes differ from the saved model's (order included)."
+                )
+            if adata.n_obs != len(attrs["profiles_"]):
+                raise ScLongInputError(
+                    f"adata has {adata.n_obs} profiles; the saved model {len(attrs['profiles_'])}."
+                )
+
+        model, attrs = load_head(cls, dir_path, adata, prefix, verify, check=check)
+        model.profiles_ = attrs["profiles_"]
+        model.split_ = attrs.get("split_")
+        model.feature_mean_ = np.asarray(attrs["feature_mean_"], dtype=np.float32)
+        model.feature_scale_ = np.asarray(attrs["feature_scale_"], dtype=np.float32)
+        model.genes_without_features_ = list(attrs.get("genes_without_features_", []))
+        return model

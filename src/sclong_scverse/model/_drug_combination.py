@@ -1,0 +1,740 @@
+"""scvi-tools model class of the DeepDDS-style drug combination (synergy) head."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+from scipy import sparse
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager, fields
+from scvi.model.base import BaseModelClass
+
+from ..module import DrugCombinationModule
+from ..pp._checks import ScLongInputError, check_not_view
+from ..tl._drug_metrics import synergy_metrics
+from ._drug_response import _packed
+
+logger = logging.getLogger(__name__)
+
+CombinationSplit = Literal[
+    "random", "leave_combination_out", "leave_drug_out", "leave_cell_line_out"
+]
+#: Splits of :func:`split_combinations` (and :meth:`SCLONGDrugCombination.split`).
+COMBINATION_SPLITS = ("random", "leave_combination_out", "leave_drug_out", "leave_cell_line_out")
+#: Methods of :meth:`SCLONGDrugCombination.evaluate` besides the model.
+COMBINATION_BASELINES = ("cell_line_rate", "drug_rate", "combination_rate")
+COMBINATION_COLUMNS = ("drug1", "drug2", "cell_line", "label")
+
+
+def _pair_keys(frame: pd.DataFrame) -> np.ndarray:
+    a, b = frame["drug1"].astype(str).to_numpy(), frame["drug2"].astype(str).to_numpy()
+    return np.array([f"{x}|{y}" if x <= y else f"{y}|{x}" for x, y in zip(a, b, strict=True)])
+
+
+def split_combinations(
+    frame: pd.DataFrame,
+    kind: CombinationSplit,
+    test_fraction: float = 0.2,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+) -> np.ndarray:
+    """Assign (drug 1, drug 2, cell line) triples to ``"train"``, ``"validation"``, ``"test"``.
+
+    - ``random``: triples at random (DeepDDS's 5-fold setting: every drug pair and cell line is
+      seen in training);
+    - ``leave_combination_out``: whole drug pairs (in either order) with all their cell lines;
+    - ``leave_drug_out``: whole drugs: a triple with a test drug is a test triple, one with a
+      validation drug (and no test drug) a validation triple, so that test drugs are never
+      seen in training or model selection;
+    - ``leave_cell_line_out``: whole cell lines.
+
+    Parameters
+    ----------
+    frame
+        Columns ``drug1``, ``drug2``, ``cell_line``.
+    kind
+        One of :data:`COMBINATION_SPLITS`.
+    test_fraction, validation_fraction
+        Fractions of triples, pairs, drugs or cell lines.
+    seed
+        Seed of the draw (numpy ``default_rng``).
+
+    Returns
+    -------
+    ``(n_triples,)`` array of split names.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``kind`` or fractions out of range.
+    ScLongInputError
+        Fewer than 3 groups to hold out.
+    """
+    if kind not in COMBINATION_SPLITS:
+        raise ValueError(f"split must be one of {COMBINATION_SPLITS}, not {kind!r}.")
+    if not (0 < test_fraction < 1 and 0 < validation_fraction < 1):
+        raise ValueError("test_fraction and validation_fraction must be in (0, 1).")
+    if test_fraction + validation_fraction >= 1:
+        raise ValueError("test_fraction + validation_fraction must be below 1.")
+    rng = np.random.default_rng(seed)
+    out = np.full(len(frame), "train", dtype=object)
+    if kind == "random":
+        order = rng.permutation(len(frame))
+        n_test = max(1, round(test_fraction * len(frame)))
+        n_val = max(1, round(validation_fraction * len(frame)))
+        out[order[:n_test]] = "test"
+        out[order[n_test : n_test + n_val]] = "validation"
+        return out
+    if kind == "leave_combination_out":
+        keys = _pair_keys(frame)
+    elif kind == "leave_cell_line_out":
+        keys = frame["cell_line"].astype(str).to_numpy()
+    else:
+        keys = None
+    if keys is not None:
+        groups = np.array(sorted(set(keys)), dtype=object)
+    else:
+        groups = np.array(
+            sorted(set(frame["drug1"].astype(str)) | set(frame["drug2"].astype(str))), dtype=object
+        )
+    if len(groups) < 3:
+        raise ScLongInputError(f"{kind} needs at least 3 groups to hold out; found {len(groups)}.")
+    order = rng.permutation(len(groups))
+    n_test = max(1, round(test_fraction * len(groups)))
+    n_val = max(1, round(validation_fraction * len(groups)))
+    test = set(groups[order[:n_test]])
+    validation = set(groups[order[n_test : n_test + n_val]])
+    if keys is not None:
+        out[np.isin(keys, list(test))] = "test"
+        out[np.isin(keys, list(validation))] = "validation"
+        return out
+    d1, d2 = frame["drug1"].astype(str).to_numpy(), frame["drug2"].astype(str).to_numpy()
+    in_test = np.isin(d1, list(test)) | np.isin(d2, list(test))
+    in_val = np.isin(d1, list(validation)) | np.isin(d2, list(validation))
+    out[in_val] = "validation"
+    out[in_test] = "test"
+    return out
+
+
+class SCLONGDrugCombination(BaseModelClass):
+    """DeepDDS-style drug combination model: a shared drug graph network + a cell-line vector.
+
+    Classifies a (drug 1, drug 2, cell line) triple as synergistic (1) or not (0). Both drugs go
+    through one graph convolution network (:class:`~sclong_scverse.module.DrugGraphEncoder` on
+    :func:`~sclong_scverse.chem.deepcdr_graph`'s 75-d atom features; DeepDDS: GAT or GCN on 78-d
+    atom features), the cell line's vector (scLong's pooled representation from
+    :func:`~sclong_scverse.tl.cell_line_embedding`, or a one-hot id as the ablation, or any
+    per-cell-line table) through an MLP; the drug pair is combined symmetrically (the order of
+    the two drugs does not matter; :class:`~sclong_scverse.module.DrugCombinationModule`).
+
+    The AnnData holds one row per cell line, its features in ``adata.X`` or
+    ``adata.obsm[features_key]``, and the labelled triples as a DataFrame in
+    ``adata.uns[combinations_key]`` (columns ``drug1``, ``drug2``, ``cell_line``, ``label``;
+    e.g. :func:`~sclong_scverse.datasets.read_deepdds_combinations`). Triples without a label
+    are dropped with a count (never imputed).
+
+    Splits (:meth:`split`): ``random``, ``leave_combination_out``, ``leave_drug_out``,
+    ``leave_cell_line_out``; validation kept apart from test chooses the epoch. :meth:`evaluate`
+    scores AUROC and AUPR of the model next to three rate baselines (the training synergy rate
+    of the cell line, of the two drugs, of the drug pair), which a random split flatters.
+
+    Parameters
+    ----------
+    adata
+        Cell lines x features AnnData registered with :meth:`setup_anndata`.
+    smiles
+        Drug name -> SMILES for every drug of the triples.
+    graph_dims, cell_dims, fusion_dims
+        Widths of the graph convolutions, the cell-line MLP and the fusion MLP.
+    dropout
+        Dropout of all branches (DeepDDS: 0.2).
+    symmetric
+        Order-invariant drug pair (``False``: ``[d1 ; d2]`` as DeepDDS).
+    standardize
+        Centre and scale the cell-line features on the training cell lines.
+    max_atoms
+        Largest molecule accepted (heavy atoms).
+    seed
+        Seed of the initial weights.
+
+    Examples
+    --------
+    >>> data = scl.datasets.read_deepdds_combinations("new_labels_0_10.csv", drugs="drugs_0_10.csv")
+    >>> lines.uns["combinations"] = data["combinations"]  # lines: cell lines x scLong vectors
+    >>> scl.SCLONGDrugCombination.setup_anndata(lines)
+    >>> model = scl.SCLONGDrugCombination(lines, smiles=data["smiles"])
+    >>> model.split("leave_drug_out")
+    >>> model.train()
+    >>> model.evaluate()  # AUROC, AUPR of the model and the baselines
+    """
+
+    def __init__(
+        self,
+        adata: ad.AnnData,
+        smiles: Mapping[str, str],
+        graph_dims: Sequence[int] = (128, 128, 128),
+        cell_dims: Sequence[int] = (512, 128),
+        fusion_dims: Sequence[int] = (512, 128),
+        dropout: float = 0.2,
+        symmetric: bool = True,
+        standardize: bool = True,
+        max_atoms: int = 150,
+        seed: int = 0,
+    ):
+        super().__init__(adata)
+        triples = self._triples()
+        drugs = sorted(set(triples["drug1"]) | set(triples["drug2"]))
+        smiles = {str(k): v for k, v in dict(smiles).items()}
+        missing = [d for d in drugs if d not in smiles]
+        if missing:
+            raise ScLongInputError(
+                f"{len(missing)} drugs of the combinations have no SMILES (e.g. {missing[:5]})."
+            )
+        spec = {
+            "drugs": drugs,
+            "smiles": [str(smiles[d]) for d in drugs],
+            "cell_lines": [str(c) for c in self.adata.obs_names],
+            "graph_dims": [int(d) for d in graph_dims],
+            "cell_dims": [int(d) for d in cell_dims],
+            "fusion_dims": [int(d) for d in fusion_dims],
+            "dropout": float(dropout),
+            "symmetric": bool(symmetric),
+            "standardize": bool(standardize),
+            "max_atoms": int(max_atoms),
+            "seed": int(seed),
+        }
+        self._build(spec)
+        triples["split"] = "train"
+        self.triples_ = triples
+        self.history_ = None
+        self.init_params_ = {"non_kwargs": {}, "kwargs": {}}
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: ad.AnnData,
+        combinations_key: str = "combinations",
+        features_key: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Register cell lines: their features and the labelled drug combinations.
+
+        Reads ``adata.uns[combinations_key]`` (DataFrame: ``drug1``, ``drug2``, ``cell_line``,
+        ``label`` 0 / 1, NaN = no label) and ``adata.obsm[features_key]`` (or ``adata.X``).
+        Writes the scvi-tools registration.
+
+        Parameters
+        ----------
+        adata
+            Cell lines x features AnnData; ``obs_names`` are the cell-line ids.
+        combinations_key
+            ``adata.uns`` key of the triples.
+        features_key
+            ``adata.obsm`` key of the features (``None``: ``adata.X``).
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+
+        Raises
+        ------
+        KeyError
+            ``combinations_key`` or ``features_key`` not found.
+        ScLongInputError
+            Columns missing, labels other than 0 / 1, unknown cell ids (triples whose cell line
+            is not a row of ``adata``), no labelled triple, features that are not finite,
+            duplicated cell-line ids.
+        """
+        check_not_view(adata)
+        if combinations_key not in adata.uns:
+            raise KeyError(
+                f"combinations_key={combinations_key!r} not in adata.uns ({list(adata.uns)}); put "
+                "a DataFrame with columns drug1, drug2, cell_line, label there."
+            )
+        table = adata.uns[combinations_key]
+        if not isinstance(table, pd.DataFrame):
+            raise ScLongInputError(f"adata.uns[{combinations_key!r}] must be a DataFrame.")
+        missing = [c for c in COMBINATION_COLUMNS if c not in table.columns]
+        if missing:
+            raise ScLongInputError(
+                f"adata.uns[{combinations_key!r}] lacks the columns {missing} "
+                f"({', '.join(COMBINATION_COLUMNS)})."
+            )
+        labels = pd.to_numeric(table["label"], errors="coerce")
+        if (table["label"].notna() & labels.isna()).any() or not labels.dropna().isin([0, 1]).all():
+            raise ScLongInputError("Combination labels must be 0 or 1 (NaN: no label).")
+        if labels.notna().sum() == 0:
+            raise ScLongInputError(f"adata.uns[{combinations_key!r}] has no labelled triple.")
+        if adata.obs_names.has_duplicates:
+            raise ScLongInputError("adata.obs_names (cell-line ids) have duplicates.")
+        unknown = sorted(set(table["cell_line"].astype(str)) - {str(c) for c in adata.obs_names})
+        if unknown:
+            raise ScLongInputError(
+                f"Unknown cell ids {unknown[:10]} ({len(unknown)}): the combinations name cell "
+                "lines that are not rows of adata (no features); add them or drop those triples."
+            )
+        if features_key is not None and features_key not in adata.obsm:
+            raise KeyError(f"features_key={features_key!r} not in adata.obsm ({list(adata.obsm)}).")
+        features = adata.X if features_key is None else adata.obsm[features_key]
+        features = features.toarray() if sparse.issparse(features) else np.asarray(features)
+        if features.ndim != 2 or not np.isfinite(features.astype(np.float64)).all():
+            raise ScLongInputError(
+                "The cell-line features must be a finite 2-d table (NaN or infinite values "
+                "found); impute or drop them first, knowingly."
+            )
+        setup_method_args = cls._get_setup_method_args(
+            cls=cls, adata=adata, combinations_key=combinations_key, features_key=features_key
+        )
+        feature_field = (
+            fields.LayerField(REGISTRY_KEYS.X_KEY, None, is_count_data=False)
+            if features_key is None
+            else fields.ObsmField(REGISTRY_KEYS.X_KEY, features_key, is_count_data=False)
+        )
+        manager = AnnDataManager(fields=[feature_field], setup_method_args=setup_method_args)
+        manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)
+
+    @property
+    def _setup_args(self) -> dict:
+        return self.adata_manager._get_setup_method_args()["setup_args"]
+
+    def _feature_matrix(self) -> np.ndarray:
+        key = self._setup_args["features_key"]
+        values = self.adata.X if key is None else self.adata.obsm[key]
+        values = values.toarray() if sparse.issparse(values) else np.asarray(values)
+        return values.astype(np.float32)
+
+    def _triples(self) -> pd.DataFrame:
+        table = self.adata.uns[self._setup_args["combinations_key"]]
+        frame = pd.DataFrame(
+            {
+                "drug1": table["drug1"].astype(str).to_numpy(),
+                "drug2": table["drug2"].astype(str).to_numpy(),
+                "cell_line": table["cell_line"].astype(str).to_numpy(),
+                "label": pd.to_numeric(table["label"], errors="coerce").to_numpy(),
+            }
+        )
+        n_missing = int(frame["label"].isna().sum())
+        if n_missing:
+            logger.warning(
+                "SCLONGDrugCombination: %d of %d triples have no label and are left out (never "
+                "imputed)",
+                n_missing,
+                len(frame),
+            )
+        self.n_unlabelled_ = n_missing
+        frame = frame.dropna(subset=["label"]).reset_index(drop=True)
+        frame["label"] = frame["label"].astype(np.int64)
+        return frame
+
+    # ------------------------------------------------------------------ construction
+    def _build(self, spec: dict) -> None:
+        from ..chem import featurize_drugs
+
+        self.spec_ = spec
+        graphs = featurize_drugs(
+            dict(zip(spec["drugs"], spec["smiles"], strict=True)), max_atoms=spec["max_atoms"]
+        )
+        self._drug_graphs = _packed(graphs)
+        self._drug_index = {d: i for i, d in enumerate(spec["drugs"])}
+        self._cell_index = {c: i for i, c in enumerate(spec["cell_lines"])}
+        features = self._feature_matrix()
+        torch.manual_seed(int(spec["seed"]))
+        self.module = DrugCombinationModule(
+            n_cell_features=features.shape[1],
+            atom_dim=int(graphs["features"].shape[2]),
+            graph_dims=spec["graph_dims"],
+            cell_dims=spec["cell_dims"],
+            fusion_dims=spec["fusion_dims"],
+            dropout=spec["dropout"],
+            symmetric=spec["symmetric"],
+        )
+        self.feature_mean_ = np.zeros(features.shape[1], dtype=np.float32)
+        self.feature_scale_ = np.ones(features.shape[1], dtype=np.float32)
+        self._model_summary_string = (
+            f"SCLONGDrugCombination: DeepDDS-style shared drug graph network + cell-line branch; "
+            f"{len(spec['drugs'])} drugs, {len(spec['cell_lines'])} cell lines, "
+            f"{features.shape[1]} cell-line features."
+        )
+
+    def _standardized(self, features: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor((features - self.feature_mean_) / self.feature_scale_)
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    # ------------------------------------------------------------------ splits
+    def split(
+        self,
+        kind: CombinationSplit = "leave_drug_out",
+        test_fraction: float = 0.2,
+        validation_fraction: float = 0.1,
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """Assign the labelled triples to train / validation / test (:func:`split_combinations`).
+
+        Writes ``model.triples_["split"]``; nothing in ``adata``.
+
+        Parameters
+        ----------
+        kind
+            ``"random"``, ``"leave_combination_out"``, ``"leave_drug_out"`` or
+            ``"leave_cell_line_out"``.
+        test_fraction, validation_fraction
+            Fractions of triples, drug pairs, drugs or cell lines.
+        seed
+            Seed of the draw.
+
+        Returns
+        -------
+        Counts of triples, synergistic triples, drugs and cell lines per split.
+        """
+        self.triples_["split"] = split_combinations(
+            self.triples_, kind, test_fraction, validation_fraction, seed
+        )
+        self.split_ = {
+            "kind": kind,
+            "test_fraction": float(test_fraction),
+            "validation_fraction": float(validation_fraction),
+            "seed": int(seed),
+        }
+        frame = self.triples_.assign(
+            drugs=[
+                {a, b} for a, b in zip(self.triples_["drug1"], self.triples_["drug2"], strict=True)
+            ]
+        )
+        return frame.groupby("split").agg(
+            triples=("label", "size"),
+            synergistic=("label", "sum"),
+            drugs=("drugs", lambda s: len(set().union(*s))),
+            cell_lines=("cell_line", "nunique"),
+        )
+
+    # ------------------------------------------------------------------ training
+    def _tensors(self, frame: pd.DataFrame, device) -> tuple[torch.Tensor, ...]:
+        d1 = frame["drug1"].map(self._drug_index).to_numpy(dtype=np.int64)
+        d2 = frame["drug2"].map(self._drug_index).to_numpy(dtype=np.int64)
+        c = frame["cell_line"].map(self._cell_index).to_numpy(dtype=np.int64)
+        y = frame["label"].to_numpy(dtype=np.float32)
+        return tuple(torch.as_tensor(v).to(device) for v in (d1, d2, c, y))
+
+    def train(
+        self,
+        max_epochs: int = 100,
+        batch_size: int = 256,
+        lr: float = 5e-4,
+        weight_decay: float = 0.0,
+        early_stopping_patience: int | None = 10,
+        accelerator: str = "cpu",
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """Train on the training triples (binary cross-entropy); keep the best validation epoch.
+
+        The test triples are not read; the epoch with the lowest validation loss is kept.
+        Writes nothing into ``adata`` (the history goes to ``model.history_``).
+
+        Parameters
+        ----------
+        max_epochs
+            Passes over the training triples.
+        batch_size
+            Triples per step.
+        lr, weight_decay
+            Adam settings (DeepDDS: lr 5e-4).
+        early_stopping_patience
+            Stop after this many epochs without a lower validation loss (``None``: never).
+        accelerator
+            ``"cpu"``, ``"gpu"``/``"cuda"`` or ``"auto"``.
+        seed
+            Seed of the shuffles and dropout.
+
+        Returns
+        -------
+        ``train_loss``, ``validation_loss`` (binary cross-entropy) per epoch.
+
+        Raises
+        ------
+        ScLongInputError
+            No training triples.
+        """
+        use_gpu = accelerator in ("gpu", "cuda") or (
+            accelerator == "auto" and torch.cuda.is_available()
+        )
+        device = torch.device("cuda" if use_gpu else "cpu")
+        train = self.triples_[self.triples_["split"] == "train"]
+        validation = self.triples_[self.triples_["split"] == "validation"]
+        if not len(train):
+            raise ScLongInputError("No training triples; call model.split(...) with fractions < 1.")
+        features = self._feature_matrix()
+        if self.spec_["standardize"]:
+            rows = [self._cell_index[c] for c in sorted(set(train["cell_line"]))]
+            self.feature_mean_ = features[rows].mean(axis=0)
+            scale = features[rows].std(axis=0)
+            self.feature_scale_ = np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
+        self.module.to(device)
+        cells = self._standardized(features).to(device)
+        graphs = [t.to(device) for t in self._drug_graphs]
+        t1, t2, tc, ty = self._tensors(train, device)
+        v1, v2, vc, vy = self._tensors(validation, device)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        optimizer = torch.optim.Adam(self.module.parameters(), lr=lr, weight_decay=weight_decay)
+        generator = torch.Generator().manual_seed(int(seed))
+        torch.manual_seed(int(seed))
+        history: dict[str, list[float]] = {"train_loss": [], "validation_loss": []}
+        best, best_state, waited = np.inf, None, 0
+        for _ in range(int(max_epochs)):
+            self.module.train()
+            order = torch.randperm(len(ty), generator=generator).to(device)
+            total = 0.0
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                vectors = self.module.drug_embedding(*graphs)
+                logits = self.module(vectors, cells, t1[rows], t2[rows], tc[rows])
+                loss = loss_fn(logits, ty[rows])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(rows)
+            history["train_loss"].append(total / len(order))
+            if len(vy):
+                self.module.eval()
+                with torch.no_grad():
+                    vectors = self.module.drug_embedding(*graphs)
+                    value = float(loss_fn(self.module(vectors, cells, v1, v2, vc), vy))
+                history["validation_loss"].append(value)
+                if value < best:
+                    best, waited = value, 0
+                    best_state = copy.deepcopy(self.module.state_dict())
+                else:
+                    waited += 1
+                    if early_stopping_patience is not None and waited >= early_stopping_patience:
+                        break
+            else:
+                history["validation_loss"].append(float("nan"))
+        if best_state is not None:
+            self.module.load_state_dict(best_state)
+        self.module.eval()
+        self.is_trained_ = True
+        self.history_ = pd.DataFrame(history)
+        self.best_epoch_ = int(np.nanargmin(history["validation_loss"])) if len(vy) else None
+        return self.history_
+
+    # ------------------------------------------------------------------ queries
+    def predict(
+        self,
+        combinations: pd.DataFrame | None = None,
+        smiles: Mapping[str, str] | None = None,
+    ) -> np.ndarray:
+        """Synergy probabilities of triples.
+
+        Parameters
+        ----------
+        combinations
+            Columns ``drug1``, ``drug2``, ``cell_line`` (default: the labelled triples,
+            ``model.triples_``). Cell lines must be registered.
+        smiles
+            Name -> SMILES of drugs the model has not seen (featurised on the fly; the
+            model's drugs may be among them).
+
+        Returns
+        -------
+        ``(n_triples,)`` probabilities.
+
+        Raises
+        ------
+        ScLongInputError
+            Unknown cell ids, or drugs that are neither the model's nor in ``smiles``.
+        """
+        from ..chem import featurize_drugs
+
+        frame = self.triples_ if combinations is None else combinations
+        cells_named = frame["cell_line"].astype(str)
+        unknown = sorted(set(cells_named) - set(self._cell_index))
+        if unknown:
+            raise ScLongInputError(f"Unknown cell ids {unknown[:10]} (not registered cell lines).")
+        names = sorted(set(frame["drug1"].astype(str)) | set(frame["drug2"].astype(str)))
+        graphs, index = self._drug_graphs, self._drug_index
+        if smiles is not None:
+            table = {str(k): v for k, v in dict(smiles).items()}
+            for name in names:
+                if name not in table and name in self._drug_index:
+                    table[name] = self.spec_["smiles"][self._drug_index[name]]
+            unknown = [n for n in names if n not in table]
+            if unknown:
+                raise ScLongInputError(f"Unknown drugs {unknown[:10]} (no SMILES).")
+            used = {n: table[n] for n in names}
+            graphs = _packed(featurize_drugs(used, max_atoms=self.spec_["max_atoms"]))
+            index = {n: i for i, n in enumerate(used)}
+        else:
+            unknown = [n for n in names if n not in self._drug_index]
+            if unknown:
+                raise ScLongInputError(
+                    f"Unknown drugs {unknown[:10]}; pass smiles= for drugs the model has not seen."
+                )
+        device = self._device
+        d1 = torch.as_tensor(frame["drug1"].astype(str).map(index).to_numpy(dtype=np.int64))
+        d2 = torch.as_tensor(frame["drug2"].astype(str).map(index).to_numpy(dtype=np.int64))
+        c = torch.as_tensor(cells_named.map(self._cell_index).to_numpy(dtype=np.int64))
+        self.module.eval()
+        with torch.no_grad():
+            vectors = self.module.drug_embedding(*(t.to(device) for t in graphs))
+            cells = self._standardized(self._feature_matrix()).to(device)
+            out = []
+            for start in range(0, len(d1), 8192):
+                part = slice(start, start + 8192)
+                logits = self.module(
+                    vectors, cells, d1[part].to(device), d2[part].to(device), c[part].to(device)
+                )
+                out.append(torch.sigmoid(logits).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def baselines(self) -> pd.DataFrame:
+        """The three rate baselines for every labelled triple, fitted on the training triples.
+
+        - ``cell_line_rate``: the share of synergistic training triples of the cell line;
+        - ``drug_rate``: the mean of the two drugs' shares (over their training triples);
+        - ``combination_rate``: the share of the drug pair (either order, all cell lines).
+
+        A group without training triples gets the overall training share.
+
+        Returns
+        -------
+        ``model.triples_`` with one column per baseline.
+        """
+        frame = self.triples_
+        train = frame[frame["split"] == "train"]
+        overall = float(train["label"].mean())
+        cell = train.groupby("cell_line")["label"].mean()
+        drug_rows = pd.concat(
+            [
+                train[["drug1", "label"]].set_axis(["drug", "label"], axis=1),
+                train[["drug2", "label"]].set_axis(["drug", "label"], axis=1),
+            ]
+        )
+        drug = drug_rows.groupby("drug")["label"].mean()
+        pair = pd.Series(train["label"].to_numpy(), index=_pair_keys(train)).groupby(level=0).mean()
+        out = frame.copy()
+        out["cell_line_rate"] = frame["cell_line"].map(cell).fillna(overall).to_numpy()
+        out["drug_rate"] = (
+            frame["drug1"].map(drug).fillna(overall).to_numpy()
+            + frame["drug2"].map(drug).fillna(overall).to_numpy()
+        ) / 2
+        out["combination_rate"] = pd.Series(_pair_keys(frame)).map(pair).fillna(overall).to_numpy()
+        return out
+
+    def evaluate(self, splits: Sequence[str] = ("validation", "test")) -> pd.DataFrame:
+        """AUROC, AUPR and accuracy of the model and the baselines on each split.
+
+        Parameters
+        ----------
+        splits
+            Splits to score (``"train"``, ``"validation"``, ``"test"``).
+
+        Returns
+        -------
+        Long DataFrame: ``method`` (``"model"`` and :data:`COMBINATION_BASELINES`), ``split``,
+        ``auroc``, ``aupr``, ``accuracy``, ``n``, ``positive_fraction``.
+        """
+        table = self.baselines()
+        table["model"] = self.predict()
+        rows = []
+        for method in ("model", *COMBINATION_BASELINES):
+            for split in splits:
+                part = table[table["split"] == split]
+                rows.append(
+                    {
+                        "method": method,
+                        "split": split,
+                        **synergy_metrics(part["label"], part[method]),
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    # ------------------------------------------------------------------ save / load
+    def save(
+        self,
+        dir_path: str | os.PathLike,
+        prefix: str | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Save as plain data (``model.pt``, loads with ``weights_only=True``) + manifest.
+
+        Writes ``model.pt`` (weights, drugs and SMILES, cell-line ids, feature scaling, the
+        triples and their split, the history) and ``manifest.json`` (sha256, versions).
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write (created).
+        prefix
+            Prefix of the file names.
+        overwrite
+            Replace a model saved there.
+        """
+        from ._saving import save_head, text_columns
+
+        columns = ("drug1", "drug2", "cell_line", "split")
+        save_head(
+            self,
+            dir_path,
+            prefix,
+            overwrite,
+            attrs={
+                "triples_": text_columns(self.triples_, columns),
+                "split_": getattr(self, "split_", None),
+                "feature_mean_": np.asarray(self.feature_mean_),
+                "feature_scale_": np.asarray(self.feature_scale_),
+            },
+        )
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str | os.PathLike,
+        adata: ad.AnnData,
+        prefix: str | None = None,
+        verify: bool = True,
+    ) -> SCLONGDrugCombination:
+        """Load a saved model safely (``torch.load(weights_only=True)``, manifest checked).
+
+        Registers ``adata`` as :meth:`setup_anndata` does (same keys); its cell lines must be
+        the saved model's, in the same order.
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by :meth:`save`.
+        adata
+            The cell lines (features and combinations).
+        prefix
+            File name prefix given to :meth:`save`.
+        verify
+            Check the manifest first.
+
+        Returns
+        -------
+        The model, in eval mode.
+        """
+        from ._saving import load_head
+
+        def check(spec: dict, _attrs: dict) -> None:
+            if [str(c) for c in adata.obs_names] != [str(c) for c in spec["cell_lines"]]:
+                raise ScLongInputError(
+                    f"adata's cell lines differ from the saved model's {len(spec['cell_lines'])} "
+                    "(order included); subset and reorder it."
+                )
+
+        model, attrs = load_head(cls, dir_path, adata, prefix, verify, check=check)
+        model.triples_ = attrs["triples_"]
+        model.split_ = attrs.get("split_")
+        model.feature_mean_ = np.asarray(attrs["feature_mean_"], dtype=np.float32)
+        model.feature_scale_ = np.asarray(attrs["feature_scale_"], dtype=np.float32)
+        return model

@@ -1,0 +1,97 @@
+"""DeepDDS-style drug combination network: one shared drug graph network + a cell-line vector."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ._drug_response import DrugGraphEncoder
+
+
+def _mlp(sizes: Sequence[int], dropout: float, norm: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+        if norm:
+            layers.append(nn.LayerNorm(b))
+        layers.append(nn.Dropout(float(dropout)))
+    return nn.Sequential(*layers)
+
+
+class DrugCombinationModule(nn.Module):
+    """Synergy logit of (drug 1, drug 2, cell line) (DeepDDS-style, graph convolutions).
+
+    Both drugs go through the same :class:`~sclong_scverse.module.DrugGraphEncoder` (one set of
+    weights); the cell line's feature vector (scLong's pooled representation, an expression
+    profile, or a one-hot id) through an MLP. With ``symmetric=True`` the two drug vectors are
+    combined as ``[d1 + d2 ; d1 * d2]``, so that the prediction does not depend on which drug is
+    listed first (DeepDDS concatenates ``[d1 ; d2]``, order-dependent; ``symmetric=False``).
+    Fusion: an MLP to one logit (DeepDDS: two-class softmax, the same model).
+
+    Parameters
+    ----------
+    n_cell_features
+        Width of the cell-line feature vector.
+    atom_dim
+        Atom features of the drug graphs (DeepCDR's featuriser: 75).
+    graph_dims
+        Widths of the graph convolutions (the last is the drug vector's).
+    cell_dims
+        Widths of the cell-line MLP (DeepDDS: 2048, 512, 256, 128 on 954 genes).
+    fusion_dims
+        Hidden widths of the fusion MLP (DeepDDS: 1024, 512, 128).
+    dropout
+        Dropout of all branches (DeepDDS: 0.2).
+    symmetric
+        Order-invariant combination of the two drugs.
+    """
+
+    def __init__(
+        self,
+        n_cell_features: int,
+        atom_dim: int = 75,
+        graph_dims: Sequence[int] = (128, 128, 128),
+        cell_dims: Sequence[int] = (512, 128),
+        fusion_dims: Sequence[int] = (512, 128),
+        dropout: float = 0.2,
+        symmetric: bool = True,
+    ):
+        super().__init__()
+        self.drug_encoder = DrugGraphEncoder(atom_dim, graph_dims, dropout)
+        cell_sizes = [int(n_cell_features), *[int(d) for d in cell_dims]]
+        self.cell_encoder = _mlp(cell_sizes, dropout, norm=True)
+        self.symmetric = bool(symmetric)
+        sizes = [2 * self.drug_encoder.out_dim + cell_sizes[-1], *[int(d) for d in fusion_dims]]
+        self.fusion = nn.Sequential(_mlp(sizes, dropout, norm=False), nn.Linear(sizes[-1], 1))
+
+    def drug_embedding(
+        self, atom_features: torch.Tensor, adjacency: torch.Tensor, pooling: torch.Tensor
+    ) -> torch.Tensor:
+        """Drug vectors ``(n_drugs, graph_dims[-1])`` of packed graphs (:func:`pack_graphs`)."""
+        return self.drug_encoder(atom_features, adjacency, pooling)
+
+    def forward(
+        self,
+        drug_vectors: torch.Tensor,
+        cell_features: torch.Tensor,
+        drug1_index: torch.Tensor,
+        drug2_index: torch.Tensor,
+        cell_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """Synergy logits ``(n_triples,)``.
+
+        Parameters
+        ----------
+        drug_vectors
+            ``(n_drugs, d)`` from :meth:`drug_embedding`.
+        cell_features
+            ``(n_cell_lines, n_cell_features)``.
+        drug1_index, drug2_index, cell_index
+            ``(n_triples,)`` rows of the two tables.
+        """
+        d1, d2 = drug_vectors[drug1_index], drug_vectors[drug2_index]
+        pair = torch.cat([d1 + d2, d1 * d2] if self.symmetric else [d1, d2], dim=1)
+        cells = self.cell_encoder(cell_features)[cell_index]
+        return self.fusion(torch.cat([pair, cells], dim=1)).squeeze(-1)
