@@ -6,7 +6,6 @@ import copy
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Literal
 
 import anndata as ad
@@ -716,35 +715,19 @@ class SCLONGDrugResponse(BaseModelClass):
         overwrite
             Replace a model saved there.
         """
-        from ._saving import MODEL_FILE, save_model_file, write_manifest
+        from ._saving import save_head, text_columns
 
-        folder = Path(dir_path)
-        stem = prefix or ""
-        if (folder / f"{stem}{MODEL_FILE}").exists() and not overwrite:
-            raise ValueError(
-                f"{folder} already holds a saved model; pass overwrite=True to replace it."
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        pairs = self.pairs_.copy()
-        for column in ("drug", "cell_line", "split"):
-            pairs[column] = pairs[column].astype(str).to_numpy(dtype=object)
-        content = {
-            "model_state_dict": {k: v.cpu() for k, v in self.module.state_dict().items()},
-            "var_names": np.asarray(self.adata.var_names, dtype=object),
-            "attr_dict": {
-                "registry_": self.registry_,
-                "spec_": dict(self.spec_),
-                "is_trained_": bool(self.is_trained_),
-                "history_": self.history_,
-                "pairs_": pairs,
+        save_head(
+            self,
+            dir_path,
+            prefix,
+            overwrite,
+            attrs={
+                "pairs_": text_columns(self.pairs_, ("drug", "cell_line", "split")),
                 "split_": getattr(self, "split_", None),
                 "feature_mean_": np.asarray(self.feature_mean_),
                 "feature_scale_": np.asarray(self.feature_scale_),
             },
-        }
-        save_model_file(content, folder / f"{stem}{MODEL_FILE}")
-        write_manifest(
-            folder, [f"{stem}{MODEL_FILE}"], extra={"model": type(self).__name__}, prefix=prefix
         )
 
     @classmethod
@@ -775,38 +758,18 @@ class SCLONGDrugResponse(BaseModelClass):
         -------
         The model, in eval mode.
         """
-        from ._saving import ModelIntegrityError, read_saved_model
+        from ._saving import load_head
 
-        saved = read_saved_model(dir_path, prefix, verify=verify)
-        attrs, state = saved["attr_dict"], saved["model_state_dict"]
-        registry = attrs["registry_"]
-        if registry.get("model_name", cls.__name__) != cls.__name__:
-            raise ValueError(
-                f"{dir_path} holds a {registry.get('model_name')}, not a {cls.__name__}."
-            )
-        spec = attrs["spec_"]
-        if [str(c) for c in adata.obs_names] != [str(c) for c in spec["cell_lines"]]:
-            raise ScLongInputError(
-                f"adata's cell lines differ from the saved model's {len(spec['cell_lines'])} "
-                "(order included); subset and reorder it."
-            )
-        cls.setup_anndata(adata, **dict(registry["setup_args"]))
-        model = cls.__new__(cls)
-        BaseModelClass.__init__(model, adata)
-        model._build(spec)
-        try:
-            model.module.load_state_dict(state)
-        except RuntimeError as error:
-            raise ModelIntegrityError(
-                f"The weights in {dir_path} do not fit the saved configuration "
-                f"({str(error).splitlines()[0]})."
-            ) from None
-        model.module.eval()
+        def check(spec: dict, _attrs: dict) -> None:
+            if [str(c) for c in adata.obs_names] != [str(c) for c in spec["cell_lines"]]:
+                raise ScLongInputError(
+                    f"adata's cell lines differ from the saved model's {len(spec['cell_lines'])} "
+                    "(order included); subset and reorder it."
+                )
+
+        model, attrs = load_head(cls, dir_path, adata, prefix, verify, check=check)
         model.pairs_ = attrs["pairs_"]
         model.split_ = attrs.get("split_")
         model.feature_mean_ = np.asarray(attrs["feature_mean_"], dtype=np.float32)
         model.feature_scale_ = np.asarray(attrs["feature_scale_"], dtype=np.float32)
-        model.is_trained_ = bool(attrs.get("is_trained_", True))
-        model.history_ = attrs.get("history_")
-        model.init_params_ = {"non_kwargs": {}, "kwargs": {}}
         return model

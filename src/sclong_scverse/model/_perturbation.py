@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anndata as ad
@@ -630,33 +629,11 @@ class SCLONGPerturbation(BaseModelClass):
         overwrite
             Replace a model saved there.
         """
-        from ._saving import MODEL_FILE, save_model_file, write_manifest
+        from ._saving import save_head
 
-        folder = Path(dir_path)
-        stem = prefix or ""
-        if (folder / f"{stem}{MODEL_FILE}").exists() and not overwrite:
-            raise ValueError(
-                f"{folder} already holds a saved model; pass overwrite=True to replace it."
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        spec = {k: v for k, v in self.spec_.items()}
-        content = {
-            "model_state_dict": {k: v.cpu() for k, v in self.module.state_dict().items()},
-            "var_names": np.asarray(self.adata.var_names, dtype=object),
-            "attr_dict": {
-                "registry_": self.registry_,
-                "spec_": spec,
-                "is_trained_": bool(self.is_trained_),
-                "history_": self.history_,
-            },
-        }
-        save_model_file(content, folder / f"{stem}{MODEL_FILE}")
-        write_manifest(
-            folder,
-            [f"{stem}{MODEL_FILE}"],
-            extra={"model": type(self).__name__, "backbone": spec["backbone"] is not None},
-            prefix=prefix,
-        )
+        spec = dict(self.spec_)
+        extra = {"backbone": spec["backbone"] is not None}
+        save_head(self, dir_path, prefix, overwrite, spec=spec, extra=extra)
 
     @classmethod
     def load(
@@ -688,43 +665,24 @@ class SCLONGPerturbation(BaseModelClass):
         -------
         The model, in eval mode.
         """
-        from ._saving import ModelIntegrityError, read_saved_model
+        from ._saving import load_head
 
-        saved = read_saved_model(dir_path, prefix, verify=verify)
-        attrs, state = saved["attr_dict"], saved["model_state_dict"]
-        registry = attrs["registry_"]
-        if registry.get("model_name", cls.__name__) != cls.__name__:
-            raise ValueError(
-                f"{dir_path} holds a {registry.get('model_name')}, not a {cls.__name__}."
-            )
-        spec = attrs["spec_"]
-        genes = [str(g) for g in spec["genes"]]
-        if [str(g) for g in adata.var_names] != genes:
-            raise ScLongInputError(
-                f"adata's genes differ from the saved model's {len(genes)} genes (order "
-                "included); subset and reorder it: adata[:, saved_genes]."
-            )
-        setup_args = dict(registry["setup_args"])
-        cls.setup_anndata(adata, **setup_args)
-        model = cls.__new__(cls)
-        BaseModelClass.__init__(model, adata)
-        network = None
-        if spec["backbone"] is not None:
+        def check(spec: dict, _attrs: dict) -> None:
+            genes = [str(g) for g in spec["genes"]]
+            if [str(g) for g in adata.var_names] != genes:
+                raise ScLongInputError(
+                    f"adata's genes differ from the saved model's {len(genes)} genes (order "
+                    "included); subset and reorder it: adata[:, saved_genes]."
+                )
+
+        def network(spec: dict, state: dict):
+            if spec["backbone"] is None:
+                return None
             prefix_length = len("backbone.")
             backbone_state = {
                 k[prefix_length:]: v for k, v in state.items() if k.startswith("backbone.")
             }
-            network = _network_from_state(spec["backbone"]["config"], backbone_state)
-        model._build(spec, network)
-        try:
-            model.module.load_state_dict(state)
-        except RuntimeError as error:
-            raise ModelIntegrityError(
-                f"The weights in {dir_path} do not fit the saved configuration "
-                f"({str(error).splitlines()[0]})."
-            ) from None
-        model.module.eval()
-        model.is_trained_ = bool(attrs.get("is_trained_", True))
-        model.history_ = attrs.get("history_")
-        model.init_params_ = {"non_kwargs": {}, "kwargs": {}}
+            return _network_from_state(spec["backbone"]["config"], backbone_state)
+
+        model, _ = load_head(cls, dir_path, adata, prefix, verify, check=check, network=network)
         return model

@@ -303,3 +303,105 @@ def read_saved_model(
             "It would give NaN outputs; retrain or restore the file."
         )
     return content
+
+
+# ---------------------------------------------------------------------- downstream heads
+def text_columns(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A copy of ``frame`` whose ``columns`` hold plain strings (categoricals saved as text)."""
+    frame = frame.copy()
+    for column in columns:
+        frame[column] = frame[column].astype(str).to_numpy(dtype=object)
+    return frame
+
+
+def save_head(
+    model,
+    dir_path: str | os.PathLike,
+    prefix: str | None,
+    overwrite: bool,
+    *,
+    spec: dict | None = None,
+    attrs: dict | None = None,
+    extra: dict | None = None,
+) -> None:
+    """Save a downstream head (``SCLONGDrugResponse`` ...) as plain data plus a manifest.
+
+    ``model.pt`` holds the weights, ``var_names``, and ``attr_dict`` with the setup registry,
+    ``spec`` (default ``model.spec_``: what ``model._build`` needs), ``is_trained_``,
+    ``history_`` and the head's own ``attrs``; ``manifest.json`` the checksums, versions, the
+    class name and ``extra``.
+    """
+    folder = Path(dir_path)
+    stem = prefix or ""
+    if (folder / f"{stem}{MODEL_FILE}").exists() and not overwrite:
+        raise ValueError(
+            f"{folder} already holds a saved model; pass overwrite=True to replace it."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    content = {
+        "model_state_dict": {k: v.cpu() for k, v in model.module.state_dict().items()},
+        "var_names": np.asarray(model.adata.var_names, dtype=object),
+        "attr_dict": {
+            "registry_": model.registry_,
+            "spec_": dict(model.spec_) if spec is None else spec,
+            "is_trained_": bool(model.is_trained_),
+            "history_": model.history_,
+            **(attrs or {}),
+        },
+    }
+    save_model_file(content, folder / f"{stem}{MODEL_FILE}")
+    write_manifest(
+        folder,
+        [f"{stem}{MODEL_FILE}"],
+        extra={"model": type(model).__name__, **(extra or {})},
+        prefix=prefix,
+    )
+
+
+def load_head(
+    cls,
+    dir_path: str | os.PathLike,
+    adata,
+    prefix: str | None,
+    verify: bool,
+    *,
+    check=None,
+    network=None,
+):
+    """Load a head saved by :func:`save_head`: ``(model, attr_dict)``, the model in eval mode.
+
+    ``model.pt`` is read with ``torch.load(weights_only=True)`` after the manifest is checked.
+    ``check(spec, attrs)`` may refuse ``adata`` (raise) before it is registered as the saved
+    setup registered its data; ``network(spec, state)`` may build a network passed to
+    ``model._build(spec, network)``. The caller restores the head's own attributes from
+    ``attr_dict``.
+    """
+    from scvi.model.base import BaseModelClass
+
+    saved = read_saved_model(dir_path, prefix, verify=verify)
+    attrs, state = saved["attr_dict"], saved["model_state_dict"]
+    registry = attrs["registry_"]
+    if registry.get("model_name", cls.__name__) != cls.__name__:
+        raise ValueError(f"{dir_path} holds a {registry.get('model_name')}, not a {cls.__name__}.")
+    spec = attrs["spec_"]
+    if check is not None:
+        check(spec, attrs)
+    cls.setup_anndata(adata, **dict(registry["setup_args"]))
+    model = cls.__new__(cls)
+    BaseModelClass.__init__(model, adata)
+    if network is None:
+        model._build(spec)
+    else:
+        model._build(spec, network(spec, state))
+    try:
+        model.module.load_state_dict(state)
+    except RuntimeError as error:
+        raise ModelIntegrityError(
+            f"The weights in {dir_path} do not fit the saved configuration "
+            f"({str(error).splitlines()[0]})."
+        ) from None
+    model.module.eval()
+    model.is_trained_ = bool(attrs.get("is_trained_", True))
+    model.history_ = attrs.get("history_")
+    model.init_params_ = {"non_kwargs": {}, "kwargs": {}}
+    return model, attrs
