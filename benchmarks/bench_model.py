@@ -8,7 +8,14 @@ results stream batch by batch, never a cells x genes x dim array); then the time
 model twice on all CellBench genes with the default GO graph (the second build reuses the graph
 built by the first).
 
-Each measurement runs in a fresh process. Usage: python benchmarks/bench_model.py [--quick]
+With ``--presets`` (issue 14, item 4): for the tiny, small and bench presets on real CellBench
+cells with all 28.5k genes, ``scl.tl.embed`` cells/s and ``SCLONG.train`` cells/s (one epoch),
+and the cost of a query whose genes differ from the model's (its values are re-aligned to the
+model's genes with a sparse copy on every call): the time of that alignment next to the whole
+``tl.embed`` call.
+
+Each measurement runs in a fresh process. Usage:
+python benchmarks/bench_model.py [--quick] [--presets [tiny small bench]]
 """
 
 from __future__ import annotations
@@ -91,10 +98,84 @@ def construction(queue):
     queue.put((adata.n_vars, model.module.network.gene_embedding.edge_weight.numel(), *seconds))
 
 
+#: cells embedded / trained per preset (whole transcriptome): enough for a steady rate
+PRESET_CELLS = {"tiny": (64, 32), "small": (32, 16), "bench": (8, 4)}
+
+
+def end_to_end(queue, preset):
+    """tl.embed and SCLONG.train cells/s of a preset on all CellBench genes; re-alignment cost."""
+    import torch
+
+    import sclong_scverse as scl
+    from sclong_scverse.model import SCLONG
+
+    torch.set_num_threads(2)
+    n_embed, n_train = PRESET_CELLS[preset]
+    adata = prepared(None, max(n_embed, n_train))
+    SCLONG.setup_anndata(adata, layer="sclong")
+    torch.manual_seed(0)
+    model = SCLONG(adata, config=preset, gene_graph=False)
+    embed_cells = adata[:n_embed].copy()
+    start = time.perf_counter()
+    scl.tl.embed(embed_cells, model, batch_size=4)
+    embed_rate = n_embed / (time.perf_counter() - start)
+    # a query with the same genes in another order: aligned to the model's genes on every call
+    query = embed_cells[:, ::-1].copy()
+    start = time.perf_counter()
+    aligned = model._query(query)
+    align_seconds = time.perf_counter() - start
+    model._per_instance_manager_store.get(model.id, {}).pop(aligned.uns.get("_scvi_uuid"), None)
+    start = time.perf_counter()
+    scl.tl.embed(query, model, batch_size=4)
+    query_seconds = time.perf_counter() - start
+    train_cells = adata[:n_train].copy()
+    SCLONG.setup_anndata(train_cells, layer="sclong")
+    torch.manual_seed(0)
+    trainee = SCLONG(train_cells, config=preset, gene_graph=False)
+    start = time.perf_counter()
+    trainee.train(
+        max_epochs=1,
+        batch_size=4,
+        train_size=1.0,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        redraw_interval=None,
+    )
+    train_rate = n_train / (time.perf_counter() - start)
+    queue.put(
+        {
+            "preset": preset,
+            "genes": adata.n_vars,
+            "parameters": sum(p.numel() for p in model.module.parameters()),
+            "tl.embed cells/s": embed_rate,
+            "train cells/s": train_rate,
+            "re-alignment (s)": align_seconds,
+            "embed of that query (s)": query_seconds,
+            "re-alignment share": align_seconds / query_seconds,
+        }
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2k genes only")
+    parser.add_argument(
+        "--presets",
+        nargs="*",
+        choices=tuple(PRESET_CELLS),
+        help="only the end-to-end figures of these presets (all when none is named)",
+    )
     args = parser.parse_args()
+    if args.presets is not None:
+        import pandas as pd
+
+        rows = []
+        for preset in args.presets or PRESET_CELLS:
+            rows.append(in_fresh_process(end_to_end, preset))
+            print(rows[-1], flush=True)
+        print()
+        print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3g"))
+        return
     sizes = (2048,) if args.quick else (2048, 8192, None)
     print(f"{'genes':>7}{'train cells/s':>15}{'train peak MB':>15}{'infer cells/s':>15}")
     for n_genes in sizes:
