@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import warnings
@@ -578,10 +577,9 @@ class SCLONGChemPerturbation(BaseModelClass):
         ScLongInputError
             No training profiles.
         """
-        use_gpu = accelerator in ("gpu", "cuda") or (
-            accelerator == "auto" and torch.cuda.is_available()
-        )
-        device = torch.device("cuda" if use_gpu else "cpu")
+        from ._head_training import feature_scaling, train_with_validation, training_device
+
+        device = training_device(accelerator)
         split = self.profiles_["split"].to_numpy()
         train_rows = np.flatnonzero(split == "train")
         val_rows = np.flatnonzero(split == "validation")
@@ -594,9 +592,7 @@ class SCLONGChemPerturbation(BaseModelClass):
             table = np.asarray(self.spec_["cell_features"], dtype=np.float32)
             lines = self.profiles_["cell_line"].to_numpy()[train_rows]
             used = sorted({self._cell_index[c] for c in lines})
-            self.feature_mean_ = table[used].mean(axis=0)
-            scale = table[used].std(axis=0)
-            self.feature_scale_ = np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
+            self.feature_mean_, self.feature_scale_ = feature_scaling(table, used)
         self.module.offset.copy_(torch.as_tensor(targets_np[train_rows].mean(axis=0)))
         self.module.to(device)
         graphs = {k: v.to(device) for k, v in self._graphs.items()}
@@ -604,45 +600,32 @@ class SCLONGChemPerturbation(BaseModelClass):
         d, c, s = (t.to(device) for t in self._indices(self.profiles_))
         targets = torch.as_tensor(targets_np).to(device)
         n_genes = targets.shape[1]
-        optimizer = torch.optim.Adam(self.module.parameters(), lr=lr, weight_decay=weight_decay)
-        generator = torch.Generator().manual_seed(int(seed))
-        torch.manual_seed(int(seed))
-        history: dict[str, list[float]] = {"train_mse": [], "validation_mse": []}
-        best, best_state, waited = np.inf, None, 0
-        for _ in range(int(max_epochs)):
-            self.module.train()
-            order = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()]
-            total = 0.0
-            for start in range(0, len(order), batch_size):
-                r = torch.as_tensor(order[start : start + batch_size]).to(device)
-                atoms = self.module.atom_vectors(graphs)
-                prediction = self.module(atoms, graphs["slots"], d[r], cells, c[r], s[r])
-                loss = torch.mean((prediction - targets[r]) ** 2)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(r)
-            history["train_mse"].append(total / len(order))
-            if len(val_rows):
-                rows = torch.as_tensor(val_rows).to(device)
-                error = self._run(graphs, cells, rows, d, c, s, targets, batch_size=256)
-                mse = float(error) / (len(val_rows) * n_genes)
-                history["validation_mse"].append(mse)
-                if mse < best:
-                    best, waited = mse, 0
-                    best_state = copy.deepcopy(self.module.state_dict())
-                else:
-                    waited += 1
-                    if early_stopping_patience is not None and waited >= early_stopping_patience:
-                        break
-            else:
-                history["validation_mse"].append(float("nan"))
-        if best_state is not None:
-            self.module.load_state_dict(best_state)
-        self.module.eval()
+
+        def batch_loss(positions: torch.Tensor) -> torch.Tensor:
+            r = torch.as_tensor(train_rows[positions.numpy()]).to(device)
+            atoms = self.module.atom_vectors(graphs)
+            prediction = self.module(atoms, graphs["slots"], d[r], cells, c[r], s[r])
+            return torch.mean((prediction - targets[r]) ** 2)
+
+        def validation_loss() -> float:
+            rows = torch.as_tensor(val_rows).to(device)
+            error = self._run(graphs, cells, rows, d, c, s, targets, batch_size=256)
+            return float(error) / (len(val_rows) * n_genes)
+
+        self.history_, self.best_epoch_ = train_with_validation(
+            self.module,
+            len(train_rows),
+            batch_loss,
+            validation_loss if len(val_rows) else None,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            early_stopping_patience=early_stopping_patience,
+            seed=seed,
+            names=("train_mse", "validation_mse"),
+        )
         self.is_trained_ = True
-        self.history_ = pd.DataFrame(history)
-        self.best_epoch_ = int(np.nanargmin(history["validation_mse"])) if len(val_rows) else None
         return self.history_
 
     # ------------------------------------------------------------------ queries

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -465,10 +464,9 @@ class SCLONGDrugCombination(BaseModelClass):
         ScLongInputError
             No training triples.
         """
-        use_gpu = accelerator in ("gpu", "cuda") or (
-            accelerator == "auto" and torch.cuda.is_available()
-        )
-        device = torch.device("cuda" if use_gpu else "cpu")
+        from ._head_training import feature_scaling, train_with_validation, training_device
+
+        device = training_device(accelerator)
         train = self.triples_[self.triples_["split"] == "train"]
         validation = self.triples_[self.triples_["split"] == "validation"]
         if not len(train):
@@ -476,55 +474,37 @@ class SCLONGDrugCombination(BaseModelClass):
         features = self._feature_matrix()
         if self.spec_["standardize"]:
             rows = [self._cell_index[c] for c in sorted(set(train["cell_line"]))]
-            self.feature_mean_ = features[rows].mean(axis=0)
-            scale = features[rows].std(axis=0)
-            self.feature_scale_ = np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
+            self.feature_mean_, self.feature_scale_ = feature_scaling(features, rows)
         self.module.to(device)
         cells = self._standardized(features).to(device)
         graphs = [t.to(device) for t in self._drug_graphs]
         t1, t2, tc, ty = self._tensors(train, device)
         v1, v2, vc, vy = self._tensors(validation, device)
         loss_fn = torch.nn.BCEWithLogitsLoss()
-        optimizer = torch.optim.Adam(self.module.parameters(), lr=lr, weight_decay=weight_decay)
-        generator = torch.Generator().manual_seed(int(seed))
-        torch.manual_seed(int(seed))
-        history: dict[str, list[float]] = {"train_loss": [], "validation_loss": []}
-        best, best_state, waited = np.inf, None, 0
-        for _ in range(int(max_epochs)):
-            self.module.train()
-            order = torch.randperm(len(ty), generator=generator).to(device)
-            total = 0.0
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                vectors = self.module.drug_embedding(*graphs)
-                logits = self.module(vectors, cells, t1[rows], t2[rows], tc[rows])
-                loss = loss_fn(logits, ty[rows])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(rows)
-            history["train_loss"].append(total / len(order))
-            if len(vy):
-                self.module.eval()
-                with torch.no_grad():
-                    vectors = self.module.drug_embedding(*graphs)
-                    value = float(loss_fn(self.module(vectors, cells, v1, v2, vc), vy))
-                history["validation_loss"].append(value)
-                if value < best:
-                    best, waited = value, 0
-                    best_state = copy.deepcopy(self.module.state_dict())
-                else:
-                    waited += 1
-                    if early_stopping_patience is not None and waited >= early_stopping_patience:
-                        break
-            else:
-                history["validation_loss"].append(float("nan"))
-        if best_state is not None:
-            self.module.load_state_dict(best_state)
-        self.module.eval()
+
+        def batch_loss(rows: torch.Tensor) -> torch.Tensor:
+            rows = rows.to(device)
+            vectors = self.module.drug_embedding(*graphs)
+            return loss_fn(self.module(vectors, cells, t1[rows], t2[rows], tc[rows]), ty[rows])
+
+        def validation_loss() -> float:
+            vectors = self.module.drug_embedding(*graphs)
+            return float(loss_fn(self.module(vectors, cells, v1, v2, vc), vy))
+
+        self.history_, self.best_epoch_ = train_with_validation(
+            self.module,
+            len(ty),
+            batch_loss,
+            validation_loss if len(vy) else None,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            early_stopping_patience=early_stopping_patience,
+            seed=seed,
+            names=("train_loss", "validation_loss"),
+        )
         self.is_trained_ = True
-        self.history_ = pd.DataFrame(history)
-        self.best_epoch_ = int(np.nanargmin(history["validation_loss"])) if len(vy) else None
         return self.history_
 
     # ------------------------------------------------------------------ queries

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -481,10 +480,9 @@ class SCLONGDrugResponse(BaseModelClass):
         ScLongInputError
             No training pairs.
         """
-        use_gpu = accelerator in ("gpu", "cuda") or (
-            accelerator == "auto" and torch.cuda.is_available()
-        )
-        device = torch.device("cuda" if use_gpu else "cpu")
+        from ._head_training import feature_scaling, train_with_validation, training_device
+
+        device = training_device(accelerator)
         pairs = self.pairs_
         train = pairs[pairs["split"] == "train"]
         validation = pairs[pairs["split"] == "validation"]
@@ -493,9 +491,7 @@ class SCLONGDrugResponse(BaseModelClass):
         features = self._feature_matrix()
         if self.spec_["standardize"]:
             rows = [self._cell_index[c] for c in sorted(set(train["cell_line"]))]
-            self.feature_mean_ = features[rows].mean(axis=0)
-            scale = features[rows].std(axis=0)
-            self.feature_scale_ = np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
+            self.feature_mean_, self.feature_scale_ = feature_scaling(features, rows)
         self.module.offset.fill_(float(train[RESPONSE_KEY].mean()))
         self.module.to(device)
         cells = self._standardized(features).to(device)
@@ -509,48 +505,31 @@ class SCLONGDrugResponse(BaseModelClass):
 
         train_d, train_c, train_y = tensors(train)
         val_d, val_c, val_y = tensors(validation)
-        optimizer = torch.optim.Adam(self.module.parameters(), lr=lr, weight_decay=weight_decay)
-        generator = torch.Generator().manual_seed(int(seed))
-        torch.manual_seed(int(seed))
-        history: dict[str, list[float]] = {"train_mse": [], "validation_mse": []}
-        best, best_state, waited = np.inf, None, 0
-        for _ in range(int(max_epochs)):
-            self.module.train()
-            order = torch.randperm(len(train_y), generator=generator).to(device)
-            total = 0.0
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                vectors = self.module.drug_embedding(*drug_tensors)
-                prediction = self.module(vectors, cells, train_d[rows], train_c[rows])
-                loss = torch.mean((prediction - train_y[rows]) ** 2)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(rows)
-            history["train_mse"].append(total / len(order))
-            if len(val_y):
-                self.module.eval()
-                with torch.no_grad():
-                    vectors = self.module.drug_embedding(*drug_tensors)
-                    mse = float(
-                        torch.mean((self.module(vectors, cells, val_d, val_c) - val_y) ** 2)
-                    )
-                history["validation_mse"].append(mse)
-                if mse < best:
-                    best, waited = mse, 0
-                    best_state = copy.deepcopy(self.module.state_dict())
-                else:
-                    waited += 1
-                    if early_stopping_patience is not None and waited >= early_stopping_patience:
-                        break
-            else:
-                history["validation_mse"].append(float("nan"))
-        if best_state is not None:
-            self.module.load_state_dict(best_state)
-        self.module.eval()
+
+        def batch_loss(rows: torch.Tensor) -> torch.Tensor:
+            rows = rows.to(device)
+            vectors = self.module.drug_embedding(*drug_tensors)
+            prediction = self.module(vectors, cells, train_d[rows], train_c[rows])
+            return torch.mean((prediction - train_y[rows]) ** 2)
+
+        def validation_loss() -> float:
+            vectors = self.module.drug_embedding(*drug_tensors)
+            return float(torch.mean((self.module(vectors, cells, val_d, val_c) - val_y) ** 2))
+
+        self.history_, self.best_epoch_ = train_with_validation(
+            self.module,
+            len(train_y),
+            batch_loss,
+            validation_loss if len(val_y) else None,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            early_stopping_patience=early_stopping_patience,
+            seed=seed,
+            names=("train_mse", "validation_mse"),
+        )
         self.is_trained_ = True
-        self.history_ = pd.DataFrame(history)
-        self.best_epoch_ = int(np.nanargmin(history["validation_mse"])) if len(val_y) else None
         return self.history_
 
     # ------------------------------------------------------------------ queries
