@@ -35,20 +35,22 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ..pp._checks import ScLongInputError
+from .._batch_keys import CHOSEN_KEY, POSITION_KEY, REPLACED_KEY, X_KEY
+from ..pp._checks import ScLongInputError, ValueSummary, check_counts, summarize_values
 from ..pp._normalize import normalize_matrix
-
-#: batch key of the values: scvi-tools' ``REGISTRY_KEYS.X_KEY`` (not imported: reader workers
-#: stay light)
-X_KEY = "X"
-#: batch keys of the masked-expression masks drawn by the corpus (read by ScLongModule)
-CHOSEN_KEY = "sclong_chosen"
-REPLACED_KEY = "sclong_replaced"
-#: batch key of the position of a batch in the corpus order: (epoch, batch index of the rank)
-POSITION_KEY = "sclong_corpus_position"
 
 ValueKind = Literal["auto", "counts", "normalized"]
 _SAMPLE_ROWS = 64  # rows read to tell counts from normalised values
+
+
+def _check_not_negative(summary: ValueSummary, where: str) -> None:
+    """Refuse NaN, infinite and negative values (neither counts nor scLong-normalised)."""
+    if summary.n_nan or summary.n_inf or summary.n_negative:
+        raise ScLongInputError(
+            f"{where} holds {summary.n_nan} NaN, {summary.n_inf} infinite and "
+            f"{summary.n_negative} negative values; a corpus needs raw counts or "
+            "scLong-normalised values."
+        )
 
 
 def expand_corpus_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
@@ -314,36 +316,29 @@ class ScLongCorpus:
         return CorpusStore(path, element, n_obs, n_vars, ids, kind)
 
     def _value_kind(self, path: Path, element: str, sample: sp.csr_matrix, values: str) -> str:
-        data = sample.data
-        if data.size and (not np.isfinite(data).all() or data.min() < 0):
-            raise ScLongInputError(
-                f"{path} ({element}) holds NaN, infinite or negative values; a corpus needs raw "
-                "counts or scLong-normalised values."
-            )
-        integer = bool(np.all(data == np.round(data)))
-        if not data.size:  # only empty cells in the first rows: nothing tells; read as counts
-            return "normalized" if values == "normalized" else "counts"
+        """``"counts"`` or ``"normalized"`` for a store, from its first rows (see ``values``)."""
+        where = f"{path} ({element})"
         if values == "counts":
-            if not integer and not self.allow_non_integer:
-                raise ScLongInputError(
-                    f"{path} ({element}) holds non-integer values, not raw counts. Pass "
-                    "allow_non_integer=True for corrected counts, values='normalized' for "
-                    "scLong-normalised values, or layer= naming the counts layer."
-                )
+            check_counts(sample, where, allow_non_integer=self.allow_non_integer)
             return "counts"
+        summary = summarize_values(sample)
+        _check_not_negative(summary, where)
         if values == "normalized":
-            return "normalized"  # checked batch by batch (maximum at most max_value)
-        if integer and data.size:
-            return "counts"
-        top = np.asarray(sample.max(axis=1).todense()).ravel() if sample.shape[0] else np.zeros(0)
+            return "normalized"  # the maximum is checked batch by batch
+        if summary.n_values == 0 or summary.n_non_integer == 0:
+            return "counts"  # integers (or only empty cells so far: nothing tells)
+        top = np.asarray(sample.max(axis=1).todense()).ravel()
         nonempty = top > 0
         if nonempty.any() and np.allclose(top[nonempty], self.max_value, rtol=1e-4):
             return "normalized"
+        if self.allow_non_integer:
+            check_counts(sample, where, allow_non_integer=True, summary=summary)
+            return "counts"
         raise ScLongInputError(
-            f"{path} ({element}) holds neither raw counts (non-integer values) nor "
-            f"scLong-normalised values (each cell's largest value is {self.max_value:g} after "
-            f"scl.pp.normalize; here {np.round(top[:3], 3).tolist()} ...). Point layer= at the "
-            "counts, or pass values='counts', allow_non_integer=True for corrected counts."
+            f"{where} holds neither raw counts (non-integer values) nor scLong-normalised values "
+            f"(each cell's largest value is {self.max_value:g} after scl.pp.normalize; here "
+            f"{np.round(top[:3], 3).tolist()} ...). Point layer= at the counts, or pass "
+            "allow_non_integer=True for corrected counts."
         )
 
     def _block_table(self) -> np.ndarray:
@@ -516,23 +511,18 @@ class ScLongCorpus:
         return out, empty
 
     def _checked(self, block: sp.csr_matrix, store: CorpusStore, rows: np.ndarray):
-        data = block.data
-        if data.size and (not np.isfinite(data).all() or data.min() < 0):
-            raise ScLongInputError(
-                f"{store.path}: rows {rows[:5].tolist()}... hold NaN, infinite or negative values."
-            )
-        if store.values == "counts" and not self.allow_non_integer and data.size:
-            if not np.all(data == np.round(data)):
+        """Refuse a batch's rows that are not what the store was detected to hold."""
+        where = f"{store.path} rows {rows[:5].tolist()}..."
+        if store.values == "counts":
+            check_counts(block, where, allow_non_integer=self.allow_non_integer)
+        else:
+            summary = summarize_values(block)
+            _check_not_negative(summary, where)
+            if summary.n_values and summary.max > self.max_value * (1 + 1e-4):
                 raise ScLongInputError(
-                    f"{store.path}: rows {rows[:5].tolist()}... hold non-integer counts; pass "
-                    "allow_non_integer=True if they are corrected counts."
-                )
-        if store.values == "normalized" and data.size:
-            top = data.max()
-            if top > self.max_value * (1 + 1e-4):
-                raise ScLongInputError(
-                    f"{store.path}: values up to {top:.4g}, above max_value={self.max_value:g}: "
-                    "not scLong-normalised. Pass values='counts' with the counts."
+                    f"{where}: values up to {summary.max:.4g}, above max_value="
+                    f"{self.max_value:g}: not scLong-normalised. Pass values='counts' with the "
+                    "counts."
                 )
         if self.empty_cells == "error":
             sums = np.asarray(block.sum(axis=1)).ravel()

@@ -7,7 +7,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from ._corpus import POSITION_KEY, CorpusBatches, ScLongCorpus
+from .._batch_keys import POSITION_KEY
+from ._corpus import CorpusBatches, ScLongCorpus
 
 
 class _EpochLoader(torch.utils.data.DataLoader):

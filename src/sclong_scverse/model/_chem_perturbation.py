@@ -22,6 +22,12 @@ from ..module import ChemPerturbationModule, pack_bond_graphs
 from ..pp._checks import ScLongInputError, check_not_view
 from ..tl._drug_metrics import PRECISION_KS, signature_metrics
 from ._drug_response import SplitKind, split_pairs
+from ._head_training import (
+    DrugHeadMixin,
+    feature_scaling,
+    train_with_validation,
+    training_device,
+)
 
 if TYPE_CHECKING:
     from ._sclong import SCLONG
@@ -143,7 +149,7 @@ def _doses(values) -> np.ndarray:
     return np.round(parse_dose(values.astype(str)), 6)
 
 
-class SCLONGChemPerturbation(BaseModelClass):
+class SCLONGChemPerturbation(DrugHeadMixin, BaseModelClass):
     """DeepCE-style chemical perturbation model: drug graph + scLong gene vectors -> 978 genes.
 
     Predicts an L1000 signature (one z-score per landmark gene) from a compound (its SMILES, as a
@@ -459,10 +465,6 @@ class SCLONGChemPerturbation(BaseModelClass):
             [g["edge_index"] for g in items],
         )
 
-    @property
-    def _device(self) -> torch.device:
-        return next(self.module.parameters()).device
-
     def _cell_tensor(self, cells: np.ndarray | None = None) -> torch.Tensor:
         table = self.spec_["cell_features"] if cells is None else cells
         if table is None:
@@ -577,8 +579,6 @@ class SCLONGChemPerturbation(BaseModelClass):
         ScLongInputError
             No training profiles.
         """
-        from ._head_training import feature_scaling, train_with_validation, training_device
-
         device = training_device(accelerator)
         split = self.profiles_["split"].to_numpy()
         train_rows = np.flatnonzero(split == "train")

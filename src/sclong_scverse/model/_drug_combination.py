@@ -20,6 +20,12 @@ from ..module import DrugCombinationModule
 from ..pp._checks import ScLongInputError, check_not_view
 from ..tl._drug_metrics import synergy_metrics
 from ._drug_response import _packed
+from ._head_training import (
+    DrugHeadMixin,
+    feature_scaling,
+    train_with_validation,
+    training_device,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +129,7 @@ def split_combinations(
     return out
 
 
-class SCLONGDrugCombination(BaseModelClass):
+class SCLONGDrugCombination(DrugHeadMixin, BaseModelClass):
     """DeepDDS-style drug combination model: a shared drug graph network + a cell-line vector.
 
     Classifies a (drug 1, drug 2, cell line) triple as synergistic (1) or not (0). Both drugs go
@@ -363,13 +369,6 @@ class SCLONGDrugCombination(BaseModelClass):
             f"{features.shape[1]} cell-line features."
         )
 
-    def _standardized(self, features: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor((features - self.feature_mean_) / self.feature_scale_)
-
-    @property
-    def _device(self) -> torch.device:
-        return next(self.module.parameters()).device
-
     # ------------------------------------------------------------------ splits
     def split(
         self,
@@ -464,8 +463,6 @@ class SCLONGDrugCombination(BaseModelClass):
         ScLongInputError
             No training triples.
         """
-        from ._head_training import feature_scaling, train_with_validation, training_device
-
         device = training_device(accelerator)
         train = self.triples_[self.triples_["split"] == "train"]
         validation = self.triples_[self.triples_["split"] == "validation"]

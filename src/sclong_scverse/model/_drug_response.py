@@ -18,6 +18,12 @@ from scvi.model.base import BaseModelClass
 
 from ..module import DrugResponseModule, pack_graphs
 from ..pp._checks import ScLongInputError, check_not_view
+from ._head_training import (
+    DrugHeadMixin,
+    feature_scaling,
+    train_with_validation,
+    training_device,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +169,7 @@ def _packed(graphs: dict) -> tuple:
     return pack_graphs(features, adjacency)
 
 
-class SCLONGDrugResponse(BaseModelClass):
+class SCLONGDrugResponse(DrugHeadMixin, BaseModelClass):
     """DeepCDR-style cancer drug response model: drug graph network + cell-line vector -> ln IC50.
 
     The AnnData holds one row per cell line (or sample): its feature vector in ``adata.X`` or
@@ -393,13 +399,6 @@ class SCLONGDrugResponse(BaseModelClass):
             f"{features.shape[1]} cell-line features."
         )
 
-    def _standardized(self, features: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor((features - self.feature_mean_) / self.feature_scale_)
-
-    @property
-    def _device(self) -> torch.device:
-        return next(self.module.parameters()).device
-
     # ------------------------------------------------------------------ splits
     def split(
         self,
@@ -480,8 +479,6 @@ class SCLONGDrugResponse(BaseModelClass):
         ScLongInputError
             No training pairs.
         """
-        from ._head_training import feature_scaling, train_with_validation, training_device
-
         device = training_device(accelerator)
         pairs = self.pairs_
         train = pairs[pairs["split"] == "train"]

@@ -10,6 +10,18 @@ import pandas as pd
 import torch
 
 
+class DrugHeadMixin:
+    """What the drug heads share beyond training: their device and cell-feature scaling."""
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def _standardized(self, features: np.ndarray) -> torch.Tensor:
+        """Cell-line features scaled as fitted on the training cell lines."""
+        return torch.as_tensor((features - self.feature_mean_) / self.feature_scale_)
+
+
 def training_device(accelerator: str) -> torch.device:
     """``"cpu"``, ``"gpu"`` / ``"cuda"``, or ``"auto"`` (a GPU when there is one)."""
     use_gpu = accelerator in ("gpu", "cuda") or (

@@ -8,6 +8,7 @@ import torch
 from scvi import REGISTRY_KEYS
 from scvi.train import TrainingPlan
 
+from .._batch_keys import CHOSEN_KEY, REPLACED_KEY
 from ._module import ScLongModule
 
 
@@ -95,18 +96,25 @@ class ScLongTrainingPlan(TrainingPlan):
         features first every ``redraw_interval`` optimiser steps (never at step 0); also logs
         the learning rate and, in the progress bar, the cells per second.
         """
-        if (
-            self.redraw_interval
-            and self.global_step
-            and self.global_step % self.redraw_interval == 0
-            and self.global_step != self._last_redraw  # once per step with gradient accumulation
-        ):
-            self.module.network.redraw_projection_matrices()
-            self._last_redraw = self.global_step
+        self._redraw_if_due()
         loss = super().training_step(batch, batch_idx)
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
         self._log_cells_per_second(int(batch[REGISTRY_KEYS.X_KEY].shape[0]))
         return loss
+
+    def _redraw_if_due(self) -> None:
+        """Redraw the FAVOR+ features every ``redraw_interval`` optimiser steps (not at 0)."""
+        step = self.global_step
+        if not (self.redraw_interval and step and step % self.redraw_interval == 0):
+            return
+        if step == self._last_redraw:  # once per step with gradient accumulation
+            return
+        self.module.network.redraw_projection_matrices(self._redraw_generator())
+        self._last_redraw = step
+
+    def _redraw_generator(self) -> torch.Generator | None:
+        """The generator of a redraw (``None``: torch's global one)."""
+        return None
 
     def _log_cells_per_second(self, n_cells: int) -> None:
         """Show the training speed (cells/s, smoothed) in the progress bar; not in history."""
@@ -125,12 +133,6 @@ class ScLongTrainingPlan(TrainingPlan):
                 batch_size=n_cells,
             )
         self._step_started = now
-
-
-#: batch keys written by :class:`sclong_scverse.data.CorpusBatches`
-_CHOSEN_KEY = "sclong_chosen"
-_REPLACED_KEY = "sclong_replaced"
-_POSITION_KEY = "sclong_corpus_position"
 
 
 class ScLongPretrainingPlan(ScLongTrainingPlan):
@@ -166,21 +168,15 @@ class ScLongPretrainingPlan(ScLongTrainingPlan):
         self.seed = int(seed)
         self.step_losses: list[tuple[int, float, float]] = []
 
-    def _redraw_if_due(self) -> None:
-        step = self.global_step
-        if not (self.redraw_interval and step and step % self.redraw_interval == 0):
-            return
-        if step == self._last_redraw:  # once per step with gradient accumulation
-            return
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        self.module.network.redraw_projection_matrices(generator)
-        self._last_redraw = step
+    def _redraw_generator(self) -> torch.Generator:
+        """Seeded by (seed, step): every process draws the same features, resumed runs too."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
 
     def _masked_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         module = self.module
         tokens = module.to_tokens(batch[REGISTRY_KEYS.X_KEY].float())
-        chosen = module.to_tokens(batch[_CHOSEN_KEY].float()) > 0
-        replaced = module.to_tokens(batch[_REPLACED_KEY].float()) > 0
+        chosen = module.to_tokens(batch[CHOSEN_KEY].float()) > 0
+        replaced = module.to_tokens(batch[REPLACED_KEY].float()) > 0
         outputs = module.masked_forward(tokens, chosen, replaced)
         return {**outputs, "tokens": tokens, "chosen": chosen, "replaced": replaced}
 

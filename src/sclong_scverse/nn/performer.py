@@ -160,6 +160,21 @@ def linear_attention(
     return out / normaliser
 
 
+def _query_features(q: torch.Tensor, proj_t: torch.Tensor, half_sq: float, ratio: float):
+    """FAVOR+ query features ``ratio * exp(q·w - |q|^2/2 - row max)`` (no eps), in place."""
+    features = torch.matmul(q, proj_t)
+    shift = (q * q).sum(dim=-1, keepdim=True).mul_(half_sq)
+    shift.add_(features.amax(dim=-1, keepdim=True)).sub_(math.log(ratio))
+    return features.sub_(shift).exp_()
+
+
+def _attend(features, context, key_sum, context_offset, normaliser_offset) -> torch.Tensor:
+    """Queries' features applied to the keys' sums: ``(b, H, c, d)`` -> ``(b, c, H, d)``."""
+    numerator = torch.matmul(features, context).add_(context_offset)
+    normaliser = torch.matmul(features, key_sum).add_(normaliser_offset)
+    return numerator.div_(normaliser).transpose(1, 2)
+
+
 def streamed_favor_attention(
     h: torch.Tensor,
     weight_q: torch.Tensor,
@@ -253,13 +268,8 @@ def streamed_favor_attention(
     out = torch.empty(b, n, heads, d, dtype=h.dtype, device=h.device)
     for start, stop in blocks:
         q = F.linear(h[:, start:stop], weight_q).view(b, stop - start, heads, d).transpose(1, 2)
-        features = torch.matmul(q, proj_t)  # (b, H, c, m)
-        shift = (q * q).sum(dim=-1, keepdim=True).mul_(half_sq)
-        shift.add_(features.amax(dim=-1, keepdim=True)).sub_(math.log(ratio))
-        features.sub_(shift).exp_()
-        numerator = torch.matmul(features, context).add_(context_offset)
-        normaliser = torch.matmul(features, key_sum).add_(normaliser_offset)
-        out[:, start:stop] = numerator.div_(normaliser).transpose(1, 2)
+        features = _query_features(q, proj_t, half_sq, ratio)  # (b, H, c, m)
+        out[:, start:stop] = _attend(features, context, key_sum, context_offset, normaliser_offset)
         del q, features
     return out.view(b, n, inner)
 
@@ -617,10 +627,7 @@ class ZeroTokenCache:
         self.context_total = torch.matmul(self.key_features.transpose(-1, -2), v)  # (H, m, d)
         self.key_sum_total = self.key_features.sum(dim=1)  # (H, m)
         self.value_total = v.sum(dim=1)  # (H, d)
-        features = torch.matmul(q, proj_t)
-        shift = (q * q).sum(dim=-1, keepdim=True).mul_(half_sq)
-        shift.add_(features.amax(dim=-1, keepdim=True)).sub_(math.log(self.ratio))
-        self.query_features = features.sub_(shift).exp_()  # (H, n, m), ratio included
+        self.query_features = _query_features(q, proj_t, half_sq, self.ratio)  # (H, n, m)
 
     def valid_for(self, fingerprint: tuple) -> bool:
         """Whether the cache was built from the weights that ``fingerprint`` describes."""
@@ -743,17 +750,10 @@ def cached_first_layer_attention(
         flat = positions[:, start:stop].reshape(-1)
         features = cache.query_features.index_select(1, flat).view(heads, b, stop - start, m)
         features = features.permute(1, 0, 2, 3)  # (b, H, c, m)
-        numerator = torch.matmul(features, context).add_(context_offset)
-        normaliser = torch.matmul(features, key_sum).add_(normaliser_offset)
-        out[:, start:stop] = numerator.div_(normaliser).transpose(1, 2)
+        out[:, start:stop] = _attend(features, context, key_sum, context_offset, normaliser_offset)
     if width:
-        features = torch.matmul(q, proj_t)
-        shift = (q * q).sum(dim=-1, keepdim=True).mul_(half_sq)
-        shift.add_(features.amax(dim=-1, keepdim=True)).sub_(math.log(ratio))
-        features.sub_(shift).exp_()
-        numerator = torch.matmul(features, context).add_(context_offset)
-        normaliser = torch.matmul(features, key_sum).add_(normaliser_offset)
-        own_out = numerator.div_(normaliser).transpose(1, 2)  # (b, width, H, d)
+        features = _query_features(q, proj_t, half_sq, ratio)
+        own_out = _attend(features, context, key_sum, context_offset, normaliser_offset)
         rows = torch.arange(b, device=x.device)[:, None].expand(-1, width)
         out[rows[own_valid], own[own_valid]] = own_out[own_valid]
     return out.view(b, n, inner)
