@@ -1181,13 +1181,10 @@ class SCLONG(UnsupervisedTrainingMixin, BaseModelClass):
     def _pooled(self, outputs: dict, pooling: str, n_genes: int) -> torch.Tensor:
         """A batch's cell embeddings: decodings pooled over the vocabulary's genes."""
         decodings = outputs["decodings"][:, :n_genes].float()
+        decoded = None
         if not self.module.config.low_expression_branch:
-            return pool_decoded(decodings, outputs["predicted"][:, :n_genes], pooling)
-        if pooling == "mean":
-            return decodings.mean(dim=1)
-        if pooling == "sum":
-            return decodings.sum(dim=1)
-        return decodings.amax(dim=1)
+            decoded = outputs["predicted"][:, :n_genes]
+        return pool_decoded(decodings, decoded, pooling)
 
     def _predicted_values(self, outputs: dict) -> torch.Tensor:
         """A batch's predictions on the registered genes (NaN where nothing predicts)."""

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..nn import ScLongConfig, ScLongNetwork
 from ..nn.lora import ATTENTION_PROJECTIONS, add_lora
-from ._module import pool_decoded
+from ._module import POOLINGS, pool_decoded
 
 FineTuneMode = Literal["frozen", "partial", "lora"]
 TrainScope = Literal["mode", "head", "adapters"]
@@ -227,8 +227,8 @@ class ScLongClassifierModule(BaseModuleClass):
         super().__init__()
         if mode not in FINE_TUNE_MODES:
             raise ValueError(f"mode must be one of {FINE_TUNE_MODES}, not {mode!r}.")
-        if pooling not in ("max", "mean", "sum"):
-            raise ValueError(f"pooling must be 'max', 'mean' or 'sum', not {pooling!r}.")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
         if n_classes < 2:
             raise ValueError(f"A classifier needs at least 2 classes, got {n_classes}.")
         self.network = network
@@ -358,13 +358,11 @@ class ScLongClassifierModule(BaseModuleClass):
         ``(batch, dim)`` cell representations.
         """
         genes = decodings[:, : self.config.n_genes].float()
-        if decoded is not None and not bool(decoded.all()):
-            return pool_decoded(genes, decoded[:, : self.config.n_genes], self.pooling)
-        if self.pooling == "mean":
-            return genes.mean(dim=1)
-        if self.pooling == "sum":
-            return genes.sum(dim=1)
-        return genes.amax(dim=1)
+        if decoded is not None and bool(decoded.all()):
+            decoded = None
+        if decoded is not None:
+            decoded = decoded[:, : self.config.n_genes]
+        return pool_decoded(genes, decoded, self.pooling)
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
         return {"x": tensors[REGISTRY_KEYS.X_KEY]}

@@ -52,18 +52,27 @@ def choose_masked_positions(
     return chosen, replaced
 
 
-def pool_decoded(decodings: torch.Tensor, decoded: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Pool per-gene decodings over each cell's decoded genes only.
+#: Poolings of per-gene decodings into a cell embedding (:func:`pool_decoded`).
+POOLINGS = ("max", "mean", "sum")
+#: The pooling every cell-embedding query and head uses unless told otherwise.
+DEFAULT_POOLING = "max"
 
-    For a network without the low-expression branch, whose ``decodings`` are 0 at the genes
-    it does not see (its ``predicted`` output is ``False`` there).
+
+def pool_decoded(
+    decodings: torch.Tensor, decoded: torch.Tensor | None, pooling: str
+) -> torch.Tensor:
+    """Pool per-gene decodings over each cell's genes into one cell embedding.
+
+    The one place every cell embedding of the package is pooled (``SCLONG``'s queries,
+    :func:`~sclong_scverse.tl.embed`, the heads).
 
     Parameters
     ----------
     decodings
         ``(batch, n_genes, dim)`` decodings.
     decoded
-        ``(batch, n_genes)`` bool, the genes to pool.
+        ``(batch, n_genes)`` bool, the genes to pool (a network without the low-expression
+        branch has decodings only at the genes it sees); ``None``: every gene.
     pooling
         ``"max"``, ``"mean"`` or ``"sum"``.
 
@@ -71,6 +80,14 @@ def pool_decoded(decodings: torch.Tensor, decoded: torch.Tensor, pooling: str) -
     -------
     ``(batch, dim)``; 0 for a cell without decoded genes.
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
+    if decoded is None:
+        if pooling == "max":
+            return decodings.amax(dim=1)
+        if pooling == "sum":
+            return decodings.sum(dim=1)
+        return decodings.mean(dim=1)
     weight = decoded.unsqueeze(-1).to(decodings.dtype)
     if pooling == "max":
         pooled = decodings.masked_fill(~decoded.unsqueeze(-1), -torch.inf).amax(dim=1)
