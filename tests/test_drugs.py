@@ -214,17 +214,32 @@ def test_drug_response_model_trains_selects_on_validation_and_round_trips(
     assert f"{model.n_unmeasured_} of {30 * 223}" in caplog.text  # dropped with a count
     counts = model.split("leave_cell_line_out", test_fraction=0.2, validation_fraction=0.2)
     assert counts.loc["test", "cell_lines"] == 6 and counts.loc["validation", "cell_lines"] == 6
-    history = model.train(max_epochs=6, batch_size=1024, lr=1e-2, early_stopping_patience=None)
+    history = model.train(
+        max_epochs=6,
+        batch_size=1024,
+        lr=1e-2,
+        early_stopping_patience=None,
+        accelerator="cpu",
+        enable_progress_bar=False,
+    )
     assert len(history) == 6
+    # trained by the Lightning trainer: scvi-tools' history, per epoch
+    assert {"train_loss", "validation_loss"} <= set(model.history)
+    assert len(model.history["train_loss"]) == 6
     # the kept weights are those of the best validation epoch (never chosen on test)
-    best = history["validation_mse"].min()
-    assert model.best_epoch_ == int(history["validation_mse"].idxmin())
+    best = history["validation_loss"].min()
+    assert model.best_epoch_ == int(history["validation_loss"].idxmin())
+    # below the trivial baseline: the training mean ln IC50 predicted for every pair
+    pairs = model.pairs_
+    train_mean = pairs.loc[pairs["split"] == "train", "ln_ic50"].mean()
+    validation = pairs.loc[pairs["split"] == "validation", "ln_ic50"]
+    assert best < float(((validation - train_mean) ** 2).mean())
     scores = model.evaluate(splits=("validation", "test"))
     validation = scores[(scores["method"] == "model") & (scores["split"] == "validation")]
     assert validation["rmse"].iloc[0] ** 2 == pytest.approx(best, rel=1e-4)
     # learning happened (6 short epochs: a weak model, far below the drug mean, but not noise)
     test = scores.set_index(["method", "split"])
-    assert best < history["validation_mse"].iloc[0]
+    assert best < history["validation_loss"].iloc[0]
     assert test.loc[("model", "test"), "pearson"] > 0.2
     # held-out cell lines: the cell-line mean is a constant (undefined correlation)
     assert np.isnan(test.loc[("cell_line_mean", "test"), "pearson"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -14,16 +13,10 @@ import torch
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
-from scvi.model.base import BaseModelClass
 
 from ..module import DrugResponseModule, pack_graphs
 from ..pp._checks import ScLongInputError, check_not_view
-from ._head_training import (
-    DrugHeadMixin,
-    feature_scaling,
-    train_with_validation,
-    training_device,
-)
+from ._head_base import SCLONGHead, split_examples
 
 logger = logging.getLogger(__name__)
 
@@ -130,35 +123,17 @@ def split_pairs(
     """
     if kind not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {kind!r}.")
-    if not (0 < test_fraction < 1 and 0 < validation_fraction < 1):
-        raise ValueError("test_fraction and validation_fraction must be in (0, 1).")
-    if test_fraction + validation_fraction >= 1:
-        raise ValueError("test_fraction + validation_fraction must be below 1.")
-    rng = np.random.default_rng(seed)
-    out = np.full(len(pairs), "train", dtype=object)
     if kind == "random":
-        order = rng.permutation(len(pairs))
-        n_test = max(1, round(test_fraction * len(pairs)))
-        n_val = max(1, round(validation_fraction * len(pairs)))
-        out[order[:n_test]] = "test"
-        out[order[n_test : n_test + n_val]] = "validation"
-        return out
+        return split_examples(len(pairs), None, test_fraction, validation_fraction, seed)
     column = "drug" if kind == "leave_drug_out" else "cell_line"
-    groups = np.array(sorted(set(pairs[column].astype(str))), dtype=object)
-    if len(groups) < 3:
-        raise ScLongInputError(
-            f"{kind} needs at least 3 {column.replace('_', ' ')}s (train, validation, test); "
-            f"the data have {len(groups)}."
-        )
-    order = rng.permutation(len(groups))
-    n_test = max(1, round(test_fraction * len(groups)))
-    n_val = max(1, round(validation_fraction * len(groups)))
-    test = set(groups[order[:n_test]])
-    validation = set(groups[order[n_test : n_test + n_val]])
-    values = pairs[column].astype(str).to_numpy()
-    out[np.isin(values, list(test))] = "test"
-    out[np.isin(values, list(validation))] = "validation"
-    return out
+    return split_examples(
+        len(pairs),
+        [pairs[column].astype(str).to_numpy()],
+        test_fraction,
+        validation_fraction,
+        seed,
+        what=f"{column.replace('_', ' ')}s",
+    )
 
 
 def _packed(graphs: dict) -> tuple:
@@ -169,7 +144,7 @@ def _packed(graphs: dict) -> tuple:
     return pack_graphs(features, adjacency)
 
 
-class SCLONGDrugResponse(DrugHeadMixin, BaseModelClass):
+class SCLONGDrugResponse(SCLONGHead):
     """DeepCDR-style cancer drug response model: drug graph network + cell-line vector -> ln IC50.
 
     The AnnData holds one row per cell line (or sample): its feature vector in ``adata.X`` or
@@ -215,6 +190,9 @@ class SCLONGDrugResponse(DrugHeadMixin, BaseModelClass):
     >>> model.evaluate()  # model and baselines, Pearson / Spearman / RMSE per split
     >>> model.predict(["Erlotinib"], ["ACH-000012"])  # drugs x cell lines DataFrame
     """
+
+    _examples_attr = "pairs_"
+    _text_columns = ("drug", "cell_line", "split")
 
     def __init__(
         self,
@@ -337,10 +315,6 @@ class SCLONGDrugResponse(DrugHeadMixin, BaseModelClass):
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
-    @property
-    def _setup_args(self) -> dict:
-        return self.adata_manager._get_setup_method_args()["setup_args"]
-
     def _response_table(self) -> pd.DataFrame:
         table = self.adata.obsm[self._setup_args["response_key"]]
         return table.set_axis([str(c) for c in table.columns], axis=1)
@@ -425,15 +399,12 @@ class SCLONGDrugResponse(DrugHeadMixin, BaseModelClass):
         -------
         Counts of pairs, drugs and cell lines per split.
         """
-        self.pairs_["split"] = split_pairs(
-            self.pairs_, kind, test_fraction, validation_fraction, seed
-        )
-        self.split_ = {
-            "kind": kind,
-            "test_fraction": float(test_fraction),
-            "validation_fraction": float(validation_fraction),
-            "seed": int(seed),
-        }
+        if kind not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, not {kind!r}.")
+        column = {"leave_drug_out": "drug", "leave_cell_line_out": "cell_line"}.get(kind)
+        groups = None if column is None else [self.pairs_[column].to_numpy()]
+        what = f"{column.replace('_', ' ')}s" if column else "groups"
+        self._assign_split(groups, kind, test_fraction, validation_fraction, seed, what)
         return self.pairs_.groupby("split").agg(
             pairs=("drug", "size"), drugs=("drug", "nunique"), cell_lines=("cell_line", "nunique")
         )
@@ -446,88 +417,80 @@ class SCLONGDrugResponse(DrugHeadMixin, BaseModelClass):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         early_stopping_patience: int | None = 10,
-        accelerator: str = "cpu",
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        precision: str | int | None = None,
         seed: int = 0,
+        **trainer_kwargs,
     ) -> pd.DataFrame:
         """Train on the training pairs; keep the epoch with the lowest validation MSE.
 
-        The test pairs are not read. The feature standardisation and the output offset (mean
-        ln IC50) are fitted on the training pairs' cell lines and values. Writes nothing into
-        ``adata`` (the history goes to ``model.history_``).
+        Trains through scvi-tools' ``TrainRunner`` (Lightning), as ``SCVI.train`` does. The
+        test pairs are not read. The feature standardisation and the output offset (mean ln
+        IC50) are fitted on the training pairs' cell lines and values. Writes nothing into
+        ``adata``; the history goes to ``model.history`` (``train_loss``, ``validation_loss``:
+        MSE per epoch), the best epoch to ``model.best_epoch_``.
 
         Parameters
         ----------
         max_epochs
-            Passes over the training pairs.
+            Most passes over the training pairs.
         batch_size
             Pairs per step.
         lr, weight_decay
             Adam settings (DeepCDR: lr 1e-3).
         early_stopping_patience
             Stop after this many epochs without a better validation MSE (``None``: never).
-        accelerator
-            ``"cpu"``, ``"gpu"``/``"cuda"`` or ``"auto"``.
+        accelerator, devices, precision
+            Lightning settings (``"auto"``: a GPU when there is one).
         seed
             Seed of the shuffles and dropout.
+        **trainer_kwargs
+            Passed to the Lightning trainer (e.g. ``enable_progress_bar=False``).
 
         Returns
         -------
-        ``train_mse``, ``validation_mse`` per epoch.
+        ``train_loss``, ``validation_loss`` (MSE) per epoch.
 
         Raises
         ------
         ScLongInputError
             No training pairs.
         """
-        device = training_device(accelerator)
+        rows = self._split_rows()
         pairs = self.pairs_
-        train = pairs[pairs["split"] == "train"]
-        validation = pairs[pairs["split"] == "validation"]
+        train = pairs.iloc[rows["train"]]
         if not len(train):
             raise ScLongInputError("No training pairs; call model.split(...) with fractions < 1.")
         features = self._feature_matrix()
         if self.spec_["standardize"]:
-            rows = [self._cell_index[c] for c in sorted(set(train["cell_line"]))]
-            self.feature_mean_, self.feature_scale_ = feature_scaling(features, rows)
+            self._fit_feature_scaling(
+                features, [self._cell_index[c] for c in sorted(set(train["cell_line"]))]
+            )
         self.module.offset.fill_(float(train[RESPONSE_KEY].mean()))
-        self.module.to(device)
-        cells = self._standardized(features).to(device)
-        drug_tensors = [t.to(device) for t in self._drug_graphs]
-
-        def tensors(frame: pd.DataFrame):
-            d = torch.as_tensor(frame["drug"].map(self._drug_index).to_numpy(dtype=np.int64))
-            c = torch.as_tensor(frame["cell_line"].map(self._cell_index).to_numpy(dtype=np.int64))
-            y = torch.as_tensor(frame[RESPONSE_KEY].to_numpy(dtype=np.float32))
-            return d.to(device), c.to(device), y.to(device)
-
-        train_d, train_c, train_y = tensors(train)
-        val_d, val_c, val_y = tensors(validation)
-
-        def batch_loss(rows: torch.Tensor) -> torch.Tensor:
-            rows = rows.to(device)
-            vectors = self.module.drug_embedding(*drug_tensors)
-            prediction = self.module(vectors, cells, train_d[rows], train_c[rows])
-            return torch.mean((prediction - train_y[rows]) ** 2)
-
-        def validation_loss() -> float:
-            vectors = self.module.drug_embedding(*drug_tensors)
-            return float(torch.mean((self.module(vectors, cells, val_d, val_c) - val_y) ** 2))
-
-        self.history_, self.best_epoch_ = train_with_validation(
-            self.module,
-            len(train_y),
-            batch_loss,
-            validation_loss if len(val_y) else None,
+        self.module.set_context(cells=self._standardized(features), **self._graph_context())
+        examples = {
+            "drug": pairs["drug"].map(self._drug_index).to_numpy(dtype=np.int64),
+            "cell": pairs["cell_line"].map(self._cell_index).to_numpy(dtype=np.int64),
+            "y": pairs[RESPONSE_KEY].to_numpy(dtype=np.float32),
+        }
+        return self._fit(
+            examples,
+            rows,
             max_epochs=max_epochs,
             batch_size=batch_size,
             lr=lr,
             weight_decay=weight_decay,
             early_stopping_patience=early_stopping_patience,
+            accelerator=accelerator,
+            devices=devices,
+            precision=precision,
             seed=seed,
-            names=("train_mse", "validation_mse"),
+            **trainer_kwargs,
         )
-        self.is_trained_ = True
-        return self.history_
+
+    def _graph_context(self) -> dict[str, torch.Tensor]:
+        return dict(zip(("atoms", "adjacency", "pooling"), self._drug_graphs, strict=True))
 
     # ------------------------------------------------------------------ queries
     def _predict_pairs(
@@ -670,82 +633,10 @@ class SCLONGDrugResponse(DrugHeadMixin, BaseModelClass):
         return pd.DataFrame(rows)
 
     # ------------------------------------------------------------------ save / load
-    def save(
-        self,
-        dir_path: str | os.PathLike,
-        prefix: str | None = None,
-        overwrite: bool = False,
-    ) -> None:
-        """Save as plain data (``model.pt``, loads with ``weights_only=True``) + manifest.
-
-        Writes ``model.pt`` (weights, drugs and SMILES, cell-line ids, feature scaling, the
-        pairs and their split, the history) and ``manifest.json`` (sha256, versions) in
-        ``dir_path``; reads nothing from ``adata``.
-
-        Parameters
-        ----------
-        dir_path
-            Folder to write (created).
-        prefix
-            Prefix of the file names.
-        overwrite
-            Replace a model saved there.
-        """
-        from ._saving import save_head, text_columns
-
-        save_head(
-            self,
-            dir_path,
-            prefix,
-            overwrite,
-            attrs={
-                "pairs_": text_columns(self.pairs_, ("drug", "cell_line", "split")),
-                "split_": getattr(self, "split_", None),
-                "feature_mean_": np.asarray(self.feature_mean_),
-                "feature_scale_": np.asarray(self.feature_scale_),
-            },
-        )
-
     @classmethod
-    def load(
-        cls,
-        dir_path: str | os.PathLike,
-        adata: ad.AnnData,
-        prefix: str | None = None,
-        verify: bool = True,
-    ) -> SCLONGDrugResponse:
-        """Load a saved model safely (``torch.load(weights_only=True)``, manifest checked).
-
-        Registers ``adata`` as :meth:`setup_anndata` does (same keys); its cell lines must be
-        the saved model's, in the same order.
-
-        Parameters
-        ----------
-        dir_path
-            Folder written by :meth:`save`.
-        adata
-            The cell lines (features and responses).
-        prefix
-            File name prefix given to :meth:`save`.
-        verify
-            Check the manifest first.
-
-        Returns
-        -------
-        The model, in eval mode.
-        """
-        from ._saving import load_head
-
-        def check(spec: dict, _attrs: dict) -> None:
-            if [str(c) for c in adata.obs_names] != [str(c) for c in spec["cell_lines"]]:
-                raise ScLongInputError(
-                    f"adata's cell lines differ from the saved model's {len(spec['cell_lines'])} "
-                    "(order included); subset and reorder it."
-                )
-
-        model, attrs = load_head(cls, dir_path, adata, prefix, verify, check=check)
-        model.pairs_ = attrs["pairs_"]
-        model.split_ = attrs.get("split_")
-        model.feature_mean_ = np.asarray(attrs["feature_mean_"], dtype=np.float32)
-        model.feature_scale_ = np.asarray(attrs["feature_scale_"], dtype=np.float32)
-        return model
+    def _check_loaded_data(cls, adata: ad.AnnData, spec: dict, attrs: dict) -> None:
+        if [str(c) for c in adata.obs_names] != [str(c) for c in spec["cell_lines"]]:
+            raise ScLongInputError(
+                f"adata's cell lines differ from the saved model's {len(spec['cell_lines'])} "
+                "(order included); subset and reorder it."
+            )

@@ -22,6 +22,7 @@ from ._deepsem import (
 )
 from ._drug_combination import DrugCombinationModule
 from ._drug_response import DrugGraphEncoder, DrugResponseModule, pack_graphs
+from ._head import HeadModuleMixin, HeadTrainingPlan, RestoreBestWeights
 from ._module import ScLongModule, choose_masked_positions
 from ._perturbation import PerturbationModule
 from ._training_plan import ScLongPretrainingPlan, ScLongTrainingPlan
@@ -42,6 +43,9 @@ __all__ = [
     "pack_bond_graphs",
     "DrugCombinationModule",
     "PerturbationModule",
+    "HeadModuleMixin",
+    "HeadTrainingPlan",
+    "RestoreBestWeights",
     "ScLongModule",
     "ScLongPretrainingPlan",
     "ScLongTrainingPlan",

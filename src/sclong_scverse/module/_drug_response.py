@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ._head import HeadModuleMixin
+
 
 class DrugGraphEncoder(nn.Module):
     """Graph convolutions over drugs' atoms (DeepCDR's drug branch), pooled into one vector each.
@@ -102,7 +104,7 @@ def pack_graphs(
     return torch.cat(atoms), matrix, pooling
 
 
-class DrugResponseModule(nn.Module):
+class DrugResponseModule(HeadModuleMixin, nn.Module):
     """Regression of ln IC50 from a drug graph and a cell-line feature vector (DeepCDR-style).
 
     Drug branch: :class:`DrugGraphEncoder`. Cell-line branch: an MLP on the cell line's feature
@@ -185,3 +187,14 @@ class DrugResponseModule(nn.Module):
         cells = self.cell_encoder(cell_features)
         joint = torch.cat([drug_vectors[drug_index], cells[cell_index]], dim=1)
         return self.fusion(joint).squeeze(-1) + self.offset
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean squared error of a batch of pairs (``drug``, ``cell``, ``y``).
+
+        Reads the context ``cells`` (standardised cell-line features) and the drugs' packed
+        graphs ``atoms``, ``adjacency``, ``pooling`` (:meth:`set_context`).
+        """
+        graphs = (self.context("atoms"), self.context("adjacency"), self.context("pooling"))
+        vectors = self.drug_embedding(*graphs)
+        prediction = self(vectors, self.context("cells"), batch["drug"], batch["cell"])
+        return torch.mean((prediction - batch["y"]) ** 2)

@@ -1,0 +1,430 @@
+"""The shared base of the downstream heads: splits, Lightning training, scaling, save and load.
+
+A head (``SCLONGDrugResponse``, ``SCLONGChemPerturbation``, ``SCLONGDrugCombination``,
+``SCLONGPerturbation``) keeps only what is its own: what it registers from AnnData or tables,
+its torch module (``module/``, a :class:`~sclong_scverse.module.HeadModuleMixin` whose
+``training_loss(batch)`` scores a mini-batch), the examples it trains on and its metrics.
+:class:`SCLONGHead` owns the rest, as scvi-tools' ``BaseModelClass`` + mixins do for SCVI and
+SCANVI:
+
+- grouped, leakage-free splits (:func:`split_examples`: random, or whole groups such as drugs,
+  drug pairs or cell lines held out, validation apart from test);
+- training through scvi-tools' ``TrainRunner`` with :class:`~sclong_scverse.module.
+  HeadTrainingPlan` over an :class:`~sclong_scverse.data.ExampleDataModule` (``accelerator``,
+  ``devices``, ``precision``, early stopping on the validation loss, the best epoch's weights
+  restored, ``model.history``, examples/s in the progress bar);
+- feature standardisation fitted on training rows only;
+- saving and loading through :mod:`sclong_scverse.model._saving` (plain data, manifest,
+  ``weights_only`` loading).
+
+See ``docs/adding_a_head.md`` for a walk through with the drug response head.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+from scvi.model.base import BaseModelClass
+
+from ..pp._checks import ScLongInputError
+
+logger = logging.getLogger(__name__)
+
+#: The split names of every head's examples.
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def split_examples(
+    n_examples: int,
+    groups: Sequence[np.ndarray] | None = None,
+    test_fraction: float = 0.1,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    what: str = "groups",
+) -> np.ndarray:
+    """Assign examples to ``"train"``, ``"validation"`` and ``"test"``, optionally by group.
+
+    Without ``groups``, examples are drawn at random. With ``groups`` (one or more columns of
+    group keys, one key per example each, e.g. the drug, or both drugs of a combination), whole
+    groups are drawn from the union of the keys: an example with a key among the test groups is
+    a test example, else one with a key among the validation groups a validation example, so
+    that test groups are seen neither in training nor in model selection. At least one example
+    (group) goes to each of validation and test.
+
+    Parameters
+    ----------
+    n_examples
+        Number of examples.
+    groups
+        Columns of group keys (``None``: a random split of the examples).
+    test_fraction, validation_fraction
+        Fractions of examples (random) or of groups.
+    seed
+        Seed of the draw (numpy ``default_rng``).
+    what
+        What a group is, for the error message (e.g. ``"drugs"``).
+
+    Returns
+    -------
+    ``(n_examples,)`` array of split names.
+
+    Raises
+    ------
+    ValueError
+        Fractions out of range.
+    ScLongInputError
+        Fewer than 3 groups (train, validation and test need one each).
+    """
+    if not (0 < test_fraction < 1 and 0 < validation_fraction < 1):
+        raise ValueError("test_fraction and validation_fraction must be in (0, 1).")
+    if test_fraction + validation_fraction >= 1:
+        raise ValueError("test_fraction + validation_fraction must be below 1.")
+    rng = np.random.default_rng(seed)
+    out = np.full(n_examples, "train", dtype=object)
+    if groups is None:
+        order = rng.permutation(n_examples)
+        n_test = max(1, round(test_fraction * n_examples))
+        n_val = max(1, round(validation_fraction * n_examples))
+        out[order[:n_test]] = "test"
+        out[order[n_test : n_test + n_val]] = "validation"
+        return out
+    columns = [np.asarray(column).astype(str) for column in groups]
+    names = np.array(sorted(set().union(*(set(c) for c in columns))), dtype=object)
+    if len(names) < 3:
+        raise ScLongInputError(
+            f"Holding out whole {what} needs at least 3 of them (train, validation, test); "
+            f"the data have {len(names)}."
+        )
+    order = rng.permutation(len(names))
+    n_test = max(1, round(test_fraction * len(names)))
+    n_val = max(1, round(validation_fraction * len(names)))
+    test = list(names[order[:n_test]])
+    validation = list(names[order[n_test : n_test + n_val]])
+    in_test = np.zeros(n_examples, dtype=bool)
+    in_val = np.zeros(n_examples, dtype=bool)
+    for column in columns:
+        in_test |= np.isin(column, test)
+        in_val |= np.isin(column, validation)
+    out[in_val] = "validation"
+    out[in_test] = "test"
+    return out
+
+
+def feature_scaling(table: np.ndarray, rows) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of ``table[rows]`` (columns without spread scale by 1)."""
+    mean = table[rows].mean(axis=0)
+    scale = table[rows].std(axis=0)
+    return mean.astype(np.float32), np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
+
+
+class SCLONGHead(BaseModelClass):
+    """Base class of the downstream heads (see the module notes).
+
+    A subclass builds ``self.module`` (a :class:`~sclong_scverse.module.HeadModuleMixin`) and
+    ``self.spec_`` (plain data that rebuilds it) in ``_build(spec)``, keeps its examples in a
+    table named by :attr:`_examples_attr` with a ``"split"`` column, and trains by handing its
+    example tensors to :meth:`_fit`.
+    """
+
+    #: The attribute holding the examples table (with its ``"split"`` column).
+    _examples_attr: str = "pairs_"
+    #: Columns of the examples table saved as text.
+    _text_columns: tuple[str, ...] = ("split",)
+
+    # ------------------------------------------------------------------ small shared parts
+    @property
+    def _setup_args(self) -> dict:
+        return self.adata_manager._get_setup_method_args()["setup_args"]
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @property
+    def _examples(self) -> pd.DataFrame:
+        return getattr(self, self._examples_attr)
+
+    def _standardized(self, features: np.ndarray) -> torch.Tensor:
+        """Features scaled as fitted on the training rows (:meth:`_fit_feature_scaling`)."""
+        return torch.as_tensor(
+            (np.asarray(features, dtype=np.float32) - self.feature_mean_) / self.feature_scale_
+        )
+
+    def _fit_feature_scaling(self, table: np.ndarray, rows) -> None:
+        """Fit ``feature_mean_`` / ``feature_scale_`` on ``table[rows]`` (training rows only)."""
+        self.feature_mean_, self.feature_scale_ = feature_scaling(table, rows)
+
+    def _assign_split(
+        self,
+        groups: Sequence[np.ndarray] | None,
+        kind: str,
+        test_fraction: float,
+        validation_fraction: float,
+        seed: int,
+        what: str = "groups",
+    ) -> None:
+        """Write the examples' ``"split"`` column and ``split_`` (the split's settings)."""
+        table = self._examples
+        table["split"] = split_examples(
+            len(table), groups, test_fraction, validation_fraction, seed, what
+        )
+        self.split_ = {
+            "kind": kind,
+            "test_fraction": float(test_fraction),
+            "validation_fraction": float(validation_fraction),
+            "seed": int(seed),
+        }
+
+    def _split_rows(self) -> dict[str, np.ndarray]:
+        split = self._examples["split"].astype(str).to_numpy()
+        return {name: np.flatnonzero(split == name) for name in SPLIT_NAMES}
+
+    # ------------------------------------------------------------------ training
+    def _fit(
+        self,
+        examples: dict[str, torch.Tensor | np.ndarray],
+        rows: dict[str, np.ndarray],
+        *,
+        max_epochs: int,
+        batch_size: int,
+        lr: float,
+        weight_decay: float,
+        early_stopping_patience: int | None,
+        accelerator: str,
+        devices: int | list[int] | str,
+        precision: str | int | None,
+        seed: int,
+        augment: Callable | None = None,
+        optimizer: str = "Adam",
+        restore_best: bool = True,
+        trainable_keys: Callable[[], list[str]] | None = None,
+        **trainer_kwargs: Any,
+    ) -> pd.DataFrame:
+        """Train ``self.module`` on ``examples`` through scvi-tools' TrainRunner.
+
+        Parameters
+        ----------
+        examples
+            Field -> ``(n_examples, ...)`` tensor; a mini-batch is the dict of its rows.
+        rows
+            ``{"train", "validation", "test"}`` -> example positions.
+        max_epochs, batch_size, lr, weight_decay
+            The schedule (Adam or AdamW, ``optimizer``).
+        early_stopping_patience
+            Stop after this many epochs without a lower validation loss (``None``: never).
+        accelerator, devices, precision
+            Lightning settings (``"auto"`` takes a GPU when there is one).
+        seed
+            Seed of the shuffles, the augmentation draws and dropout.
+        augment
+            Passed to :class:`~sclong_scverse.data.ExampleDataModule`.
+        restore_best
+            End with the weights of the epoch with the lowest validation loss.
+        trainable_keys
+            State-dict keys to snapshot for ``restore_best`` (default: all).
+        **trainer_kwargs
+            Passed to the Lightning trainer (e.g. ``gradient_clip_val``, ``callbacks``,
+            ``enable_progress_bar``).
+
+        Returns
+        -------
+        The history (``train_loss``, ``validation_loss`` per epoch, NaN without validation);
+        writes ``model.history_`` (scvi-tools' dict of per-metric frames), ``best_epoch_``,
+        ``is_trained_``.
+        """
+        from scvi.train import TrainRunner
+
+        from ..data import ExampleDataModule
+        from ..module import HeadTrainingPlan, RestoreBestWeights
+        from ..module._head import VALIDATION_LOSS
+
+        if int(max_epochs) < 1:
+            raise ValueError(f"max_epochs must be at least 1, got {max_epochs!r}.")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size!r}.")
+        if not len(rows["train"]):
+            raise ScLongInputError(
+                f"No training examples in {type(self).__name__}.{self._examples_attr}; call "
+                "model.split(...) with fractions < 1."
+            )
+        torch.manual_seed(int(seed))
+        datamodule = ExampleDataModule(
+            examples,
+            rows["train"],
+            rows["validation"],
+            rows["test"],
+            batch_size=batch_size,
+            seed=seed,
+            augment=augment,
+        )
+        has_validation = datamodule.n_val > 0
+        plan = HeadTrainingPlan(self.module, lr=lr, weight_decay=weight_decay, optimizer=optimizer)
+        callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+        restorer = None
+        if restore_best and has_validation:
+            restorer = RestoreBestWeights(self.module, trainable_keys)
+            callbacks.append(restorer)
+        if has_validation:
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        if early_stopping_patience is not None and has_validation:
+            trainer_kwargs.setdefault("early_stopping", True)
+            trainer_kwargs.setdefault("early_stopping_monitor", VALIDATION_LOSS)
+            trainer_kwargs.setdefault("early_stopping_patience", int(early_stopping_patience))
+        if precision is not None:
+            trainer_kwargs["precision"] = precision
+        trainer_kwargs.setdefault("log_every_n_steps", 1)
+        runner = TrainRunner(
+            self,
+            training_plan=plan,
+            data_splitter=datamodule,
+            max_epochs=int(max_epochs),
+            accelerator=accelerator,
+            devices=devices,
+            callbacks=callbacks,
+            **trainer_kwargs,
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+            runner()
+        self.module.eval()
+        self.best_epoch_ = None if restorer is None else restorer.best_epoch
+        return self.history_frame()
+
+    def history_frame(self) -> pd.DataFrame:
+        """``train_loss`` and ``validation_loss`` per epoch (NaN where not computed)."""
+        history = self.history_ or {}
+        columns = {}
+        for name in ("train_loss", "validation_loss"):
+            frame = history.get(name)
+            if frame is not None and len(frame):
+                columns[name] = np.asarray(frame.to_numpy(dtype=np.float64)).reshape(-1)
+        n = max((len(v) for v in columns.values()), default=0)
+        out = pd.DataFrame(index=pd.RangeIndex(n, name="epoch"))
+        for name in ("train_loss", "validation_loss"):
+            values = np.full(n, np.nan)
+            if name in columns:
+                values[: len(columns[name])] = columns[name]
+            out[name] = values
+        return out
+
+    # ------------------------------------------------------------------ save / load
+    def _saved_attributes(self) -> dict:
+        """The head's own attributes to save besides weights, spec, registry and history."""
+        from ._saving import text_columns
+
+        table = self._examples
+        return {
+            self._examples_attr: text_columns(table, self._text_columns),
+            "split_": getattr(self, "split_", None),
+            "best_epoch_": getattr(self, "best_epoch_", None),
+            "feature_mean_": np.asarray(self.feature_mean_),
+            "feature_scale_": np.asarray(self.feature_scale_),
+        }
+
+    def _restore_attributes(self, attrs: dict) -> None:
+        """Set the attributes saved by :meth:`_saved_attributes` on a loaded model."""
+        setattr(self, self._examples_attr, attrs[self._examples_attr])
+        self.split_ = attrs.get("split_")
+        self.best_epoch_ = attrs.get("best_epoch_")
+        self.feature_mean_ = np.asarray(attrs["feature_mean_"], dtype=np.float32)
+        self.feature_scale_ = np.asarray(attrs["feature_scale_"], dtype=np.float32)
+
+    def _saved_spec(self) -> dict:
+        """The spec to save (plain data; default ``spec_``)."""
+        return dict(self.spec_)
+
+    @classmethod
+    def _check_loaded_data(cls, adata: ad.AnnData, spec: dict, attrs: dict) -> None:
+        """Refuse an AnnData that is not the one the saved model was built on (raise)."""
+
+    def save(
+        self,
+        dir_path: str | os.PathLike,
+        prefix: str | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Save as plain data (``model.pt``, loads with ``weights_only=True``) + manifest.
+
+        Writes ``model.pt`` (weights, the spec that rebuilds the module, the examples and
+        their split, feature scaling, the training history) and ``manifest.json`` (sha256,
+        versions) in ``dir_path``; reads nothing from ``adata``.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write (created).
+        prefix
+            Prefix of the file names.
+        overwrite
+            Replace a model saved there.
+        """
+        from ._saving import save_head
+
+        save_head(
+            self,
+            dir_path,
+            prefix,
+            overwrite,
+            spec=self._saved_spec(),
+            attrs=self._saved_attributes(),
+        )
+
+    @classmethod
+    def _load_network(cls, spec: dict, state: dict):
+        """A network to pass to ``_build`` (heads with a scLong backbone); ``None``: none."""
+        return None
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str | os.PathLike,
+        adata: ad.AnnData,
+        prefix: str | None = None,
+        verify: bool = True,
+    ):
+        """Load a saved model safely (``torch.load(weights_only=True)``, manifest checked).
+
+        Registers ``adata`` as :meth:`setup_anndata` did when the model was saved (same keys);
+        it must hold the saved model's data (checked).
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by :meth:`save`.
+        adata
+            The data the model was built on.
+        prefix
+            File name prefix given to :meth:`save`.
+        verify
+            Check the manifest first.
+
+        Returns
+        -------
+        The model, in eval mode.
+        """
+        from ._saving import load_head
+
+        def check(spec: dict, attrs: dict) -> None:
+            cls._check_loaded_data(adata, spec, attrs)
+
+        builds_network = cls._load_network.__func__ is not SCLONGHead._load_network.__func__
+        model, attrs = load_head(
+            cls,
+            dir_path,
+            adata,
+            prefix,
+            verify,
+            check=check,
+            network=cls._load_network if builds_network else None,
+        )
+        model._restore_attributes(attrs)
+        return model
