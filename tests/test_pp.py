@@ -243,7 +243,7 @@ def test_million_cells_sparse_is_never_densified():
 
 
 def test_dense_blocks_and_backed_data(cellbench, tmp_path):
-    from sclong_scverse.pp import _checks
+    from sclong_scverse.validation import _values as _checks  # where the block size lives
 
     sparse_summary = summarize_values(cellbench.X)
     dense = cellbench.X.toarray()

@@ -45,6 +45,7 @@ import sclong_scverse as scl
 from sclong_scverse.go import read_gaf, read_gene2go, read_gmt
 from sclong_scverse.model import SCLONG
 from sclong_scverse.pp import ScLongInputError
+from sclong_scverse.validation import to_memory
 
 _COMMON = dict(
     deadline=None,
@@ -198,7 +199,7 @@ def _matrix(M) -> Any:
     if M is None:
         return None
     if not (isinstance(M, np.ndarray) or sp.issparse(M)):
-        M = scl.pp._checks.to_memory(M)
+        M = to_memory(M)
     if sp.issparse(M):
         return ("sparse", M.format, str(M.dtype), M.toarray())
     return ("dense", str(np.asarray(M).dtype), np.array(M, copy=True))

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..pp._checks import ScLongInputError
+from ..validation import ScLongInputError
 
 #: Elements one-hot encoded by deepchem's and the neural fingerprint's atom features (last: other).
 ELEMENTS = (

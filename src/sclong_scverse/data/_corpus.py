@@ -36,8 +36,8 @@ import scipy.sparse as sp
 import torch
 
 from .._batch_keys import CHOSEN_KEY, POSITION_KEY, REPLACED_KEY, X_KEY
-from ..pp._checks import ScLongInputError, ValueSummary, check_counts, summarize_values
 from ..pp._normalize import normalize_matrix
+from ..validation import ScLongInputError, ValueSummary, check_counts, summarize_values
 
 ValueKind = Literal["auto", "counts", "normalized"]
 _SAMPLE_ROWS = 64  # rows read to tell counts from normalised values

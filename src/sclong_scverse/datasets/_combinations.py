@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..pp._checks import ScLongInputError
+from ..validation import ScLongInputError
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..pp._checks import ScLongInputError
+from ..validation import ScLongInputError
 from ._cellbench import shared_data_dir
 
 logger = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def check_not_signatures(adata, where: str = "this function") -> None:
         ``adata`` carries ``uns["sclong_signatures"]`` (made by the L1000 readers) or holds
         negative values.
     """
-    from ..pp._checks import summarize_values
+    from ..validation import summarize_values
 
     marked = SIGNATURES_KEY in getattr(adata, "uns", {})
     negative = False

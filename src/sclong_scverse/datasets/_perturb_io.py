@@ -6,8 +6,8 @@ import re
 import anndata as ad
 import numpy as np
 
-from ..pp._checks import ScLongInputError
 from ..pp._perturbation import CONTROL, condition_genes, perturbation_conditions
+from ..validation import ScLongInputError
 
 
 def read_gears(path: str | os.PathLike | ad.AnnData) -> ad.AnnData:

@@ -1,6 +1,6 @@
 """Preprocessing: prepare AnnData for scLong (scanpy-style functions) and validate input."""
 
-from ._checks import (
+from ..validation import (
     ScLongInputError,
     ValueSummary,
     check_counts,

@@ -9,15 +9,14 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ._checks import (
-    _BLOCK_VALUES,
+from ..validation import (
     ScLongInputError,
-    _iter_row_blocks,
     check_counts,
     check_not_view,
     empty_cells_message,
     row_sums,
 )
+from ..validation._values import _BLOCK_VALUES, _iter_row_blocks
 
 logger = logging.getLogger(__name__)
 

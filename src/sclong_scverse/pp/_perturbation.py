@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ._checks import ScLongInputError, check_not_view
+from ..validation import ScLongInputError, check_not_view
 
 logger = logging.getLogger(__name__)
 

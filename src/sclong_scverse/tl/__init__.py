@@ -1,10 +1,10 @@
 """Tools: scanpy-style functions that compute with scLong and write results into AnnData."""
 
+from ..metrics import PRECISION_KS, signature_metrics, synergy_metrics
 from ._annotate import annotate
 from ._benchmark import benchmark_integration
 from ._benchmark_grn import benchmark_grn
 from ._decoupler import tf_activities, tf_network
-from ._drug_metrics import PRECISION_KS, signature_metrics, synergy_metrics
 from ._drugs import cell_line_embedding
 from ._embed import embed, gene_embeddings
 from ._grn import cosine_similarity_graph, deepsem_seed, grn, grn_edges

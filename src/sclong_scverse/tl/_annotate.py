@@ -6,7 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..pp._checks import check_not_view
+from ..validation import check_not_view
 from ._embed import _copy, _warn_replacing
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..pp._checks import (
+from ..validation import (
     LOG_MAX_THRESHOLD,
     ScLongInputError,
     check_not_view,

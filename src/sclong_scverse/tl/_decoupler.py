@@ -8,7 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..pp._checks import ScLongInputError, check_not_view
+from ..validation import ScLongInputError, check_not_view
 from ._grn import grn_edges
 
 Method = Literal["ulm", "mlm"]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..pp._checks import ScLongInputError, check_not_view
+from ..validation import ScLongInputError, check_not_view
 
 if TYPE_CHECKING:
     from ..model import SCLONG

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Literal
 
 import anndata as ad
 
-from ..pp._checks import check_not_view
+from ..validation import check_not_view
 
 if TYPE_CHECKING:
     from ..model import SCLONG

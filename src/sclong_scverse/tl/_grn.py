@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..pp._checks import ScLongInputError, check_not_view
+from ..validation import ScLongInputError, check_not_view
 from ._embed import _check_same_genes, _copy, _warn_replacing
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from scipy import sparse
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
-from ..pp._checks import ScLongInputError, check_not_view, summarize_values
+from ..validation import ScLongInputError, check_not_view, summarize_values
 
 _DENSE_LIMIT = 20_000
 _COUNTS_MAX = 50.0

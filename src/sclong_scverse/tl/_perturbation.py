@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..pp._checks import ScLongInputError
 from ..pp._perturbation import CONTROL, condition_genes
+from ..validation import ScLongInputError
 
 if TYPE_CHECKING:
     from ..model import SCLONG, SCLONGPerturbation
