@@ -24,6 +24,7 @@ import pytest
 from sclong_scverse import cli
 from sclong_scverse.datasets import pbmc68k_counts
 from sclong_scverse.genes import map_gene_ids
+from sclong_scverse.module._module import DEFAULT_POOLING, POOLINGS
 
 SUBCOMMANDS = ["demo", "pretrain", "embed", "grn", "convert-official"]
 HEAVY = ("torch", "scanpy", "scvi", "anndata", "lightning")
@@ -67,6 +68,15 @@ def test_subcommand_help(capsys, command):
     assert "(default: " in out and "(default: None)" not in out
 
 
+def test_embed_poolings_are_the_modules(capsys):
+    # read from module/_module.py without importing it (--help needs no torch)
+    assert cli._embed._poolings() == (tuple(POOLINGS), DEFAULT_POOLING)
+    with pytest.raises(SystemExit):
+        cli.main(["embed", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "{" + ",".join(POOLINGS) + "}" in out
+
+
 def test_help_shows_defaults_and_advised_options(capsys):
     with pytest.raises(SystemExit):
         cli.main(["pretrain", "--help"])
@@ -87,16 +97,19 @@ def test_help_shows_defaults_and_advised_options(capsys):
 
 
 def test_cli_module_imports_nothing_heavy(tmp_path):
-    """cli.py itself imports only the standard library for --help and path errors.
+    """The cli package itself imports only the standard library for --help and path errors.
 
-    Loaded as a standalone module, so the measurement does not include the package's
+    Loaded as a standalone package, so the measurement does not include the package's
     ``__init__`` (see benchmarks/bench_cli.py for the installed ``sclong`` command).
     """
     path = Path(cli.__file__)
     script = f"""
 import importlib.util, sys
-spec = importlib.util.spec_from_file_location("cli_alone", {str(path)!r})
+spec = importlib.util.spec_from_file_location(
+    "cli_alone", {str(path)!r}, submodule_search_locations=[{str(path.parent)!r}]
+)
 module = importlib.util.module_from_spec(spec)
+sys.modules["cli_alone"] = module
 spec.loader.exec_module(module)
 try:
     module.main(["embed", "--help"])
@@ -257,7 +270,7 @@ def test_signal_while_renaming_waits_until_every_output_is_in_place(tmp_path, mo
         os.kill(os.getpid(), signal.SIGTERM)  # arrives between the renames
         rename(temporary, target)
 
-    monkeypatch.setattr(cli, "_replace", signalled_rename)
+    monkeypatch.setattr(cli._staging, "_replace", signalled_rename)
     with pytest.raises(cli.Interrupted) as interrupt:
         with cli._raise_on_signals(), cli._staged() as staging:
             staging.path(tmp_path / "a.h5ad").write_text("a")
@@ -337,7 +350,7 @@ def test_pretrain_embed_grn_round_trip(capsys, tmp_path, counts_h5ad):
     assert "\x1b[" not in out + err and "already downloaded" not in out + err
     result = ad.read_h5ad(embedded)
     assert result.obsm["X_sclong"].shape == (48, 32)
-    assert result.uns["X_sclong"]["params"]["pooling"] == "max"
+    assert result.uns["X_sclong"]["params"]["pooling"] == DEFAULT_POOLING
     assert np.isfinite(result.obsm["X_sclong"]).all()
 
     # genes named by symbols, the model's Ensembl ids in a var column: --gene-id-key
