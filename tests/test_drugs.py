@@ -237,10 +237,13 @@ def test_drug_response_model_trains_selects_on_validation_and_round_trips(
     scores = model.evaluate(splits=("validation", "test"))
     validation = scores[(scores["method"] == "model") & (scores["split"] == "validation")]
     assert validation["rmse"].iloc[0] ** 2 == pytest.approx(best, rel=1e-4)
-    # learning happened (6 short epochs: a weak model, far below the drug mean, but not noise)
     test = scores.set_index(["method", "split"])
-    assert best < history["validation_loss"].iloc[0]
     assert test.loc[("model", "test"), "pearson"] > 0.2
+    # at least as good as the ridge probe on its own inputs (issue 27): cell-line features,
+    # drug one-hot and mean atom features (measured: Pearson 0.870 vs 0.869, RMSE 1.438 vs
+    # 1.441 on these held-out cell lines; the network alone, residual=False, 0.80 / 1.73)
+    assert test.loc[("model", "test"), "pearson"] >= test.loc[("ridge", "test"), "pearson"] - 0.02
+    assert test.loc[("model", "test"), "rmse"] <= 1.02 * test.loc[("ridge", "test"), "rmse"]
     # held-out cell lines: the cell-line mean is a constant (undefined correlation)
     assert np.isnan(test.loc[("cell_line_mean", "test"), "pearson"])
     assert test.loc[("drug_mean", "test"), "pearson"] > 0.5

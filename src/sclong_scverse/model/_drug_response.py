@@ -15,15 +15,15 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
 
 from ..module import DrugResponseModule, pack_graphs
-from ..pp._checks import ScLongInputError, check_not_view
-from ._head_base import SCLONGHead, split_examples
+from ..validation import ScLongInputError, check_not_view
+from ._head_base import SCLONGHead, fit_ridge, ridge_probe, split_examples
 
 logger = logging.getLogger(__name__)
 
 SplitKind = Literal["random", "leave_drug_out", "leave_cell_line_out"]
 SPLITS = ("random", "leave_drug_out", "leave_cell_line_out")
 #: Methods of :meth:`SCLONGDrugResponse.evaluate` besides the model.
-BASELINES = ("drug_mean", "cell_line_mean", "drug_cell_line_mean")
+BASELINES = ("drug_mean", "cell_line_mean", "drug_cell_line_mean", "ridge")
 RESPONSE_KEY = "ln_ic50"
 
 
@@ -178,6 +178,12 @@ class SCLONGDrugResponse(SCLONGHead):
         at 0).
     max_atoms
         Padding size of the drug graphs (DeepCDR: 100).
+    residual
+        Wide & deep (default): the ridge probe on the model's own inputs (standardised cell-line
+        features, drug one-hot, the drug's mean atom features; ``baselines()["ridge"]``) is
+        fitted on the training pairs and kept as a fixed linear part, and the DeepCDR-style
+        network learns its residual (its output layer starts at zero). ``False``: the network
+        alone, as DeepCDR (it scored below the ridge probe on GDSC, ``docs/drug_response.md``).
     seed
         Seed of the initial weights.
 
@@ -204,6 +210,7 @@ class SCLONGDrugResponse(SCLONGHead):
         dropout: float = 0.1,
         standardize: bool = True,
         max_atoms: int = 100,
+        residual: bool = True,
         seed: int = 0,
     ):
         super().__init__(adata)
@@ -226,6 +233,7 @@ class SCLONGDrugResponse(SCLONGHead):
             "dropout": float(dropout),
             "standardize": bool(standardize),
             "max_atoms": int(max_atoms),
+            "residual": bool(residual),
             "seed": int(seed),
         }
         self._build(spec)
@@ -364,6 +372,8 @@ class SCLONGDrugResponse(SCLONGHead):
             cell_dims=spec["cell_dims"],
             fusion_dims=spec["fusion_dims"],
             dropout=spec["dropout"],
+            n_drugs=len(spec["drugs"]),
+            residual=bool(spec.get("residual", False)),
         )
         self.feature_mean_ = np.zeros(features.shape[1], dtype=np.float32)
         self.feature_scale_ = np.ones(features.shape[1], dtype=np.float32)
@@ -468,6 +478,8 @@ class SCLONGDrugResponse(SCLONGHead):
                 features, [self._cell_index[c] for c in sorted(set(train["cell_line"]))]
             )
         self.module.offset.fill_(float(train[RESPONSE_KEY].mean()))
+        if self.module.residual:
+            self._fit_wide(rows)
         self.module.set_context(cells=self._standardized(features), **self._graph_context())
         examples = {
             "drug": pairs["drug"].map(self._drug_index).to_numpy(dtype=np.int64),
@@ -489,6 +501,19 @@ class SCLONGDrugResponse(SCLONGHead):
             **trainer_kwargs,
         )
 
+    def _fit_wide(self, rows: dict[str, np.ndarray]) -> None:
+        """Set the module's wide part to the ridge probe fitted on the training pairs."""
+        coef, intercept, self.probe_alpha_ = fit_ridge(
+            self._probe_features(standardized=True), self.pairs_[RESPONSE_KEY].to_numpy(), rows
+        )
+        n_cell, n_drugs = len(self.feature_mean_), len(self._drug_index)
+        self.module.set_wide(
+            torch.as_tensor(coef[:n_cell]),
+            torch.as_tensor(coef[n_cell : n_cell + n_drugs]),
+            torch.as_tensor(coef[n_cell + n_drugs :]),
+            float(intercept),
+        )
+
     def _graph_context(self) -> dict[str, torch.Tensor]:
         return dict(zip(("atoms", "adjacency", "pooling"), self._drug_graphs, strict=True))
 
@@ -500,13 +525,15 @@ class SCLONGDrugResponse(SCLONGHead):
         device = self._device
         tensors = self._drug_graphs if drugs is None else drugs
         with torch.no_grad():
-            vectors = self.module.drug_embedding(*(t.to(device) for t in tensors))
+            atoms, adjacency, pooling = (t.to(device) for t in tensors)
+            vectors = self.module.drug_embedding(atoms, adjacency, pooling)
+            terms = self.module.wide_drug_terms(atoms, pooling, known=drugs is None)
             cells = self._standardized(cell_features).to(device)
             out = []
             for start in range(0, len(drug_rows), 8192):
                 d = torch.as_tensor(drug_rows[start : start + 8192]).to(device)
                 c = torch.as_tensor(cell_rows[start : start + 8192]).to(device)
-                out.append(self.module(vectors, cells, d, c).cpu().numpy())
+                out.append(self.module(vectors, cells, d, c, terms).cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
     def predict(
@@ -602,12 +629,41 @@ class SCLONGDrugResponse(SCLONGHead):
         return self._predict_pairs(d, self._feature_matrix(), c)
 
     def baselines(self) -> pd.DataFrame:
-        """The three mean baselines for every measured pair, fitted on the training pairs.
+        """The baselines for every measured pair, fitted on the training pairs.
 
-        See :func:`baseline_predictions`; returns ``model.pairs_`` with one column per baseline.
+        The three means of :func:`baseline_predictions`, and ``ridge``: the linear probe on the
+        model's own inputs (:func:`~sclong_scverse.model._head_base.ridge_probe`): a pair's
+        cell-line features, its drug's one-hot code and its drug's mean atom features (so that
+        a held-out drug is described too), standardised on the training pairs, the penalty
+        chosen on the validation pairs.
+
+        Returns
+        -------
+        ``model.pairs_`` with one column per baseline (:data:`BASELINES`).
         """
         train = self.pairs_[self.pairs_["split"] == "train"]
-        return pd.concat([self.pairs_, baseline_predictions(train, self.pairs_)], axis=1)
+        table = pd.concat([self.pairs_, baseline_predictions(train, self.pairs_)], axis=1)
+        table["ridge"] = self._ridge_probe()
+        return table
+
+    def _probe_features(self, standardized: bool = False) -> np.ndarray:
+        """Per pair: cell-line features, drug one-hot, drug mean atom features."""
+        atoms, _adjacency, pooling = self._drug_graphs
+        drug_atoms = torch.sparse.mm(pooling, atoms).numpy()
+        drugs = self.pairs_["drug"].map(self._drug_index).to_numpy(dtype=np.int64)
+        cells = self.pairs_["cell_line"].map(self._cell_index).to_numpy(dtype=np.int64)
+        one_hot = np.eye(len(self._drug_index), dtype=np.float32)[drugs]
+        table = self._feature_matrix()
+        if standardized:
+            table = self._standardized(table).numpy()
+        return np.hstack([table[cells], one_hot, drug_atoms[drugs]])
+
+    def _ridge_probe(self) -> np.ndarray:
+        rows = self._split_rows()
+        prediction, self.probe_alpha_ = ridge_probe(
+            self._probe_features(), self.pairs_[RESPONSE_KEY].to_numpy(), rows
+        )
+        return prediction
 
     def evaluate(self, splits: Sequence[str] = ("validation", "test")) -> pd.DataFrame:
         """Pearson, Spearman and RMSE of the model and the baselines on each split.

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from scvi.model.base import BaseModelClass
 
-from ..pp._checks import ScLongInputError
+from ..validation import ScLongInputError
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,71 @@ def feature_scaling(table: np.ndarray, rows) -> tuple[np.ndarray, np.ndarray]:
     mean = table[rows].mean(axis=0)
     scale = table[rows].std(axis=0)
     return mean.astype(np.float32), np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
+
+
+#: Ridge penalties tried by :func:`ridge_probe` (chosen on the validation rows).
+PROBE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
+
+
+def fit_ridge(
+    features: np.ndarray,
+    targets: np.ndarray,
+    rows: dict[str, np.ndarray],
+    alphas: Sequence[float] = PROBE_ALPHAS,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The linear probe every head is held to: ridge regression on the head's own inputs.
+
+    Columns are standardised on the training rows; the penalty is the one of ``alphas`` with
+    the lowest validation MSE (the first when there are no validation rows); the probe is fitted
+    on the training rows only. The coefficients are returned in the features' own units.
+
+    Parameters
+    ----------
+    features
+        ``(n_examples, n_features)`` inputs (the same the head reads).
+    targets
+        ``(n_examples,)`` or ``(n_examples, n_outputs)`` values.
+    rows
+        ``{"train", "validation", ...}`` -> example positions.
+    alphas
+        Ridge penalties to choose from.
+
+    Returns
+    -------
+    ``coef`` (``(n_features,)`` or ``(n_features, n_outputs)``), ``intercept`` and the chosen
+    penalty: predictions are ``features @ coef + intercept``.
+    """
+    from sklearn.linear_model import Ridge
+
+    features = np.asarray(features, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    mean, scale = feature_scaling(features, rows["train"])
+    scaled = (features - mean) / scale
+    train, validation = rows["train"], rows.get("validation", np.zeros(0, dtype=np.int64))
+    best_alpha, best_error = float(alphas[0]), np.inf
+    if len(validation):
+        for alpha in alphas:
+            fit = Ridge(alpha=float(alpha)).fit(scaled[train], targets[train])
+            error = float(np.mean((fit.predict(scaled[validation]) - targets[validation]) ** 2))
+            if error < best_error:
+                best_alpha, best_error = float(alpha), error
+    fit = Ridge(alpha=best_alpha).fit(scaled[train], targets[train])
+    coef = np.asarray(fit.coef_, dtype=np.float64).T / scale.astype(np.float64).reshape(
+        -1, *([1] * (np.ndim(fit.coef_) - 1))
+    )
+    intercept = np.asarray(fit.intercept_) - mean.astype(np.float64) @ coef
+    return coef, intercept, best_alpha
+
+
+def ridge_probe(
+    features: np.ndarray,
+    targets: np.ndarray,
+    rows: dict[str, np.ndarray],
+    alphas: Sequence[float] = PROBE_ALPHAS,
+) -> tuple[np.ndarray, float]:
+    """Predictions of :func:`fit_ridge`'s probe for every example, and the chosen penalty."""
+    coef, intercept, alpha = fit_ridge(features, targets, rows, alphas)
+    return np.asarray(features, dtype=np.float64) @ coef + intercept, alpha
 
 
 class SCLONGHead(BaseModelClass):

@@ -129,6 +129,14 @@ class DrugResponseModule(HeadModuleMixin, nn.Module):
         Dropout of all branches.
     offset
         Added to the output (set to the training mean before training).
+    n_drugs
+        Drugs of the model (the wide part's per-drug term); only with ``residual``.
+    residual
+        Wide & deep: a linear ("wide") part over the standardised cell-line features, a per-drug
+        term and the drug's mean atom features, set by the model class to the ridge probe
+        fitted on the training pairs and kept fixed; the deep part (zero-initialised output
+        layer) learns its residual. The model starts as the probe and is selected on
+        validation, so it does not fall below the linear probe on its own inputs.
     """
 
     def __init__(
@@ -140,6 +148,8 @@ class DrugResponseModule(HeadModuleMixin, nn.Module):
         fusion_dims: Sequence[int] = (300, 100),
         dropout: float = 0.1,
         offset: float = 0.0,
+        n_drugs: int = 0,
+        residual: bool = False,
     ):
         super().__init__()
         self.drug_encoder = DrugGraphEncoder(atom_dim, graph_dims, dropout)
@@ -155,6 +165,41 @@ class DrugResponseModule(HeadModuleMixin, nn.Module):
         fusion.append(nn.Linear(sizes[-1], 1))
         self.fusion = nn.Sequential(*fusion)
         self.register_buffer("offset", torch.tensor(float(offset)))
+        self.residual = bool(residual)
+        if self.residual:
+            nn.init.zeros_(fusion[-1].weight)
+            nn.init.zeros_(fusion[-1].bias)
+            # the wide part: fitted in closed form (set_wide), never by the optimiser
+            self.register_buffer("wide_cell", torch.zeros(int(n_cell_features)))
+            self.register_buffer("wide_drug", torch.zeros(int(n_drugs)))
+            self.register_buffer("wide_atoms", torch.zeros(int(atom_dim)))
+
+    def set_wide(
+        self, cell: torch.Tensor, drug: torch.Tensor, atoms: torch.Tensor, intercept: float
+    ) -> None:
+        """Set the wide part: coefficients of the cell features, per-drug terms, atom means.
+
+        ``intercept`` goes to :attr:`offset`.
+        """
+        self.wide_cell.copy_(torch.as_tensor(cell, dtype=torch.float32))
+        self.wide_drug.copy_(torch.as_tensor(drug, dtype=torch.float32))
+        self.wide_atoms.copy_(torch.as_tensor(atoms, dtype=torch.float32))
+        self.offset.fill_(float(intercept))
+
+    def wide_drug_terms(
+        self, atom_features: torch.Tensor, pooling: torch.Tensor, known: bool = True
+    ) -> torch.Tensor:
+        """Per drug of a packed batch: its wide term (0 without ``residual``).
+
+        ``known``: the drugs are the model's own, in order (their per-drug terms apply); new
+        drugs get only their mean-atom term.
+        """
+        n = pooling.shape[0]
+        if not self.residual:
+            return atom_features.new_zeros(n)
+        mean_atoms = torch.sparse.mm(pooling, atom_features)
+        terms = mean_atoms @ self.wide_atoms
+        return terms + self.wide_drug if known else terms
 
     def drug_embedding(
         self, atom_features: torch.Tensor, adjacency: torch.Tensor, pooling: torch.Tensor
@@ -168,6 +213,7 @@ class DrugResponseModule(HeadModuleMixin, nn.Module):
         cell_features: torch.Tensor,
         drug_index: torch.Tensor,
         cell_index: torch.Tensor,
+        drug_terms: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predicted ln IC50 of the pairs ``(drug_index[i], cell_index[i])``.
 
@@ -179,6 +225,8 @@ class DrugResponseModule(HeadModuleMixin, nn.Module):
             ``(n_cell_lines, n_cell_features)``.
         drug_index, cell_index
             ``(n_pairs,)`` rows of the two tables.
+        drug_terms
+            ``(n_drugs,)`` wide terms of the drugs (:meth:`wide_drug_terms`; with ``residual``).
 
         Returns
         -------
@@ -186,7 +234,12 @@ class DrugResponseModule(HeadModuleMixin, nn.Module):
         """
         cells = self.cell_encoder(cell_features)
         joint = torch.cat([drug_vectors[drug_index], cells[cell_index]], dim=1)
-        return self.fusion(joint).squeeze(-1) + self.offset
+        out = self.fusion(joint).squeeze(-1) + self.offset
+        if self.residual:
+            out = out + (cell_features @ self.wide_cell)[cell_index]
+            if drug_terms is not None:
+                out = out + drug_terms[drug_index]
+        return out
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean squared error of a batch of pairs (``drug``, ``cell``, ``y``).
@@ -196,5 +249,6 @@ class DrugResponseModule(HeadModuleMixin, nn.Module):
         """
         graphs = (self.context("atoms"), self.context("adjacency"), self.context("pooling"))
         vectors = self.drug_embedding(*graphs)
-        prediction = self(vectors, self.context("cells"), batch["drug"], batch["cell"])
+        terms = self.wide_drug_terms(graphs[0], graphs[2])
+        prediction = self(vectors, self.context("cells"), batch["drug"], batch["cell"], terms)
         return torch.mean((prediction - batch["y"]) ** 2)
