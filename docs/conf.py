@@ -57,6 +57,57 @@ python_maximum_signature_line_length = 88  # one parameter a line in long signat
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autoclass_content = "class"
 
+
+# -- members from the package's own mixins -------------------------------------------------
+# A class page documents the class's own members, not those it inherits from scvi-tools or
+# torch. SCLONG is composed from this package's mixins (model/_queries.py, _hub.py, ...), as
+# scvi-tools composes its models: the template (_templates/autosummary/class.rst) documents
+# what a class takes from such undocumented package bases as well, after its own members.
+def _mixin_members() -> dict[str, dict]:
+    """``{class full name: {"other_bases": ..., "methods": [...]}}`` of classes with mixins.
+
+    ``other_bases``: the ``:inherited-members:`` argument (the bases whose members are not
+    documented: other packages' and documented ones); ``methods``: the mixins' public methods.
+    """
+    import importlib
+    import inspect
+
+    found = {}
+    packages = {"": sclong_scverse}
+    for package in ("chem", "data", "datasets", "genes", "go", "io", "model", "module", "nn"):
+        packages[f"{package}."] = importlib.import_module(f"sclong_scverse.{package}")
+    public = {
+        id(getattr(package, name)) for package in packages.values() for name in package.__all__
+    }
+    for prefix, package in packages.items():
+        for name in package.__all__:
+            cls = getattr(package, name)
+            if not inspect.isclass(cls):
+                continue
+            mixins, others = [], []
+            for base in cls.__mro__[1:]:
+                if id(base) in public or not base.__module__.startswith("sclong_scverse."):
+                    others.append(base.__name__)
+                else:
+                    mixins.append(base)
+            methods = [
+                member
+                for base in mixins
+                for member, value in vars(base).items()
+                if not member.startswith("_")
+                and next(b for b in cls.__mro__ if member in vars(b)) is base
+                and (inspect.isroutine(value) or isinstance(value, classmethod | staticmethod))
+            ]
+            if mixins:
+                found[f"sclong_scverse.{prefix}{name}"] = {
+                    "other_bases": ", ".join(others),
+                    "methods": methods,
+                }
+    return found
+
+
+autosummary_context = {"mixin_members": _mixin_members()}
+
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_include_init_with_doc = False

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Self
 
 import anndata as ad
 import numpy as np
@@ -14,7 +16,8 @@ from scipy import sparse
 
 if TYPE_CHECKING:
     from ..data import ScLongCorpus
-    from ._sclong import SCLONG
+    from ..genes import GeneVocabulary
+    from ..nn import ScLongConfig
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ def model_from_corpus(
     vocabulary=None,
     n_template_cells: int = 16,
     **model_kwargs,
-) -> SCLONG:
+) -> PretrainMixin:
     """A new model whose genes are a corpus' vocabulary (see :meth:`SCLONG.from_corpus`)."""
     from ..genes import GeneVocabulary
 
@@ -102,7 +105,7 @@ def _strategy(strategy, accelerator: str, gradient_checkpointing: bool):
 
 
 def pretrain_on_corpus(
-    model: SCLONG,
+    model: PretrainMixin,
     corpus,
     *,
     max_epochs: int,
@@ -232,3 +235,157 @@ def pretrain_on_corpus(
     model.is_trained_ = True
     model.pretrain_report_ = report
     return losses
+
+
+class PretrainMixin:
+    """Pretraining of :class:`~sclong_scverse.SCLONG` on a corpus of AnnData stores on disk."""
+
+    @classmethod
+    def from_corpus(
+        cls,
+        corpus,
+        config: str | ScLongConfig | dict = "tiny",
+        vocabulary: GeneVocabulary | Sequence[str] | None = None,
+        **kwargs,
+    ) -> Self:
+        """A new model to pretrain on a corpus of AnnData stores (:meth:`pretrain`).
+
+        The model's genes are ``vocabulary`` (default: the union of the stores' genes, see
+        :meth:`sclong_scverse.data.ScLongCorpus.default_vocabulary`); it is set up on a small
+        template AnnData holding the corpus' first cells on those genes (``model.adata``; no
+        cell is loaded beyond those).
+
+        Parameters
+        ----------
+        corpus
+            A :class:`~sclong_scverse.data.ScLongCorpus`, or the stores (paths, folders, globs).
+        config
+            Preset name, :class:`~sclong_scverse.nn.ScLongConfig` or its dict.
+        vocabulary
+            The model's genes, e.g. the official release's vocabulary.
+        **kwargs
+            Passed to :class:`SCLONG` (``gene_graph``, ``gene2vec``, ``mask_fraction`` ...).
+
+        Returns
+        -------
+        The new, untrained model.
+        """
+        return model_from_corpus(cls, corpus, config=config, vocabulary=vocabulary, **kwargs)
+
+    def pretrain(
+        self,
+        corpus,
+        max_epochs: int = 1,
+        batch_size: int = 8,
+        lr: float = 1e-3,
+        *,
+        max_steps: int = -1,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        num_nodes: int = 1,
+        strategy: str | object = "auto",
+        precision: str | int | None = None,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: float | None = 1.0,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every_n_steps: int | None = None,
+        resume: str | os.PathLike | None = None,
+        num_workers: int = 0,
+        redraw_interval: int | Literal["auto"] | None = "auto",
+        plan_kwargs: dict | None = None,
+        gradient_checkpointing: bool = False,
+        min_coverage: float = 0.0,
+        enable_progress_bar: bool = True,
+        **trainer_kwargs,
+    ) -> pd.DataFrame:
+        """Pretrain by masked-expression modelling on a corpus streamed from disk.
+
+        The corpus (:class:`~sclong_scverse.data.ScLongCorpus`: many ``.h5ad`` / zarr stores,
+        any genes and id types) is aligned to this model's genes, normalised per batch when it
+        holds counts and read a mini-batch at a time; Lightning spreads the steps over
+        ``devices`` x ``num_nodes`` processes. Launch one process per device yourself
+        (``torchrun``, SLURM's ``srun``: Lightning reads their environment) and call this in
+        each; the docs' "Pretraining at scale" page has the recipe.
+
+        The objective is :meth:`train`'s, with masks drawn per cell from the corpus seed, the
+        epoch and the cell, and each step's loss normalised over the chosen positions of all
+        processes: with the same global batch (``batch_size`` x processes) one process and
+        many follow the same loss curve (:class:`~sclong_scverse.module.ScLongPretrainingPlan`).
+
+        Reads the stores; writes ``model.history["pretrain_masked_mse_step"]`` (the masked MSE
+        of every step, all processes together) and, with ``checkpoint_dir``, Lightning
+        checkpoints there (``last.ckpt`` and, with ``checkpoint_every_n_steps``, one per that
+        many steps) holding the model, optimiser, schedule, corpus position and random state.
+
+        Parameters
+        ----------
+        corpus
+            A :class:`~sclong_scverse.data.ScLongCorpus`, or paths / folders / glob patterns
+            of stores (opened with the corpus defaults: ``X``, values detected, seed 0).
+        max_epochs, max_steps
+            Passes over the corpus; or optimiser steps (``-1``: no limit).
+        batch_size
+            Cells per step and process (the global batch is ``batch_size`` x processes x
+            ``accumulate_grad_batches``).
+        lr
+            Peak learning rate (linear warm-up, then cosine decay over the run).
+        accelerator, devices, num_nodes, strategy
+            Lightning settings: e.g. ``accelerator="gpu", devices=8, num_nodes=4,
+            strategy="ddp"``. ``strategy="fsdp"`` shards parameters, gradients and optimiser
+            state over the processes, one Performer layer at a time (GPUs only).
+        precision
+            Lightning precision, e.g. ``"bf16-mixed"`` on GPUs.
+        accumulate_grad_batches, gradient_clip_val
+            Gradient accumulation and gradient-norm clipping.
+        checkpoint_dir, checkpoint_every_n_steps
+            Where and how often to write checkpoints (``None``: at the end only).
+        resume
+            ``"last"`` (the ``last.ckpt`` of ``checkpoint_dir``) or a checkpoint path: continue
+            an interrupted run exactly (same corpus, seed, batch size and process count);
+            ``"auto"``: ``"last"`` when ``checkpoint_dir`` has one, else start (for jobs that
+            are requeued). Loaded with ``weights_only=True`` (no code is unpickled).
+        num_workers
+            Reader processes per training process.
+        redraw_interval
+            Redraw the FAVOR+ features every this many steps (same features on every process);
+            ``"auto"``: 1,000 for a new model, never for pretrained weights.
+        plan_kwargs
+            Passed to :class:`~sclong_scverse.module.ScLongPretrainingPlan`.
+        gradient_checkpointing
+            Recompute each Performer layer in the backward pass (see :meth:`train`).
+        min_coverage
+            Refuse stores with fewer than this fraction of their genes on the model's genes.
+        enable_progress_bar
+            Show a progress bar per step with the global cells/s and the masked MSE.
+        **trainer_kwargs
+            Passed to :class:`lightning.pytorch.Trainer`.
+
+        Returns
+        -------
+        The masked MSE of every step (``step``, ``masked_mse``, ``lr``) of this process.
+        """
+        return pretrain_on_corpus(
+            self,
+            corpus,
+            max_epochs=max_epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            lr=lr,
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
+            precision=precision,
+            accumulate_grad_batches=accumulate_grad_batches,
+            gradient_clip_val=gradient_clip_val,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every_n_steps=checkpoint_every_n_steps,
+            resume=resume,
+            num_workers=num_workers,
+            redraw_interval=redraw_interval,
+            plan_kwargs=plan_kwargs,
+            gradient_checkpointing=gradient_checkpointing,
+            min_coverage=min_coverage,
+            enable_progress_bar=enable_progress_bar,
+            **trainer_kwargs,
+        )

@@ -1,0 +1,213 @@
+"""AnnData helpers of the scLong models: values, gene ids, input checks and registration.
+
+Shared by :class:`~sclong_scverse.SCLONG` and the heads built on it (all still importable from
+``model/_sclong.py``): reading a registered AnnData's values and gene ids, the checks every
+``setup_anndata`` makes, the scvi-tools registration, aligning data to a model's genes, and the
+autocast of a query.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+from mudata import MuData
+from scipy import sparse
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager, fields
+
+from ..pp._checks import (
+    ScLongInputError,
+    check_not_view,
+    check_unique_var_names,
+    model_normalization,
+    normalization_record,
+    to_memory,
+    validate_adata_input,
+)
+
+Pooling = Literal["mean", "max", "sum"]
+
+
+def _rna(adata: ad.AnnData | MuData, modality: str | None) -> ad.AnnData:
+    if isinstance(adata, MuData):
+        if modality is None:
+            raise ValueError("This model was set up on an AnnData; pass an AnnData, not a MuData.")
+        return adata.mod[modality]
+    return adata
+
+
+def _gene_ids(adata: ad.AnnData, gene_id_key: str | None) -> pd.Index:
+    if gene_id_key is None:
+        return pd.Index(adata.var_names.astype(str))
+    if gene_id_key not in adata.var:
+        raise KeyError(
+            f"gene_id_key {gene_id_key!r} is not a column of adata.var "
+            f"(columns: {list(adata.var.columns)})."
+        )
+    column = adata.var[gene_id_key]
+    missing = np.asarray(column.isna())
+    if missing.any():
+        raise ScLongInputError(
+            f"adata.var[{gene_id_key!r}] (gene_id_key) has no id for {int(missing.sum())} genes "
+            f"(e.g. {list(adata.var_names[missing][:3])}); remove those genes "
+            f"(adata = adata[:, adata.var[{gene_id_key!r}].notna()].copy()) or fill in their ids."
+        )
+    return pd.Index(column.astype(str))
+
+
+def _values(adata: ad.AnnData, layer: str | None):
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(
+            f"Layer {layer!r} not in adata.layers ({list(adata.layers)}). Run "
+            f"`scl.pp.normalize(adata, key_added={layer!r})` on raw counts first."
+        )
+    return adata.layers[layer]
+
+
+QueryPrecision = Literal["32", "bf16", "16"]
+
+
+def inference_autocast(precision: str | int | None, device: torch.device):
+    """Autocast context of a query at ``precision``.
+
+    ``"32"`` / ``None`` (float32, no autocast), ``"bf16"`` or ``"16"`` (float16, GPUs only);
+    Lightning's spellings (``"bf16-mixed"``, ``"32-true"``) are accepted.
+    """
+    name = str(precision).removesuffix("-mixed").removesuffix("-true") if precision else "32"
+    if name == "32":
+        return contextlib.nullcontext()
+    if name == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if name == "16":
+        if device.type == "cpu":
+            raise ValueError(
+                "precision='16' (float16) needs a GPU; on a CPU use precision='bf16' or '32'."
+            )
+        return torch.autocast(device_type=device.type, dtype=torch.float16)
+    raise ValueError(f"precision must be '32', 'bf16' or '16', not {precision!r}.")
+
+
+def check_model_input(
+    adata: ad.AnnData,
+    layer: str | None,
+    gene_id_key: str | None,
+    normalization: dict | None,
+    check_normalization: bool,
+) -> dict:
+    """The input checks every scLong model's ``setup_anndata`` makes; the normalisation record.
+
+    Refuses a view, an empty AnnData, duplicated gene names or ids, a missing layer and values
+    the model cannot read (:func:`~sclong_scverse.pp.validate_adata_input`); returns the
+    normalisation to record (:func:`model_normalization`).
+    """
+    check_not_view(adata)
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ScLongInputError(
+            f"adata has {adata.n_obs} cells x {adata.n_vars} genes; scLong needs at least "
+            "one cell and one gene."
+        )
+    check_unique_var_names(adata)
+    if gene_id_key is not None and _gene_ids(adata, gene_id_key).has_duplicates:
+        raise ScLongInputError(
+            f"adata.var[{gene_id_key!r}] (gene_id_key) has duplicated gene ids; make them "
+            "unique (e.g. keep one gene per id) or register without gene_id_key."
+        )
+    _values(adata, layer)  # a clear KeyError for a missing layer
+    normalization = model_normalization(adata, layer, normalization)
+    validate_adata_input(
+        adata,
+        layer,
+        expected_max=normalization["max_value"],
+        check_normalization=check_normalization,
+    )
+    return normalization
+
+
+def register_fields(
+    cls: type,
+    adata: ad.AnnData,
+    setup_method_args: dict,
+    layer: str | None,
+    batch_key: str | None,
+    labels_key: str | None,
+    **kwargs,
+) -> None:
+    """Register the values layer and the batch / label columns with an scvi-tools manager."""
+    anndata_fields = [
+        fields.LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+        fields.CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+        fields.CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+    ]
+    adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+    adata_manager.register_fields(adata, **kwargs)
+    cls.register_manager(adata_manager)
+
+
+def _align_to_genes(
+    adata: ad.AnnData,
+    layer: str | None,
+    data_ids: pd.Index,
+    model_ids: pd.Index,
+    model_var_names: pd.Index,
+    *,
+    expected_max: float | None = None,
+    check_normalization: bool = False,
+) -> ad.AnnData:
+    """A new AnnData with ``adata``'s values on the model's genes (absent genes = 0).
+
+    The values are validated first (:func:`~sclong_scverse.pp.validate_adata_input`, on
+    ``adata``'s own genes: removing genes lowers some cells' maximum); ``expected_max`` and
+    ``check_normalization`` are the model's (defaults: finite and non-negative only). The new
+    AnnData carries ``adata.obs`` and, when ``adata`` has one or the values were checked
+    against ``expected_max``, a normalisation record in ``uns`` (so registering it does not
+    test the per-cell maximum of the aligned values again).
+    """
+    check_not_view(adata)
+    if data_ids.has_duplicates:
+        check_unique_var_names(adata)
+        raise ScLongInputError(
+            "Gene ids of this AnnData are duplicated (the gene_id_key column); make them "
+            "unique first, e.g. keep one gene per id."
+        )
+    validate_adata_input(
+        adata, layer, expected_max=expected_max, check_normalization=check_normalization
+    )
+    values = to_memory(_values(adata, layer))
+    source = data_ids.get_indexer(model_ids)
+    found = source >= 0
+    if not found.any():
+        raise ScLongInputError(
+            "None of the model's genes are in this AnnData, the model cannot be applied "
+            f"(model genes like {list(model_ids[:3])}, data genes like {list(data_ids[:3])}). "
+            "If the ids are in an adata.var column, set gene_id_key in setup_anndata."
+        )
+    n_missing = int((~found).sum())
+    if n_missing:
+        warnings.warn(
+            f"{n_missing} of the model's {len(model_ids)} genes are absent from this AnnData and "
+            f"enter as 0; {adata.n_vars - int(found.sum())} of its genes are not used.",
+            UserWarning,
+            stacklevel=3,
+        )
+    matrix = sparse.csc_matrix(values)[:, np.where(found, source, 0)]
+    aligned = sparse.csr_matrix(matrix @ sparse.diags(found.astype(np.float32)), dtype=np.float32)
+    result = ad.AnnData(obs=adata.obs.copy(), var=pd.DataFrame(index=model_var_names.copy()))
+    # X holds the values too (scvi-tools reads an all-zero sparse X as minified data)
+    result.X = aligned
+    if layer is not None:
+        result.layers[layer] = aligned
+    record = normalization_record(adata, layer)
+    if record is None and check_normalization and expected_max is not None:
+        record = {"method": "checked before alignment", "max_value": float(expected_max)}
+    if record is not None:
+        record["output"] = "X" if layer is None else f"layers/{layer}"
+        result.uns[layer or "sclong"] = {"params": record}
+    return result

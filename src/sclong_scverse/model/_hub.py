@@ -1,0 +1,316 @@
+"""Saving and loading an scLong model: safe files with a manifest, hub releases."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Self
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from mudata import MuData
+
+from ..pp._checks import SCLONG_MAX_VALUE
+from ._anndata import _align_to_genes, _gene_ids, _rna
+
+
+class SaveLoadMixin:
+    """Saving and loading of :class:`~sclong_scverse.SCLONG`, locally and as hub releases.
+
+    :meth:`save` / :meth:`load` write and read ``model.pt`` (tensors and plain values, loaded
+    with ``weights_only=True``) with a ``manifest.json`` of checksums; :meth:`from_pretrained`
+    and :meth:`save_pretrained` resolve and write releases by name or hub repository.
+    """
+
+    def save(
+        self,
+        dir_path: str | os.PathLike,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        **anndata_write_kwargs,
+    ) -> None:
+        """Save the model as plain data with a checksum manifest.
+
+        Writes, in ``dir_path``: ``model.pt`` (weights, gene names, setup registry, training
+        history; plain tensors and arrays that load with ``torch.load(weights_only=True)``),
+        ``adata.h5ad`` (or ``mdata.h5mu``) when ``save_anndata``, and ``manifest.json`` (sha256
+        of each file, package/torch/scvi-tools versions, the network configuration). Each file
+        is written under a temporary name and renamed when complete. Reads the registered
+        AnnData only when ``save_anndata``.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write (created).
+        prefix
+            Prefix of the file names (several models in one folder).
+        overwrite
+            Replace the files of a model already saved there.
+        save_anndata
+            Also write the registered AnnData (or MuData).
+        **anndata_write_kwargs
+            Passed to :meth:`anndata.AnnData.write_h5ad`.
+        """
+        from ._saving import MODEL_FILE, save_model_file, write_manifest
+
+        folder = Path(dir_path)
+        stem = prefix or ""
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{folder} is a file; give a folder to save the model in.")
+        if (folder / f"{stem}{MODEL_FILE}").exists() and not overwrite:
+            raise ValueError(
+                f"{folder} already holds a saved model; pass overwrite=True to replace it, or "
+                "choose another folder."
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        files = []
+        if save_anndata:
+            suffix = "mdata.h5mu" if isinstance(self.adata, MuData) else "adata.h5ad"
+            target = folder / f"{stem}{suffix}"
+            temporary = folder / f".{target.name}.partial"
+            try:
+                self.adata.write(temporary, **anndata_write_kwargs)
+                os.replace(temporary, target)
+            finally:
+                temporary.unlink(missing_ok=True)
+            files.append(target.name)
+        attributes = {
+            name: value for name, value in self._get_user_attributes() if name.endswith("_")
+        }
+        content = {
+            "model_state_dict": self.module.state_dict(),
+            "var_names": self.get_var_names(),
+            "attr_dict": attributes,
+        }
+        if self._gene_id_key is not None:  # to register aligned queries on load
+            rna = _rna(self.adata, self._modality)
+            content["gene_ids"] = np.asarray(_gene_ids(rna, self._gene_id_key), dtype=object)
+        save_model_file(content, folder / f"{stem}{MODEL_FILE}")
+        files.append(f"{stem}{MODEL_FILE}")
+        write_manifest(
+            folder,
+            files,
+            extra={"model": type(self).__name__, "config": self.module.config.to_dict()},
+            prefix=prefix,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str | os.PathLike,
+        adata: ad.AnnData | MuData | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        prefix: str | None = None,
+        verify: bool = True,
+    ) -> Self:
+        """Load a saved model safely, aligning ``adata`` to the saved genes when they differ.
+
+        ``model.pt`` is read with ``torch.load(weights_only=True)`` (no code in the file can
+        run), checked against ``manifest.json`` (sha256) and for finite weights. Reads
+        ``adata.var_names`` and the values of the layer the model was set up with. When the
+        genes match, ``adata`` itself is registered (the scvi-tools fields that
+        :meth:`setup_anndata` writes); otherwise a new aligned AnnData is registered and
+        ``adata`` is left unchanged.
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by :meth:`save`.
+        adata
+            Data to attach (default: the AnnData saved with the model). Its genes may be in
+            another order or partly missing: the values are reordered to the saved genes
+            (missing genes enter as 0) with a report.
+        accelerator, device
+            Where the model runs (scvi-tools / Lightning settings).
+        prefix
+            File name prefix given to :meth:`save`.
+        verify
+            Check the files against ``manifest.json``. ``False`` loads a folder without a
+            manifest (saved by an older version) or whose files changed; the weights are still
+            read with ``weights_only=True`` and checked to be finite.
+
+        Returns
+        -------
+        The model, in eval mode; fine-tuning keeps its random features (``is_pretrained``).
+
+        Raises
+        ------
+        ModelIntegrityError
+            A file differs from its checksum, the manifest is missing (with ``verify``), the
+            weights are NaN or infinite, or they do not fit the saved configuration.
+        UnsafeFileError
+            ``model.pt`` refers to code or object types outside the allow-list.
+        """
+        from scvi.model._utils import parse_device_args
+        from scvi.model.base._save_load import _initialize_model, _validate_var_names
+
+        from ._saving import ModelIntegrityError, read_saved_model, verify_manifest
+
+        _, _, torch_device = parse_device_args(
+            accelerator=accelerator,
+            devices=device,
+            return_device="torch",
+            validate_single_device=True,
+        )
+        folder = Path(dir_path)
+        saved = read_saved_model(folder, prefix, verify=verify)
+        attr_dict, state = saved["attr_dict"], saved["model_state_dict"]
+        var_names = saved.get("var_names")
+        state.pop("pyro_param_store", None)
+        registry = attr_dict.pop("registry_")
+        saved_class = registry.get("model_name", cls.__name__)
+        if saved_class != cls.__name__:
+            raise ValueError(f"{folder} holds a {saved_class} model, not a {cls.__name__}.")
+        setup_method = registry.get("setup_method_name", "setup_anndata")
+        if adata is None:
+            suffix = "mdata.h5mu" if setup_method == "setup_mudata" else "adata.h5ad"
+            path = folder / f"{prefix or ''}{suffix}"
+            if not path.exists():
+                raise ValueError(
+                    f"{folder} was saved without its AnnData; pass the data to attach: "
+                    f"{cls.__name__}.load({str(folder)!r}, adata=adata)."
+                )
+            if verify:
+                verify_manifest(folder, [path.name], prefix=prefix)
+            if setup_method == "setup_mudata":
+                import mudata
+
+                adata = mudata.read_h5mu(path)
+            else:
+                adata = ad.read_h5ad(path)
+        elif not isinstance(adata, MuData):
+            layer = registry["setup_args"].get("layer")
+            model_ids = pd.Index(np.asarray(var_names).astype(str))
+            ids = pd.Index(adata.var_names.astype(str))
+            if not ids.equals(model_ids):
+                setup_args = registry["setup_args"]
+                adata = _align_to_genes(
+                    adata,
+                    layer,
+                    ids,
+                    model_ids,
+                    model_ids,
+                    # checked as the model's setup_anndata checked its data, on adata's genes
+                    expected_max=(setup_args.get("normalization") or {}).get(
+                        "max_value", SCLONG_MAX_VALUE
+                    ),
+                    check_normalization=bool(setup_args.get("check_normalization", True)),
+                )
+                gene_id_key = registry["setup_args"].get("gene_id_key")
+                if gene_id_key is not None and saved.get("gene_ids") is not None:
+                    adata.var[gene_id_key] = np.asarray(saved["gene_ids"]).astype(str)
+        _validate_var_names(adata, var_names)
+        getattr(cls, setup_method)(adata, source_registry=registry, **registry["setup_args"])
+        model = _initialize_model(cls, adata, registry, attr_dict, None)
+        try:
+            model.module.load_state_dict(state)
+        except RuntimeError as error:
+            raise ModelIntegrityError(
+                f"The weights in {folder} do not fit the configuration saved with them "
+                f"({str(error).splitlines()[0]} ...); the file is corrupted or was edited."
+            ) from None
+        model.to_device(torch_device)
+        model.module.eval()
+        model._validate_anndata(adata)
+        model.is_pretrained = True  # fine-tuning keeps the loaded random features
+        return model
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        adata: ad.AnnData | MuData | None = None,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        manifest_sha256: str | None = None,
+        local_files_only: bool = False,
+        **load_kwargs,
+    ) -> Self:
+        """Load a saved scLong model by registered name, hub repository id or folder.
+
+        Resolves ``name_or_path`` with :func:`~sclong_scverse.model.resolve_pretrained` (a
+        folder; a name from :func:`~sclong_scverse.model.pretrained_models`, pinned to a commit
+        and a manifest checksum; or a hub repository ``"org/name"``, read from the hub cache so it
+        works offline, downloaded with ``huggingface_hub`` when installed), then loads it with
+        :meth:`load`, which verifies every file against ``manifest.json``.
+
+        Reads and writes ``adata`` as :meth:`load` does.
+
+        Parameters
+        ----------
+        name_or_path
+            Folder, registered name or hub repository id.
+        adata
+            The data to set the model up on (default: the AnnData saved with the model).
+        revision
+            Commit or branch of a repository id (default ``"main"``).
+        cache_dir
+            Hub cache (default ``$HF_HUB_CACHE`` or ``~/.cache/huggingface/hub``).
+        manifest_sha256
+            Expected sha256 of ``manifest.json`` (registered names carry theirs).
+        local_files_only
+            Never download.
+        **load_kwargs
+            Passed to :meth:`load` (``accelerator``, ``device``, ``verify``, ...).
+
+        Returns
+        -------
+        The loaded model.
+        """
+        from ._pretrained import resolve_pretrained
+
+        folder = resolve_pretrained(
+            name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            manifest_sha256=manifest_sha256,
+            local_files_only=local_files_only,
+        )
+        return cls.load(folder, adata=adata, **load_kwargs)
+
+    def save_pretrained(
+        self,
+        dir_path: str | os.PathLike,
+        *,
+        name: str,
+        training_data: str,
+        metrics: dict | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+    ) -> str:
+        """Save the model as a hub release: :meth:`save`'s files plus a model card.
+
+        Writes ``model.pt``, ``manifest.json`` (and ``adata.h5ad`` with ``save_anndata``) as
+        :meth:`save` does, and ``README.md``, a model card naming the network, gene vocabulary,
+        training data and ``metrics``. Upload the folder with
+        ``huggingface_hub.upload_folder(folder_path=dir_path, repo_id="org/name")``; users then
+        load it with :meth:`from_pretrained`.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write.
+        name
+            Model name for the card.
+        training_data
+            What the model was trained on.
+        metrics
+            Measured figures for the card.
+        overwrite, save_anndata
+            As in :meth:`save`.
+
+        Returns
+        -------
+        The sha256 of ``manifest.json``: pin it in a
+        :class:`~sclong_scverse.model.PretrainedRelease` so the release cannot change unnoticed.
+        """
+        from ._pretrained import manifest_checksum, model_card
+
+        self.save(dir_path, overwrite=overwrite, save_anndata=save_anndata)
+        card = model_card(self, name=name, training_data=training_data, metrics=metrics)
+        (Path(dir_path) / "README.md").write_text(card)
+        return manifest_checksum(dir_path)
