@@ -166,7 +166,9 @@ def test_deepsem_tf_output_and_fair_evaluation(small, data_dir):
     assert edges["weight"].is_monotonic_decreasing
     # only TF rows are scored: refused over all pairs, scored over TF rows x genes
     with pytest.raises(ValueError, match="tfs="):
-        scl.tl.evaluate_grn(adata, string, key="deepsem_grn", gene_symbols="symbol")
+        scl.tl.evaluate_grn(
+            adata, string, key="deepsem_grn", gene_symbols="symbol", candidates="truth_genes"
+        )
     result = scl.tl.evaluate_grn(
         adata, string, key="deepsem_grn", gene_symbols="symbol", tfs=tf_symbols, directed=True
     )

@@ -304,9 +304,13 @@ def test_evaluate_grn_refuses_infinite_scores():
     finite = edges.assign(score=[0.9, 0.5, 0.1])
     # C is scored as a target only: scored over all pairs only when told which rows are candidates
     with pytest.raises(ValueError, match="as sources"):
-        scl.tl.evaluate_grn(finite, truth)
-    result = scl.tl.evaluate_grn(finite, truth, candidate_sources=["A", "B", "C"])
+        scl.tl.evaluate_grn(finite, truth, candidates="truth_genes")
+    result = scl.tl.evaluate_grn(
+        finite, truth, candidates="truth_genes", candidate_sources=["A", "B", "C"]
+    )
     assert result["n_positives"] == 2 and result["n_candidates"] == 3
+    # the default (TF rows A, B x all genes, directed) needs no such hint
+    assert scl.tl.evaluate_grn(finite, truth)["n_candidates"] == 4
 
 
 def test_benchmark_integration_takes_normalizes_count_arguments(cellbench_top, monkeypatch):

@@ -10,7 +10,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ._grn_evaluation import _as_ground_truth, evaluate_grn, expected_random_aupr
+from ._grn_evaluation import CandidateSet, _as_ground_truth, evaluate_grn, expected_random_aupr
 
 RANDOM = "random"
 
@@ -42,10 +42,11 @@ def benchmark_grn(
     ground_truths: Mapping[str, pd.DataFrame | str | os.PathLike],
     methods: Sequence[str] | Mapping[str, str] | None = None,
     *,
+    candidates: CandidateSet = "tf_rows",
     tfs: Sequence[str] | None = None,
     candidate_sources: Sequence[str] | None = None,
     genes: Sequence[str] | None = None,
-    directed: bool = False,
+    directed: bool | None = None,
     gene_symbols: str | None = None,
     random_baseline: bool = True,
     random_state: int = 0,
@@ -53,13 +54,15 @@ def benchmark_grn(
 ) -> pd.DataFrame:
     """Score predicted gene regulatory networks against ground truths, over the same pairs.
 
-    Every method is scored with :func:`evaluate_grn` on the same gene universe and candidate
-    pairs (pairs of the AnnData's genes that occur in the ground truth, restricted to pairs
-    with a TF when ``tfs`` is given), so the numbers compare directly. The rule is
-    :func:`evaluate_grn`'s: without ``tfs`` or ``candidate_sources``, a method that scores only
-    some rows (e.g. :func:`genie3_grn` with TF regulators) is refused, since over all pairs it
-    would be inflated against the others; give ``tfs`` (the regulators every method may score)
-    to compare them fairly. A random predictor
+    Every method is scored with :func:`evaluate_grn` on the same genes and candidate pairs, so
+    the numbers compare directly. By default (``candidates="tf_rows"``) these are the ordered
+    pairs TF -> gene from every TF (``tfs``, else each ground truth's source genes) to every
+    gene of the AnnData: the protocol of DREAM and BEELINE, on which a method that scores only
+    TF rows (e.g. :func:`genie3_grn` with TF regulators, DeepSEM with ``tfs=``) is scored on
+    exactly the pairs it scores, like every other method. ``candidates="truth_genes"`` scores
+    the pairs among each ground truth's genes instead (the former default; there a method that
+    scores only some rows is refused unless ``tfs`` or ``candidate_sources`` is given, since
+    over all pairs it would be inflated against the others). A random predictor
     (uniform scores, seeded) is scored alongside: its AUPR ratio and EPR are about 1 by
     construction, the level every method must beat.
 
@@ -75,15 +78,19 @@ def benchmark_grn(
     methods
         ``adata.varp`` keys to score, or a mapping display name -> key; default: every key
         ending in ``"_grn"``.
+    candidates
+        ``"tf_rows"`` (default: TF rows x all genes) or ``"truth_genes"`` (pairs among the
+        ground truth's genes); see :func:`evaluate_grn`.
     tfs
-        Transcription factors: candidate pairs must involve one (needed when a method, e.g.
-        :func:`genie3_grn` with TF regulators, only scores TF rows). Default: all pairs.
+        Transcription factors, the sources of the candidate pairs. Default: each ground truth's
+        source genes (``"tf_rows"``), every gene (``"truth_genes"``).
     candidate_sources
         Genes allowed as sources, as ``tfs`` (give one of the two); see :func:`evaluate_grn`.
     genes
         Restrict the gene universe to these genes (names as in the ground truth).
     directed
-        Score ordered pairs (regulator -> target) instead of unordered ones.
+        Score ordered pairs (regulator -> target) instead of unordered ones. Default: ``True``
+        with ``"tf_rows"``, ``False`` with ``"truth_genes"``.
     gene_symbols
         Column of ``adata.var`` with the names the ground truths use (e.g. symbols when
         ``var_names`` are Ensembl ids).
@@ -98,9 +105,10 @@ def benchmark_grn(
     -------
     Long table with one row per (ground truth, method) and the columns of :func:`evaluate_grn`
     (``aupr``, ``aupr_ratio``, ``epr``, ``n_candidates``, ``n_positives``, ``positive_rate``,
-    ``n_genes``, ``n_tfs``, ``n_scored``) plus ``expected_random_aupr_ratio`` (the analytic
-    AUPR ratio of a random ranking of these candidates). Also writes
-    ``adata.uns[key_added]["results"]`` (the table) and ``adata.uns[key_added]["params"]``.
+    ``n_genes``, ``n_tfs``, ``n_sources``, ``n_scored``, ``candidates``, ``directed``) plus
+    ``expected_random_aupr_ratio`` (the analytic AUPR ratio of a random ranking of these
+    candidates). Also writes ``adata.uns[key_added]["results"]`` (the table) and
+    ``adata.uns[key_added]["params"]`` (with ``candidates`` and ``directed``).
 
     Raises
     ------
@@ -108,7 +116,8 @@ def benchmark_grn(
         A missing ``adata.varp`` key or ``adata.var[gene_symbols]`` column.
     ValueError
         No ground truth, or :func:`evaluate_grn` refused a method (the message names the method
-        and the ground truth), e.g. a method scoring only some rows without ``tfs``.
+        and the ground truth), e.g. a method scoring only some rows over
+        ``candidates="truth_genes"`` without ``tfs``.
 
     Examples
     --------
@@ -121,7 +130,11 @@ def benchmark_grn(
         raise ValueError("give at least one ground truth, e.g. {'TRRUST': path}")
     if gene_symbols is not None and gene_symbols not in adata.var:
         raise KeyError(f"adata.var[{gene_symbols!r}] not found; columns: {list(adata.var.columns)}")
-    names = np.asarray(adata.var_names if gene_symbols is None else adata.var[gene_symbols], str)
+    if gene_symbols is None:
+        names = np.asarray(adata.var_names, dtype=str)
+    else:
+        symbols = adata.var[gene_symbols].astype(object)
+        names = np.asarray(symbols.where(symbols.notna(), ""), dtype=str)
     # evaluate_grn reads the (maybe duplicated) names from var["name"] and merges duplicates
     probe = ad.AnnData(var=pd.DataFrame({"name": names}, index=np.arange(len(names)).astype(str)))
     rng = np.random.default_rng(random_state)
@@ -143,6 +156,7 @@ def benchmark_grn(
                     table,
                     key="scores",
                     genes=genes,
+                    candidates=candidates,
                     tfs=tfs,
                     candidate_sources=candidate_sources,
                     directed=directed,
@@ -165,7 +179,8 @@ def benchmark_grn(
             "n_candidate_sources_given": (
                 0 if candidate_sources is None else len(list(candidate_sources))
             ),
-            "directed": directed,
+            "candidates": candidates,
+            "directed": bool(results["directed"].iloc[0]),
             "gene_symbols": gene_symbols if gene_symbols is not None else "var_names",
             "random_state": random_state,
         },

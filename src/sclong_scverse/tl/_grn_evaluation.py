@@ -7,6 +7,7 @@ DoRothEA/CollecTRI-style tables).
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,13 @@ PathLike = str | os.PathLike
 GroundTruthFormat = Literal["auto", "trrust", "beeline", "dorothea", "collectri", "edgelist"]
 
 _TRRUST_MODES = {"activation", "repression", "unknown"}
+
+#: Candidate sets of :func:`evaluate_grn`: TF rows x all genes (default), pairs among the truth's
+#: genes (the previous default).
+CandidateSet = Literal["tf_rows", "truth_genes"]
+CANDIDATE_SETS: tuple[str, ...] = ("tf_rows", "truth_genes")
+
+logger = logging.getLogger(__name__)
 
 
 def _first_line(path: Path) -> str:
@@ -158,8 +166,15 @@ def _prediction_from_adata(
             f"adata.varp[{key!r}] not found (available: {list(adata.varp)}); run scl.tl.grn "
             "first or pass key=..."
         )
-    names = adata.var_names if gene_symbols is None else adata.var[gene_symbols]
-    return np.asarray(names, dtype=str), adata.varp[key]
+    if gene_symbols is None:
+        return np.asarray(adata.var_names, dtype=str), adata.varp[key]
+    if gene_symbols not in adata.var:
+        raise KeyError(
+            f"adata.var[{gene_symbols!r}] not found (columns: {list(adata.var.columns)}); pass "
+            "the column with the gene names the ground truth uses"
+        )
+    names = adata.var[gene_symbols].astype(object)
+    return np.asarray(names.where(names.notna(), ""), dtype=str), adata.varp[key]
 
 
 def _check_finite_scores(values: np.ndarray) -> None:
@@ -175,64 +190,106 @@ def _check_finite_scores(values: np.ndarray) -> None:
         )
 
 
-def _scores_from_matrix(
-    matrix: Any, names: np.ndarray, universe: pd.Index
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scores on ``universe`` x ``universe`` (max over duplicated names) and the scored mask."""
+def _finite_or_raise(values: np.ndarray) -> None:
+    if not np.isfinite(values).all():
+        _check_finite_scores(values)
+
+
+class _Blocks:
+    """The prediction's scores around the candidate sources, with the genes each one scores.
+
+    ``out[i, g]``: score of ``rows[i] -> g``; ``inc[i, g]``: score of ``g -> rows[i]`` (``-inf``
+    where the prediction gives no score); ``as_source`` / ``as_target``: universe genes with a
+    score as source / as target (self pairs ignored).
+    """
+
+    def __init__(self, n_rows: int, n: int) -> None:
+        self.out = np.full((n_rows, n), -np.inf)
+        self.inc = np.full((n_rows, n), -np.inf)
+        self.as_source = np.zeros(n, dtype=bool)
+        self.as_target = np.zeros(n, dtype=bool)
+
+    def add_triplets(
+        self, src: np.ndarray, tgt: np.ndarray, values: np.ndarray, row_of: np.ndarray
+    ) -> None:
+        """Scores ``src -> tgt`` (universe positions); duplicates keep their largest score."""
+        _check_finite_scores(values)
+        off_diagonal = src != tgt
+        self.as_source[src[off_diagonal]] = True
+        self.as_target[tgt[off_diagonal]] = True
+        out = row_of[src] >= 0
+        np.maximum.at(self.out, (row_of[src[out]], tgt[out]), values[out])
+        inc = row_of[tgt] >= 0
+        np.maximum.at(self.inc, (row_of[tgt[inc]], src[inc]), values[inc])
+
+
+def _blocks_from_matrix(
+    matrix: Any, names: np.ndarray, universe: pd.Index, rows: np.ndarray
+) -> _Blocks:
     n = len(universe)
+    row_of = np.full(n, -1)
+    row_of[rows] = np.arange(rows.size)
     position = universe.get_indexer(names)
     keep = np.flatnonzero(position >= 0)
     mapped = position[keep]
-    scores = np.full((n, n), -np.inf)
+    blocks = _Blocks(rows.size, n)
     if sp.issparse(matrix):
         sub = sp.csr_matrix(matrix)[keep][:, keep].tocoo()
-        rows, cols, values = mapped[sub.row], mapped[sub.col], np.asarray(sub.data, float)
-        _check_finite_scores(values)
-        np.maximum.at(scores, (rows, cols), values)
-    else:
-        sub = np.asarray(matrix)[np.ix_(keep, keep)].astype(np.float64)
-        _check_finite_scores(sub)
-        if len(np.unique(mapped)) == len(mapped):
-            scores[np.ix_(mapped, mapped)] = sub
-        else:
-            np.maximum.at(scores, (mapped[:, None], mapped[None, :]), sub)
-    return scores, scores > -np.inf
+        blocks.add_triplets(
+            mapped[sub.row], mapped[sub.col], np.asarray(sub.data, np.float64), row_of
+        )
+        return blocks
+    dense = np.asarray(matrix)
+    for start in range(0, keep.size, 1024):  # every score between evaluated genes is finite
+        _finite_or_raise(dense[np.ix_(keep[start : start + 1024], keep)].astype(np.float64))
+    # a dense matrix scores every pair between its genes
+    present = np.zeros(n, dtype=bool)
+    present[mapped] = True
+    if present.sum() > 1:
+        blocks.as_source |= present
+        blocks.as_target |= present
+    is_row = row_of[mapped] >= 0
+    source_keep, source_rows = keep[is_row], row_of[mapped[is_row]]
+    out = dense[np.ix_(source_keep, keep)].astype(np.float64)
+    inc = dense[np.ix_(keep, source_keep)].T.astype(np.float64)
+    if np.unique(mapped).size == mapped.size:
+        blocks.out[np.ix_(source_rows, mapped)] = out
+        blocks.inc[np.ix_(source_rows, mapped)] = inc
+    else:  # several genes map to one name: the largest score
+        index = (source_rows[:, None], mapped[None, :])
+        np.maximum.at(blocks.out, index, out)
+        np.maximum.at(blocks.inc, index, inc)
+    return blocks
 
 
-def _scores_from_edges(edges: pd.DataFrame, universe: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+def _blocks_from_edges(edges: pd.DataFrame, universe: pd.Index, rows: np.ndarray) -> _Blocks:
     n = len(universe)
-    rows = universe.get_indexer(edges["source"].astype(str))
-    cols = universe.get_indexer(edges["target"].astype(str))
-    keep = (rows >= 0) & (cols >= 0)
-    scores = np.full((n, n), -np.inf)
+    row_of = np.full(n, -1)
+    row_of[rows] = np.arange(rows.size)
+    src = universe.get_indexer(edges["source"].astype(str))
+    tgt = universe.get_indexer(edges["target"].astype(str))
+    keep = (src >= 0) & (tgt >= 0)
+    blocks = _Blocks(rows.size, n)
     values = edges["score"].to_numpy(dtype=np.float64)[keep]
-    _check_finite_scores(values)
-    np.maximum.at(scores, (rows[keep], cols[keep]), values)
-    return scores, scores > -np.inf
+    blocks.add_triplets(src[keep], tgt[keep], values, row_of)
+    return blocks
 
 
-def _refuse_row_restricted(scored: np.ndarray, universe: pd.Index) -> None:
-    """Refuse a prediction that scores some genes as targets but never as sources.
-
-    ``scored``: universe x universe (row = source), True where the prediction gives a score
-    (every entry of a dense matrix; stored entries of a sparse one; rows of an edge table).
-    Self pairs are ignored.
-    """
-    support = scored.copy()
-    np.fill_diagonal(support, False)
-    as_source = support.any(axis=1)
-    target_only = support.any(axis=0) & ~as_source
+def _refuse_row_restricted(blocks: _Blocks, universe: pd.Index) -> None:
+    """Refuse a prediction that scores some genes as targets but never as sources."""
+    target_only = blocks.as_target & ~blocks.as_source
     if not target_only.any():
         return
-    n_rows, n_target_only = int(as_source.sum()), int(target_only.sum())
+    n_rows, n_target_only = int(blocks.as_source.sum()), int(target_only.sum())
     raise ValueError(
         f"the prediction scores only {n_rows} of the {len(universe)} evaluated genes as sources "
         f"(rows): {n_target_only} genes, e.g. {list(universe[target_only][:3])}, are scored as "
-        "targets only. Scored over all pairs, a method that scores only some regulators (e.g. "
-        "TFs) is inflated against methods that score every pair. Compare methods over one "
-        "candidate set: pass tfs=... (pairs from these regulators, for every method), or "
-        "candidate_sources=... (the genes allowed as sources; all genes to score the unscored "
-        "rows as 0 on purpose)."
+        "targets only. Scored over all pairs among the ground truth's genes "
+        "(candidates='truth_genes'), a method that scores only some regulators (e.g. TFs) is "
+        "inflated against methods that score every pair. Compare methods over one candidate "
+        "set: the default candidates='tf_rows' (TF rows x all genes), tfs=... (pairs from these "
+        "regulators, for every method), or candidate_sources=... (the genes allowed as sources; "
+        "all genes to score the unscored rows as 0 on purpose)."
     )
 
 
@@ -251,55 +308,127 @@ def _precision_at_k(y_true: np.ndarray, y_score: np.ndarray, k: int) -> float:
     return hits / k
 
 
+def _prediction_genes(edges_or_adata: Any, key: str, gene_symbols: str | None) -> tuple:
+    """(names, matrix, edges, predicted genes) of an AnnData or edge-table prediction."""
+    if isinstance(edges_or_adata, AnnData):
+        names, matrix = _prediction_from_adata(edges_or_adata, key, gene_symbols)
+        if matrix.shape != (len(names), len(names)):
+            raise ValueError(
+                f"adata.varp[{key!r}] has shape {matrix.shape}, expected genes x genes "
+                f"({len(names)}, {len(names)})"
+            )
+        return names, matrix, None, pd.Index(names)
+    if isinstance(edges_or_adata, pd.DataFrame):
+        columns = set(edges_or_adata.columns)
+        missing = {"source", "target"} - columns
+        if missing or not {"weight", "score"} & columns:
+            absent = sorted(missing) + ([] if {"weight", "score"} & columns else ["weight"])
+            raise ValueError(
+                "the edge table needs columns 'source', 'target' and 'weight' (or 'score'); "
+                f"missing {absent}"
+            )
+        edges = edges_or_adata
+        if "score" not in columns:  # decoupler's spelling
+            edges = edges.rename(columns={"weight": "score"})
+        genes = pd.Index(pd.unique(edges[["source", "target"]].astype(str).values.ravel()))
+        return None, None, edges, genes
+    raise TypeError(
+        "edges_or_adata must be an AnnData (scores in varp[key]) or a DataFrame with 'source', "
+        f"'target', 'weight' (or 'score') columns; got {type(edges_or_adata).__name__}"
+    )
+
+
+def _source_mask(
+    universe: pd.Index,
+    truth: pd.DataFrame,
+    candidates: str,
+    tfs: Any,
+    candidate_sources: Any,
+) -> np.ndarray:
+    """Universe genes allowed as sources (rows) of the candidate pairs."""
+    given = tfs if tfs is not None else candidate_sources
+    if given is not None:
+        given = list(given)
+        is_source = universe.isin(pd.Index(np.asarray(given, dtype=str)))
+        if not is_source.any():
+            what = "TFs" if tfs is not None else "candidate sources"
+            raise ValueError(
+                f"none of the {len(given)} given {what} is among the {len(universe)} evaluated "
+                f"genes (e.g. {list(universe[:3])}); check the gene naming"
+            )
+        return np.asarray(is_source)
+    if candidates == "truth_genes":
+        return np.ones(len(universe), dtype=bool)
+    is_source = np.asarray(universe.isin(pd.Index(truth["source"].unique())))
+    if not is_source.any():
+        raise ValueError(
+            f"none of the ground truth's {truth['source'].nunique()} source genes (its TFs, e.g. "
+            f"{list(truth['source'].unique()[:3])}) is among the {len(universe)} evaluated genes: "
+            "no TF row to score. Pass tfs=... (the regulators), or candidates='truth_genes' "
+            "(every pair among the ground truth's genes)"
+        )
+    return is_source
+
+
 def evaluate_grn(
     edges_or_adata: pd.DataFrame | AnnData,
     ground_truth: pd.DataFrame | PathLike,
     *,
     genes: Any = None,
     key: str = "sclong_grn",
+    candidates: CandidateSet = "tf_rows",
     tfs: Any = None,
     candidate_sources: Any = None,
     self_pairs: bool = False,
-    directed: bool = False,
+    directed: bool | None = None,
     gene_symbols: str | None = None,
-) -> dict[str, float | int]:
+) -> dict[str, Any]:
     """Score a predicted gene regulatory network against a ground-truth network.
 
     The prediction is scored over a set of *candidate pairs* and compared with the ground-truth
-    edges among them:
+    edges among them. Two candidate sets:
 
-    - gene universe = genes of the prediction (``genes``, else all genes of ``adata`` or all genes
-      named in the edge table) that also occur in the ground truth (as source or target);
-    - with ``directed=False`` (default) candidates are the unordered pairs ``{a, b}`` of universe
-      genes; a pair is positive when ``a -> b`` or ``b -> a`` is a ground-truth edge, and its
+    - ``candidates="tf_rows"`` (default): **TF rows x all genes**, the protocol of the DREAM
+      challenges and of BEELINE / DeepSEM's early precision: the sources are the transcription
+      factors (``tfs``, else ``candidate_sources``, else the ground truth's source genes), the
+      targets every evaluated gene (``genes``, else every gene of the prediction), whether or
+      not it occurs in the ground truth (a target without a ground-truth edge is a negative).
+      Directed by default: the candidates are the ordered pairs ``(TF, gene)``, positive when
+      ``TF -> gene`` is a ground-truth edge.
+    - ``candidates="truth_genes"``: every pair among the genes that occur in the ground truth
+      (as source or target), restricted to pairs with a source in ``tfs`` /
+      ``candidate_sources`` when one is given; undirected by default. It was the previous
+      default: a curated network's edges all leave a TF, so most of these pairs cannot be
+      positive, and co-expression scores near chance (measured AUPR ratio 1.30 for |Pearson|
+      on PBMC against TRRUST, against 2.56 over TF rows x all genes).
+
+    Further rules, for both sets:
+
+    - with ``directed=False``, candidates are unordered pairs ``{a, b}`` (at least one of them a
+      source); a pair is positive when ``a -> b`` or ``b -> a`` is a ground-truth edge, and its
       score is the larger of the two directions' scores;
-    - with ``directed=True`` candidates are the ordered pairs ``(source, target)``, positive when
-      ``source -> target`` is a ground-truth edge;
-    - with ``tfs`` (or ``candidate_sources``) given, a pair's source (for unordered pairs: one of
-      its two genes) must be one of these genes in the universe;
-    - self pairs ``(g, g)`` are excluded unless ``self_pairs=True``.
+    - self pairs ``(g, g)`` are excluded unless ``self_pairs=True``;
+    - genes named ``""`` (e.g. Ensembl ids without a symbol) are left out.
 
     **One candidate set for every method.** A method that scores only some rows (e.g.
-    :func:`genie3_grn` with TF regulators) puts all its scores on pairs with a TF, where the
-    ground-truth edges are (TRRUST's and most curated networks' sources are TFs), while every
-    other pair scores 0: scored over all pairs it looks better than a method that scores every
-    pair (measured on PBMC against TRRUST: AUPR ratio 2.8 for a TF-only forest against 1.3 for
-    absolute Pearson correlation; over the pairs with a TF, 1.6 against 1.8), an artefact of
-    the candidate set, not of the method. So,
-    without ``tfs`` or ``candidate_sources``, a prediction in which some genes are scored as
-    targets but never as sources is **refused** (``ValueError``): pass ``tfs=`` (the regulators
-    every compared method may score; the fair comparison) or, to score such a prediction over
-    all pairs knowingly, ``candidate_sources=`` the genes allowed as sources (e.g. all genes).
-    A score is what the prediction gives: every entry of a dense matrix (zeros included), the
-    stored entries of a sparse matrix, the rows of an edge table. Genes without any score
-    (neither as source nor as target, e.g. outside a model's vocabulary) do not trigger the
-    refusal. Every method compared must be scored with the same
-    ``tfs`` / ``candidate_sources`` / ``genes`` / ``directed``; :func:`benchmark_grn` does this.
+    :func:`genie3_grn` with TF regulators, DeepSEM with ``tfs=``) puts all its scores on pairs
+    with a TF, where the ground-truth edges are. Over TF rows (the default) it is compared with
+    every other method on exactly the pairs it scores. Over all pairs among the truth's genes
+    it would look better than a method that scores every pair (measured on PBMC against
+    TRRUST: AUPR ratio 2.8 for a TF-only forest against 1.3 for absolute Pearson correlation;
+    over the pairs with a TF, 1.6 against 1.8), an artefact of the candidate set. So with
+    ``candidates="truth_genes"`` and neither ``tfs`` nor ``candidate_sources``, a prediction
+    in which some genes are scored as targets but never as sources is **refused**
+    (``ValueError``). A score is what the prediction gives: every entry of a dense matrix
+    (zeros included), the stored entries of a sparse matrix, the rows of an edge table. Every
+    method compared must be scored with the same arguments; :func:`benchmark_grn` does this.
 
     Candidate pairs the prediction does not score (absent from a sparse ``top_k`` matrix or from
-    the edge table) get score 0, i.e. they tie at the bottom of the ranking (with non-negative
-    scores). Ground-truth edges between genes outside the universe are ignored. Scores are used
-    as given: rank signed scores (e.g. correlations) by their absolute value before calling.
+    the edge table, or genes outside its vocabulary) get score 0, i.e. they tie at the bottom of
+    the ranking (with non-negative scores). Ground-truth edges between genes outside the
+    evaluated genes are ignored. Scores are used as given: rank signed scores (e.g.
+    correlations) by their absolute value before calling. The candidate set used is logged
+    (logger ``sclong_scverse.tl._grn_evaluation``, level INFO) and returned.
 
     With an AnnData, reads ``adata.varp[key]`` and ``adata.var_names`` (or
     ``adata.var[gene_symbols]``); writes nothing.
@@ -316,24 +445,27 @@ def evaluate_grn(
         DataFrame with ``source`` and ``target`` columns (``Gene1``/``Gene2`` and ``tf``/``target``
         are accepted too) or the path of a file in a format :func:`read_ground_truth` reads.
     genes
-        Restrict the evaluation to these genes (default: every gene of the prediction). For an
-        edge table from a sparse prediction, pass all genes the predictor considered, so that
-        genes without any predicted edge still take part.
+        Evaluate these genes (default: every gene of the prediction). For an edge table from a
+        sparse prediction, pass all genes the predictor considered, so that genes without any
+        predicted edge still take part (as targets without a score).
     key
         Key of the score matrix in ``adata.varp`` (AnnData input only).
+    candidates
+        ``"tf_rows"`` (default): TF rows x all evaluated genes; ``"truth_genes"``: pairs among
+        the ground truth's genes (see above).
     tfs
-        Transcription factors allowed as sources (pairs must involve one); default: no
-        restriction.
+        Transcription factors: the sources of the candidate pairs. Default: the ground truth's
+        source genes with ``candidates="tf_rows"``, no restriction with ``"truth_genes"``.
     candidate_sources
         Genes allowed as sources, with the same effect on the candidate pairs as ``tfs`` (give
-        one of the two): says which rows are candidates when the prediction scores only some
-        rows. Pass all genes to score a row-restricted prediction over all pairs on purpose
-        (unscored rows then score 0). Default: no restriction, and row-restricted predictions
-        are refused (see above).
+        one of the two; ``n_tfs`` is then reported as 0). With ``candidates="truth_genes"``,
+        all genes scores a row-restricted prediction over all pairs on purpose (unscored rows
+        then score 0).
     self_pairs
         Include the pairs ``(g, g)``.
     directed
-        Score ordered pairs (direction matters) instead of unordered ones.
+        Score ordered pairs (direction matters) instead of unordered ones. Default: ``True``
+        with ``candidates="tf_rows"``, ``False`` with ``"truth_genes"``.
     gene_symbols
         Column of ``adata.var`` holding the gene names used by the ground truth (e.g. symbols
         when ``var_names`` are Ensembl ids). Genes mapping to one name are merged (largest score).
@@ -350,136 +482,129 @@ def evaluate_grn(
       divided by ``positive_rate`` (ties at the cut-off count with their expected precision under
       random tie breaking);
     - ``n_candidates``, ``n_positives``, ``positive_rate`` (= ``n_positives / n_candidates``),
-      ``n_genes`` (size of the gene universe), ``n_tfs`` (TFs in the universe, 0 without
-      ``tfs``), ``n_sources`` (genes of the universe allowed as sources: TFs, candidate
-      sources, or all genes), ``n_scored`` (candidates with an explicit score).
+      ``n_genes`` (evaluated genes), ``n_tfs`` (TFs among them: ``tfs`` or, with ``"tf_rows"``,
+      the ground truth's sources; 0 otherwise), ``n_sources`` (genes allowed as sources),
+      ``n_scored`` (candidates with an explicit score);
+    - ``candidates`` (the candidate set, ``"tf_rows"`` or ``"truth_genes"``) and ``directed``.
 
     Raises
     ------
     KeyError
         ``adata.varp[key]`` is missing.
     ValueError
-        Malformed inputs, NaN or infinite scores between evaluated genes, fewer than two shared
+        Malformed inputs, an unknown candidate set, NaN or infinite scores between evaluated
+        genes, fewer than two genes shared with the ground truth, no TF among the evaluated
         genes, no ground-truth edge among the candidates (the message reports the gene
-        overlap), both ``tfs`` and ``candidate_sources`` given, or a prediction that scores
-        only some rows without ``tfs`` / ``candidate_sources`` (see above).
+        overlap), both ``tfs`` and ``candidate_sources`` given, or (``"truth_genes"``) a
+        prediction that scores only some rows without ``tfs`` / ``candidate_sources``.
 
     Notes
     -----
-    Memory and time grow with the square of the universe size (dense ``n_genes x n_genes``
-    arrays): measured 2 s and 0.3 GB peak for 3,000 genes (4.5 million candidate pairs).
+    Memory and time grow with ``n_sources x n_genes`` (two dense blocks of that size): measured
+    2 s and 0.3 GB peak for 3,000 genes all as sources (4.5 million candidate pairs).
 
     For a random ranking of ``N`` candidates with ``P`` positives the expected AUPR is
     ``(P-1)/(N-1) + H_N (N-P) / (N (N-1))`` (``H_N`` the harmonic number), so the AUPR ratio of a
     random predictor is about ``1 + ln(N)/P``: close to 1 only when there are many positives.
+
+    Examples
+    --------
+    >>> result = scl.tl.evaluate_grn(adata, "trrust_rawdata.human.tsv")  # doctest: +SKIP
+    >>> result["candidates"], result["aupr_ratio"]  # doctest: +SKIP
+    ('tf_rows', 2.56)
     """
-    truth = _as_ground_truth(ground_truth)
-    if isinstance(edges_or_adata, AnnData):
-        names, matrix = _prediction_from_adata(edges_or_adata, key, gene_symbols)
-        if matrix.shape != (len(names), len(names)):
-            raise ValueError(
-                f"adata.varp[{key!r}] has shape {matrix.shape}, expected genes x genes "
-                f"({len(names)}, {len(names)})"
-            )
-        predicted_genes = pd.Index(names)
-        edges = None
-    elif isinstance(edges_or_adata, pd.DataFrame):
-        columns = set(edges_or_adata.columns)
-        missing = {"source", "target"} - columns
-        if missing or not {"weight", "score"} & columns:
-            absent = sorted(missing) + ([] if {"weight", "score"} & columns else ["weight"])
-            raise ValueError(
-                "the edge table needs columns 'source', 'target' and 'weight' (or 'score'); "
-                f"missing {absent}"
-            )
-        edges = edges_or_adata
-        if "score" not in columns:  # decoupler's spelling
-            edges = edges.rename(columns={"weight": "score"})
-        predicted_genes = pd.Index(
-            pd.unique(edges[["source", "target"]].astype(str).values.ravel())
-        )
-        names = matrix = None
-    else:
-        raise TypeError(
-            "edges_or_adata must be an AnnData (scores in varp[key]) or a DataFrame with 'source', "
-            f"'target', 'weight' (or 'score') columns; got {type(edges_or_adata).__name__}"
-        )
-    if genes is not None:
-        predicted_genes = pd.Index(np.asarray(list(genes), dtype=str))
-
-    truth_genes = pd.Index(pd.unique(truth[["source", "target"]].values.ravel()))
-    universe = predicted_genes[predicted_genes.isin(truth_genes)].unique()
-    n = len(universe)
-    if n < 2:
+    if candidates not in CANDIDATE_SETS:
         raise ValueError(
-            f"only {n} of the {len(predicted_genes)} predicted genes occur in the ground truth "
-            f"({len(truth_genes)} genes, e.g. {list(truth_genes[:3])}; predicted e.g. "
-            f"{list(predicted_genes[:3])}). Check the gene naming (symbols vs Ensembl ids: "
-            "pass gene_symbols=... for AnnData input)."
+            f"candidates must be one of {list(CANDIDATE_SETS)} (TF rows x all genes, or pairs "
+            f"among the ground truth's genes), not {candidates!r}"
         )
-
-    if edges is None:
-        scores, scored = _scores_from_matrix(matrix, names, universe)
-    else:
-        scores, scored = _scores_from_edges(edges, universe)
-    if np.isnan(scores).any():
-        raise ValueError("the predicted scores contain NaN; drop or replace them first")
     if tfs is not None and candidate_sources is not None:
         raise ValueError(
             "give tfs= or candidate_sources= (the same restriction of the candidate pairs' "
             "sources), not both"
         )
-    if tfs is None and candidate_sources is None:
-        _refuse_row_restricted(scored, universe)
+    directed = candidates == "tf_rows" if directed is None else bool(directed)
+    truth = _as_ground_truth(ground_truth)
+    names, matrix, edges, predicted_genes = _prediction_genes(edges_or_adata, key, gene_symbols)
+    if genes is not None:
+        predicted_genes = pd.Index(np.asarray(list(genes), dtype=str))
+    predicted_genes = predicted_genes[predicted_genes.str.strip() != ""]
 
-    labels = np.zeros((n, n), dtype=bool)
-    rows = universe.get_indexer(truth["source"])
-    cols = universe.get_indexer(truth["target"])
-    keep = (rows >= 0) & (cols >= 0)
-    labels[rows[keep], cols[keep]] = True
-
-    sources = tfs if tfs is not None else candidate_sources
-    if sources is None:
-        is_source = np.ones(n, dtype=bool)
+    truth_genes = pd.Index(pd.unique(truth[["source", "target"]].values.ravel()))
+    shared = predicted_genes[predicted_genes.isin(truth_genes)].unique()
+    if len(shared) < 2:
+        raise ValueError(
+            f"only {len(shared)} of the {len(predicted_genes)} predicted genes occur in the "
+            f"ground truth ({len(truth_genes)} genes, e.g. {list(truth_genes[:3])}; predicted "
+            f"e.g. {list(predicted_genes[:3])}). Check the gene naming (symbols vs Ensembl ids: "
+            "pass gene_symbols=... for AnnData input)."
+        )
+    universe = shared if candidates == "truth_genes" else predicted_genes.unique()
+    n = len(universe)
+    is_source = _source_mask(universe, truth, candidates, tfs, candidate_sources)
+    rows = np.flatnonzero(is_source)
+    if edges is None:
+        blocks = _blocks_from_matrix(matrix, names, universe, rows)
     else:
-        sources = list(sources)
-        is_source = universe.isin(pd.Index(np.asarray(sources, dtype=str)))
-        if not is_source.any():
-            what = "TFs" if tfs is not None else "candidate sources"
-            raise ValueError(
-                f"none of the {len(sources)} given {what} is among the {n} evaluated genes"
-            )
-    n_tfs = int(is_source.sum()) if tfs is not None else 0
-    n_sources = int(is_source.sum())
+        blocks = _blocks_from_edges(edges, universe, rows)
+    if candidates == "truth_genes" and tfs is None and candidate_sources is None:
+        _refuse_row_restricted(blocks, universe)
 
+    # labels of the same blocks: out = rows[i] -> g, inc = g -> rows[i]
+    row_of = np.full(n, -1)
+    row_of[rows] = np.arange(rows.size)
+    src = universe.get_indexer(truth["source"])
+    tgt = universe.get_indexer(truth["target"])
+    known = (src >= 0) & (tgt >= 0)
+    src, tgt = src[known], tgt[known]
+    label_out = np.zeros((rows.size, n), dtype=bool)
+    label_inc = np.zeros((rows.size, n), dtype=bool)
+    from_row, to_row = row_of[src] >= 0, row_of[tgt] >= 0
+    label_out[row_of[src[from_row]], tgt[from_row]] = True
+    label_inc[row_of[tgt[to_row]], src[to_row]] = True
+
+    keep = np.ones((rows.size, n), dtype=bool)
+    if not self_pairs:
+        keep[np.arange(rows.size), rows] = False
     if directed:
-        candidates = np.broadcast_to(is_source[:, None], (n, n)).copy()
-        if not self_pairs:
-            np.fill_diagonal(candidates, False)
+        scores, scored, labels = blocks.out, np.isfinite(blocks.out), label_out
     else:
-        scores = np.maximum(scores, scores.T)
-        scored = scored | scored.T
-        labels = labels | labels.T
-        candidates = np.triu(np.ones((n, n), dtype=bool), k=0 if self_pairs else 1)
-        candidates &= is_source[:, None] | is_source[None, :]
-
-    y_score = scores[candidates]
+        # each unordered pair once: {rows[i], g} from row i unless g is a source listed earlier
+        keep &= ~is_source[None, :] | (np.arange(n)[None, :] >= rows[:, None])
+        scores = np.maximum(blocks.out, blocks.inc)
+        scored = np.isfinite(blocks.out) | np.isfinite(blocks.inc)
+        labels = label_out | label_inc
+    y_score = scores[keep]
     y_score[~np.isfinite(y_score)] = 0.0  # unscored pairs (-inf) -> 0
-    y_true = labels[candidates]
-    n_scored = int(scored[candidates].sum())
-    del scores, scored, labels, candidates
+    y_true = labels[keep]
+    n_scored = int(scored[keep].sum())
+    del blocks, scores, scored, labels, label_out, label_inc, keep
 
     n_candidates = int(y_true.size)
     n_positives = int(y_true.sum())
+    what = (
+        f"{rows.size} TF rows x {n} genes"
+        if candidates == "tf_rows"
+        else f"pairs among the {n} ground-truth genes ({rows.size} as sources)"
+    )
     if n_positives == 0:
         raise ValueError(
-            f"no ground-truth edge among the {n_candidates} candidate pairs of the {n} genes "
-            "shared by the prediction and the ground truth; nothing to evaluate (check the gene "
-            "set, tfs=..., directed=...)"
+            f"no ground-truth edge among the {n_candidates} candidate pairs ({what}, "
+            f"directed={directed}) of the {len(shared)} genes shared by the prediction and the "
+            "ground truth; nothing to evaluate (check the gene set, tfs=..., directed=...)"
         )
+    logger.info(
+        "evaluate_grn: candidates=%r (%s, directed=%s): %d pairs, %d positives",
+        candidates,
+        what,
+        directed,
+        n_candidates,
+        n_positives,
+    )
     positive_rate = n_positives / n_candidates
     aupr = float(average_precision_score(y_true, y_score))
     early_precision = _precision_at_k(y_true, y_score, n_positives)
+    reports_tfs = tfs is not None or (candidates == "tf_rows" and candidate_sources is None)
     return {
         "aupr": aupr,
         "aupr_ratio": aupr / positive_rate,
@@ -488,9 +613,11 @@ def evaluate_grn(
         "n_positives": n_positives,
         "positive_rate": positive_rate,
         "n_genes": n,
-        "n_tfs": n_tfs,
-        "n_sources": n_sources,
+        "n_tfs": int(rows.size) if reports_tfs else 0,
+        "n_sources": int(rows.size),
         "n_scored": n_scored,
+        "candidates": candidates,
+        "directed": directed,
     }
 
 
