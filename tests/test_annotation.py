@@ -131,6 +131,9 @@ def test_annotate_writes_documented_fields(lora_model):
     assert isinstance(labels.dtype, pd.CategoricalDtype)
     assert list(labels.cat.categories) == [*model.classes_, "unknown"]
     assert ((labels == "unknown") == (confidence < 0.6)).all()
+    assert adata.uns["sclong_label"]["params"]["threshold_rule"] == "given"
+    assert adata.obs["sclong_label_ood"].dtype == np.float32
+    assert np.isfinite(adata.obs["sclong_label_ood"]).all()
     assert confidence.between(1 / len(model.classes_), 1.0).all()
     probabilities = adata.obsm["sclong_label_probabilities"]
     np.testing.assert_allclose(probabilities.to_numpy().max(axis=1), confidence, rtol=1e-6)
@@ -140,6 +143,8 @@ def test_annotate_writes_documented_fields(lora_model):
     assert ax.get_ylabel() == "true (cell_line)"
     with pytest.raises(ValueError, match="unknown_label"):
         scl.tl.annotate(adata, model, unknown_label=model.classes_[0])
+    with pytest.raises(ValueError, match="'auto' or a number"):
+        scl.tl.annotate(adata, model, threshold="calibrated")
 
 
 def test_save_load_round_trip_and_wrong_backbone(lora_model, backbone, tmp_path):
@@ -149,6 +154,9 @@ def test_save_load_round_trip_and_wrong_backbone(lora_model, backbone, tmp_path)
     saved = (tmp_path / "clf" / "model.pt").stat().st_size
     loaded = SCLONGClassifier.load(tmp_path / "clf", adata=reference.copy(), backbone=backbone)
     pd.testing.assert_frame_equal(loaded.predict(query, soft=True), expected)
+    np.testing.assert_array_equal(loaded.ood_score(query), model.ood_score(query))
+    assert loaded.calibration_ == model.calibration_
+    assert loaded.confidence_threshold() == model.confidence_threshold()
     assert loaded.classes_ == model.classes_ and loaded.mode == "lora"
     assert len(loaded.history["train_loss"]) == len(model.history["train_loss"])
 
@@ -168,6 +176,100 @@ def test_save_load_round_trip_and_wrong_backbone(lora_model, backbone, tmp_path)
     with pytest.raises(ValueError, match="without the backbone"):
         SCLONGClassifier.load(tmp_path / "clf", adata=reference.copy())
     assert backbone_sha256(other.module.network) != model.backbone_sha256_
+
+
+def _probe_accuracy(train_x, train_y, test_x, test_y) -> float:
+    """StandardScaler + logistic regression (balanced class weights, as the classifier's)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_x)
+    probe = LogisticRegression(max_iter=5000, class_weight="balanced")
+    probe.fit(scaler.transform(train_x), train_y)
+    return float((probe.predict(scaler.transform(test_x)) == test_y).mean())
+
+
+def test_frozen_classifier_matches_a_logistic_regression_probe_across_protocols(
+    cellbench_small, backbone, capsys
+):
+    """Train on the Drop-seq batch, test on the CEL-seq2 batches (the three shared lines)."""
+    adata = cellbench_small
+    is_drop = (adata.obs["batch"] == "sc_dropseq").to_numpy()
+    reference = adata[is_drop].copy()
+    query = adata[~is_drop & adata.obs["cell_line"].isin(["H1975", "H2228", "HCC827"])].copy()
+    torch.manual_seed(0)
+    model = SCLONGClassifier.from_sclong(backbone, reference, labels_key="cell_line")
+    assert model.module.pooling == scl.module._module.DEFAULT_POOLING
+    model.train(accelerator="cpu", enable_progress_bar=False)  # defaults: cached features
+    truth = query.obs["cell_line"].astype(str).to_numpy()
+    accuracy = float((model.predict(query) == truth).mean())
+    # the probe reads the backbone's own embeddings with the same pooling
+    pooling = model.module.pooling
+    train_x = backbone.get_latent_representation(reference, pooling=pooling)
+    test_x = backbone.get_latent_representation(query, pooling=pooling)
+    # the same features up to the FAVOR+ key stabiliser's batch dependence (~1e-4 here)
+    np.testing.assert_allclose(model.get_latent_representation(reference), train_x, atol=2e-3)
+    labels = reference.obs["cell_line"].astype(str).to_numpy()
+    probe = _probe_accuracy(train_x, labels, test_x, truth)
+    _, majority = _accuracy(truth, truth)
+    epochs = len(model.history["train_loss"])
+    with capsys.disabled():
+        print(
+            f"\nDrop-seq -> CEL-seq2 (frozen, {epochs} epochs): accuracy {accuracy:.3f}, "
+            f"logistic-regression probe {probe:.3f}, majority {majority:.3f}"
+        )
+    assert accuracy >= probe - 0.02
+    assert accuracy > majority + 0.2
+    # the head trained through Lightning on cached features, standardised as on its training
+    # cells (fixed), for more epochs than the network could afford, and stopped early
+    assert {"train_loss", "validation_loss", "accuracy_validation"} <= set(model.history)
+    assert 10 < epochs < 200
+    norm = model.module.head[0]
+    assert bool(norm.fitted)
+    np.testing.assert_allclose(
+        norm.running_mean.numpy(), train_x[model.train_indices].mean(axis=0), atol=1e-4
+    )
+    assert model.calibration_["rule"] == "validation"
+    assert model.calibration_["n_validation"] == len(model.validation_indices) > 0
+
+
+def test_held_out_cell_line_is_out_of_distribution(cellbench_small, backbone, capsys):
+    """Frozen, trained on plates 1-2 without H838; annotate plate 3 with the defaults."""
+    adata = cellbench_small
+    plates = adata[adata.obs["batch"].isin(["sc_celseq2_5cl_p1", "sc_celseq2_5cl_p2"])]
+    reference = plates[plates.obs["cell_line"] != "H838"].copy()
+    query = adata[adata.obs["batch"] == "sc_celseq2_5cl_p3"].copy()
+    torch.manual_seed(0)
+    model = SCLONGClassifier.from_sclong(backbone, reference, labels_key="cell_line")
+    model.train(accelerator="cpu", enable_progress_bar=False)
+    scl.tl.annotate(query, model)  # threshold="auto"
+    truth = query.obs["cell_line"].astype(str).to_numpy()
+    unseen = truth == "H838"
+    ood = query.obs["sclong_label_ood"].to_numpy()
+    labels = query.obs["sclong_label"].astype(str).to_numpy()
+    params = query.uns["sclong_label"]["params"]
+    threshold, rule = model.confidence_threshold()
+    assert params["threshold"] == threshold and params["threshold_rule"] == rule == "validation"
+    unknown_seen, unknown_unseen = (
+        (labels[~unseen] == "unknown").mean(),
+        (labels[unseen] == "unknown").mean(),
+    )
+    kept = ~unseen & (labels != "unknown")
+    validation_median = model.calibration_["validation_ood_median"]
+    accuracy_kept = float((labels[kept] == truth[kept]).mean())
+    with capsys.disabled():
+        print(
+            f"\nheld-out H838 (frozen): median OOD seen {np.median(ood[~unseen]):.2f}, H838 "
+            f"{np.median(ood[unseen]):.2f} (validation {validation_median:.2f}); "
+            f"auto threshold {threshold:.3f}: unknown {unknown_seen:.2f} of seen, "
+            f"{unknown_unseen:.2f} of H838; accuracy of labelled seen cells {accuracy_kept:.3f}"
+        )
+    assert np.isfinite(ood).all() and (ood >= 0).all()
+    assert np.median(ood[unseen]) > np.median(ood[~unseen])
+    # the calibrated threshold labels some but far from all cells unknown, H838 more often
+    assert 0 < unknown_seen < 0.5 and unknown_unseen > unknown_seen
+    assert query.uns["sclong_label"]["ood"]["method"] == "mahalanobis"
+    np.testing.assert_allclose(model.ood_score(query), ood, rtol=1e-6)
 
 
 def test_a_cell_line_absent_from_training_gets_lower_confidence(cellbench_small, backbone, capsys):
@@ -199,6 +301,8 @@ def test_a_cell_line_absent_from_training_gets_lower_confidence(cellbench_small,
     assert accuracy > majority + 0.25
     assert np.median(confidence[~seen]) < np.median(confidence[seen])
     assert confidence[~seen].mean() < confidence[seen].mean()
+    ood = model.ood_score(query)  # fitted on the fine-tuned features after training
+    assert np.median(ood[~seen]) > np.median(ood[seen])
 
 
 def test_pbmc68k_bulk_labels_held_out_split(capsys):
@@ -293,6 +397,13 @@ def test_bad_input_is_refused_clearly(cellbench_small, backbone):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("head.") for k in changed)
     assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+    # a state saved before the fitted scaling and the OOD score existed still loads
+    old = {
+        k: v
+        for k, v in model.module.state_dict().items()
+        if not k.startswith("ood.") and k != "head.0.fitted"
+    }
+    model.module.load_state_dict(old)
 
 
 def test_lora_adapters_start_as_identity_and_keep_backbone_keys(backbone):

@@ -1,10 +1,13 @@
+"""Cell-type annotation by fine-tuning scLong: :class:`SCLONGClassifier`.
+
+Query mapping and saving live in :mod:`._classifier_io` (their names are importable from here
+too).
+"""
+
 from __future__ import annotations
 
 import logging
-import os
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -26,30 +29,37 @@ from ..module._classifier import (
 from ..module._classifier import (
     backbone_sha256 as network_sha256,  # the parameter backbone_sha256 would shadow it
 )
-from ..nn import ScLongConfig, ScLongNetwork
+from ..module._module import DEFAULT_POOLING
+from ..nn import ScLongNetwork
 from ..pp._checks import (
     ScLongInputError,
     check_not_view,
     check_obs_key,
 )
-from ._saving import ModelIntegrityError
-from ._sclong import (
-    SCLONG,
-    _align_to_genes,
-    _gene_ids,
-    _rna,
-    check_model_input,
-    register_fields,
+from ._classifier_io import (
+    MIN_QUERY_OVERLAP,
+    BackboneMismatchError,
+    ClassifierIOMixin,
+    prepare_query_anndata,
 )
+from ._sclong import SCLONG, check_model_input, register_fields
+
+__all__ = [
+    "MIN_QUERY_OVERLAP",
+    "BackboneMismatchError",
+    "SCLONGClassifier",
+    "prepare_query_anndata",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Fewest reference genes a query must hold (fraction) for :meth:`prepare_query_anndata`.
-MIN_QUERY_OVERLAP = 0.5
-
-
-class BackboneMismatchError(ModelIntegrityError):
-    """A fine-tuned model's head and adapters are loaded onto another backbone than theirs."""
+#: Fraction of the validation cells that the calibrated threshold of
+#: :func:`sclong_scverse.tl.annotate` (``threshold="auto"``) labels unknown.
+UNKNOWN_RATE = 0.05
+#: Defaults of :meth:`SCLONGClassifier.train` (epochs, early-stopping patience) when the head
+#: trains on cached pooled features (the backbone does not train) and when it does not.
+CACHED_EPOCHS, CACHED_PATIENCE = 200, 10
+NETWORK_EPOCHS, NETWORK_PATIENCE = 20, 5
 
 
 class _RestoreBest(Callback):
@@ -81,6 +91,22 @@ class _RestoreBest(Callback):
             self.module.load_state_dict(self.state, strict=False)
 
 
+def chance_threshold(n_classes: int) -> float:
+    """``1/k + 0.25 (1 - 1/k)``: a quarter of the way from chance to certainty (``k`` classes).
+
+    Parameters
+    ----------
+    n_classes
+        Number of classes ``k``.
+
+    Returns
+    -------
+    The confidence threshold (0.625 for 2 classes, 0.4 for 5, 0.325 for 10).
+    """
+    chance = 1.0 / n_classes
+    return chance + 0.25 * (1.0 - chance)
+
+
 def _label_mapping(categories: Sequence[str], unlabeled_category: str | None):
     """(classes, class index per label code; -1 for the unlabelled category)."""
     classes = [str(c) for c in categories if c != unlabeled_category]
@@ -88,7 +114,7 @@ def _label_mapping(categories: Sequence[str], unlabeled_category: str | None):
     return classes, codes
 
 
-class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
+class SCLONGClassifier(ClassifierIOMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Cell-type annotation by fine-tuning scLong: a classification head on its decodings.
 
     A cell's merged decodings (the per-gene output of scLong) are pooled over genes and a head
@@ -96,7 +122,12 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
     backbone runs without autograd), ``"partial"`` (the head and the last
     ``n_unfrozen_layers`` Performer layers) and ``"lora"`` (the head and low-rank adapters on
     every attention projection, :mod:`sclong_scverse.nn.lora`). Training is class-weighted
-    cross-entropy over labelled cells with a validation split and early stopping.
+    cross-entropy over labelled cells with a validation split and early stopping; in
+    ``"frozen"`` mode the pooled decodings are computed once and the head trains on them to
+    convergence (it matches a logistic regression on the backbone's embeddings, see
+    :meth:`train`). After training the model is calibrated for annotation: a confidence
+    threshold from the validation cells (:meth:`confidence_threshold`) and an
+    out-of-distribution score, the distance to the training classes (:meth:`ood_score`).
 
     Build it from a (pre)trained :class:`~sclong_scverse.model.SCLONG` with
     :meth:`from_sclong`; annotate with :meth:`predict` or :func:`sclong_scverse.tl.annotate`;
@@ -122,8 +153,9 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
     lora_rank, lora_alpha, lora_dropout
         Adapter rank, scale numerator (the update is scaled by ``alpha / rank``) and dropout.
     pooling
-        Pooling of the decodings over genes: ``"max"`` (default, the integration
-        benchmark's choice, ``docs/benchmarks.md``), ``"mean"`` or ``"sum"``.
+        Pooling of the decodings over genes, one of ``module._module.POOLINGS`` (default:
+        ``DEFAULT_POOLING``, the package's choice for every cell embedding,
+        ``docs/pooling.md``), the one of ``SCLONG.get_latent_representation``.
     hidden_dim
         Hidden width of an MLP head (``None``: per-feature standardisation + dropout + linear).
     dropout
@@ -136,7 +168,7 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
     >>> import sclong_scverse as scl
     >>> clf = scl.SCLONGClassifier.from_sclong(model, ref, labels_key="cell_type", mode="lora")
     >>> clf.train(max_epochs=20)
-    >>> scl.tl.annotate(query, clf)  # obs["sclong_label"], obs["sclong_label_confidence"]
+    >>> scl.tl.annotate(query, clf)  # obs["sclong_label"], ..._confidence, ..._ood
     """
 
     _module_cls = ScLongClassifierModule
@@ -157,7 +189,7 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
         lora_rank: int = 8,
         lora_alpha: float = 16.0,
         lora_dropout: float = 0.0,
-        pooling: ClassifierPooling = "max",
+        pooling: ClassifierPooling = DEFAULT_POOLING,
         hidden_dim: int | None = None,
         dropout: float = 0.1,
         backbone_sha256: str | None = None,
@@ -413,16 +445,13 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
         -------
         Counts indexed by class (the order of :attr:`classes_`).
         """
-        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).reshape(
-            -1
-        )
-        target = self.module.label_to_class.cpu().numpy()[codes]
+        target = self._class_targets()
         counts = np.bincount(target[target >= 0], minlength=len(self.classes_))
         return pd.Series(counts, index=self.classes_, name="cells")
 
     def train(
         self,
-        max_epochs: int = 20,
+        max_epochs: int | None = None,
         batch_size: int = 32,
         lr: float | None = None,
         weight_decay: float = 0.01,
@@ -430,7 +459,7 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
         train_size: float = 0.8,
         validation_size: float | None = None,
         early_stopping: bool = True,
-        early_stopping_patience: int = 5,
+        early_stopping_patience: int | None = None,
         restore_best: bool = True,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
@@ -440,19 +469,34 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
     ):
         """Fine-tune: class-weighted cross-entropy, validation split, early stopping.
 
+        When the backbone does not train (``"frozen"`` mode, or a query model that trains its
+        head only), the pooled decodings of every registered cell are computed once and the
+        head trains on them (a scvi-tools data splitter over the cached features, the same
+        Lightning trainer): an epoch costs a linear layer's work instead of a forward pass of
+        scLong, so the head can train to convergence, as a logistic regression does. Its
+        per-feature standardisation is then fitted on the training cells' features and kept
+        fixed (scikit-learn's ``StandardScaler``). Otherwise every step runs the network.
+
+        After training, the model calibrates what :func:`sclong_scverse.tl.annotate` uses:
+        the distance to the training classes (:meth:`ood_score`, fitted on the training cells'
+        pooled decodings) and the confidence below which ``UNKNOWN_RATE`` (5%) of the
+        validation cells fall (``calibration_``).
+
         Reads the registered values and labels (checked again as :meth:`setup_anndata` checks
-        them); writes nothing into ``adata`` (losses and accuracies go to ``model.history``).
+        them); writes nothing into ``adata`` (losses and accuracies go to ``model.history``,
+        the split to ``train_indices`` / ``validation_indices``).
 
         Parameters
         ----------
         max_epochs
-            Most passes over the training cells.
+            Most passes over the training cells. ``None``: 200 when the head trains on cached
+            features, 20 when the network runs.
         batch_size
             Cells per step.
         lr
             Peak learning rate (linear warm-up over the first 10% of steps, then cosine).
-            ``None``: ``1e-2`` in ``"frozen"`` mode (only the head trains), ``1e-3`` when
-            backbone weights or adapters train.
+            ``None``: ``1e-2`` when only the head trains, ``1e-3`` when backbone weights or
+            adapters train.
         weight_decay
             AdamW weight decay.
         class_weights
@@ -460,12 +504,14 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
             ``k`` classes), so rare types count as much as common ones; ``None``: equal weights;
             or one weight per class (order of :attr:`classes_`).
         train_size, validation_size
-            Random split of the cells; the validation loss drives early stopping.
+            Random split of the cells; the validation loss drives early stopping and the
+            validation cells calibrate the confidence threshold.
         early_stopping
             Stop when the validation loss has not improved for ``early_stopping_patience``
             epochs (needs validation cells).
         early_stopping_patience
-            Epochs without improvement before stopping.
+            Epochs without improvement before stopping. ``None``: 10 on cached features, 5
+            when the network runs.
         restore_best
             End with the fine-tuned weights of the epoch with the lowest validation loss.
         accelerator, devices, precision
@@ -476,29 +522,14 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
             Passed to the Lightning trainer.
         """
         self._query(None)  # the registered values may have changed since setup
+        cached = not self.module._backbone_trains
+        if max_epochs is None:
+            max_epochs = CACHED_EPOCHS if cached else NETWORK_EPOCHS
+        if early_stopping_patience is None:
+            early_stopping_patience = CACHED_PATIENCE if cached else NETWORK_PATIENCE
         if lr is None:
-            lr = 1e-2 if not self.module._backbone_trains else 1e-3
-        counts = self.class_counts().to_numpy().astype(np.float64)
-        if (counts > 0).sum() < 2:
-            raise ScLongInputError(
-                f"Only {(counts > 0).sum()} class(es) have labelled cells; need at least 2."
-            )
-        if isinstance(class_weights, str):
-            if class_weights != "balanced":
-                raise ValueError(
-                    f"class_weights must be 'balanced', None or a list, not {class_weights!r}."
-                )
-            balanced = counts.sum() / (len(counts) * np.maximum(counts, 1))
-            weights = np.where(counts > 0, balanced, 0.0)
-        elif class_weights is None:
-            weights = np.ones(len(counts))
-        else:
-            weights = np.asarray(class_weights, dtype=np.float64)
-            if weights.shape != (len(counts),) or (weights < 0).any():
-                raise ValueError(
-                    f"class_weights needs {len(counts)} non-negative values (one per class)."
-                )
-        self.module.class_weights.copy_(torch.as_tensor(weights, dtype=torch.float32))
+            lr = 1e-2 if cached else 1e-3
+        self._set_class_weights(class_weights)
         if not 0.0 < train_size <= 1.0:
             raise ValueError(f"train_size must be in (0, 1], got {train_size!r}.")
         n_cells = self.adata.n_obs
@@ -534,6 +565,16 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
         restorer = _RestoreBest(self.module) if restore_best else None
         if restorer is not None:
             callbacks.append(restorer)
+        features = None
+        if cached:
+            features = self.get_latent_representation(batch_size=max(batch_size, 64))
+            datamodule = self._feature_splitter(features, train_size, validation_size, batch_size)
+            datamodule.setup()
+            if self.train_scope_ == "mode":  # a query model keeps the reference's scaling
+                train_features = torch.as_tensor(features[datamodule.train_idx])
+                self.module.head[0].fit(train_features)
+            trainer_kwargs["datamodule"] = datamodule
+        self.module.reads_pooled = cached
         self.module.train()
         try:
             result = super().train(
@@ -549,10 +590,116 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
                 **trainer_kwargs,
             )
         finally:
+            self.module.reads_pooled = False
             self.module.eval()
         if restorer is not None and restorer.best_epoch is not None:
             self.best_epoch_ = restorer.best_epoch
+        self._calibrate(features, batch_size)
         return result
+
+    def _set_class_weights(self, class_weights: str | Sequence[float] | None) -> None:
+        """Write the loss's class weights (see :meth:`train`) into the module."""
+        counts = self.class_counts().to_numpy().astype(np.float64)
+        if (counts > 0).sum() < 2:
+            raise ScLongInputError(
+                f"Only {(counts > 0).sum()} class(es) have labelled cells; need at least 2."
+            )
+        if isinstance(class_weights, str):
+            if class_weights != "balanced":
+                raise ValueError(
+                    f"class_weights must be 'balanced', None or a list, not {class_weights!r}."
+                )
+            balanced = counts.sum() / (len(counts) * np.maximum(counts, 1))
+            weights = np.where(counts > 0, balanced, 0.0)
+        elif class_weights is None:
+            weights = np.ones(len(counts))
+        else:
+            weights = np.asarray(class_weights, dtype=np.float64)
+            if weights.shape != (len(counts),) or (weights < 0).any():
+                raise ValueError(
+                    f"class_weights needs {len(counts)} non-negative values (one per class)."
+                )
+        self.module.class_weights.copy_(torch.as_tensor(weights, dtype=torch.float32))
+
+    def _class_targets(self) -> np.ndarray:
+        """Class index of every registered cell (-1: unlabelled)."""
+        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY))
+        return self.module.label_to_class.cpu().numpy()[codes.reshape(-1).astype(np.int64)]
+
+    def _feature_splitter(self, features, train_size, validation_size, batch_size):
+        """A scvi-tools data splitter over cached pooled features and the label codes.
+
+        The features stand in an AnnData of their own (same cells, same order); the split has
+        the sizes scvi-tools gives the registered data.
+        """
+        from scvi.data import AnnDataManager
+        from scvi.data.fields import LayerField, NumericalObsField
+
+        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY))
+        table = ad.AnnData(
+            X=np.ascontiguousarray(features, dtype=np.float32),
+            obs=pd.DataFrame(
+                {"_sclong_label_code": codes.reshape(-1).astype(np.float32)},
+                index=self.adata.obs_names.copy(),
+            ),
+        )
+        manager = AnnDataManager(
+            fields=[
+                LayerField(REGISTRY_KEYS.X_KEY, None, is_count_data=False),
+                NumericalObsField(REGISTRY_KEYS.LABELS_KEY, "_sclong_label_code"),
+            ],
+            setup_method_args={"model_name": type(self).__name__, "setup_args": {}},
+        )
+        manager.register_fields(table)
+        # scvi-tools draws the split again at every setup (from numpy's unseeded generator by
+        # default): draw it once, from torch's generator (torch.manual_seed and
+        # scvi.settings.seed make it reproducible), and pass it on, so that the scaling is
+        # fitted on the cells that train
+        sizes = self._data_splitter_cls(
+            manager, train_size=train_size, validation_size=validation_size, batch_size=batch_size
+        )
+        order = torch.randperm(table.n_obs).numpy()
+        n_train, n_val = sizes.n_train, sizes.n_val
+        split = [order[n_val : n_val + n_train], order[:n_val], order[n_val + n_train :]]
+        return self._data_splitter_cls(manager, batch_size=batch_size, external_indexing=split)
+
+    @torch.no_grad()
+    def _calibrate(self, features: np.ndarray | None, batch_size: int) -> None:
+        """Fit the out-of-distribution score and the confidence threshold after training.
+
+        ``features``: the cached pooled decodings of the registered cells (``None``: the
+        backbone trained, they are computed again).
+        """
+        if features is None:
+            features = self.get_latent_representation(batch_size=max(batch_size, 64))
+        features = torch.as_tensor(features)
+        targets = torch.as_tensor(self._class_targets())
+        train = getattr(self, "train_indices", None)
+        train = np.arange(len(targets)) if train is None else np.asarray(train)
+        self.module.ood.fit(features[train], targets[train])
+        validation = getattr(self, "validation_indices", None)
+        validation = np.asarray([] if validation is None else validation, dtype=np.int64)
+        validation = validation[self._class_targets()[validation] >= 0]
+        n_classes = len(self.classes_)
+        calibration = {
+            "unknown_rate": UNKNOWN_RATE,
+            "n_validation": len(validation),
+            "confidence_threshold": chance_threshold(n_classes),
+            "rule": "chance",
+        }
+        if len(validation):
+            device = next(self.module.parameters()).device
+            logits = self.module.head(features[validation].to(device))
+            confidence = torch.softmax(logits.double(), dim=1).amax(dim=1).cpu().numpy()
+            ood = self.module.ood(features[validation].to(device)).cpu().numpy()
+            calibration.update(
+                confidence_threshold=float(np.quantile(confidence, UNKNOWN_RATE)),
+                rule="validation",
+                validation_confidence_median=float(np.median(confidence)),
+                validation_ood_median=float(np.median(ood)),
+                validation_ood_q95=float(np.quantile(ood, 1.0 - UNKNOWN_RATE)),
+            )
+        self.calibration_ = calibration
 
     # ------------------------------------------------------------------ queries
     def _outputs(self, adata, indices, batch_size):
@@ -600,16 +747,80 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
         ``(n_cells, n_classes)`` of probabilities (rows sum to 1), indexed by cell names, one
         column per class.
         """
-        probabilities = [
-            torch.softmax(out["logits"].double(), dim=1).cpu()
-            for out in self._outputs(adata, indices, batch_size)
-        ]
-        probs = torch.cat(probabilities).numpy()
+        probabilities, _ = self._annotation_outputs(adata, indices, batch_size, ood=False)
         if soft:
-            return pd.DataFrame(
-                probs, index=self._obs_names(adata, indices), columns=list(self.classes_)
-            )
+            return probabilities
+        probs = probabilities.to_numpy()
         return np.asarray(self.classes_, dtype=object)[probs.argmax(axis=1)].astype(str)
+
+    def ood_score(
+        self,
+        adata: ad.AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Out-of-distribution score: distance of each cell to the nearest training class.
+
+        The Mahalanobis distance (Lee et al. 2018) of the cell's pooled decodings to the
+        nearest class mean of the training cells, with the covariance they share around their
+        class means (standardised features, Ledoit-Wolf shrinkage;
+        ``module._classifier.ClassDistance``), fitted at the end of :meth:`train`.
+        Higher means less like any class the model was trained on (a cell type absent from
+        the reference, or a strong batch effect). Unlike the confidence it does not depend on
+        the head, which can be confident far from its training data.
+        ``calibration_["validation_ood_median"]`` gives the typical value of cells like the
+        training cells (the validation cells). Reads the values of ``adata`` as
+        :meth:`predict`; writes nothing.
+
+        Parameters
+        ----------
+        adata, indices, batch_size
+            As in :meth:`predict`.
+
+        Returns
+        -------
+        ``(n_cells,)`` float32 array (NaN for a model saved before this score existed, or
+        not trained).
+        """
+        return self._annotation_outputs(adata, indices, batch_size)[1]
+
+    def _annotation_outputs(
+        self, adata, indices, batch_size, ood: bool = True
+    ) -> tuple[pd.DataFrame, np.ndarray | None]:
+        """Class probabilities (DataFrame) and out-of-distribution scores, one forward pass."""
+        probabilities, scores = [], []
+        for out in self._outputs(adata, indices, batch_size):
+            probabilities.append(torch.softmax(out["logits"].double(), dim=1).cpu())
+            if ood:
+                scores.append(self.module.ood(out["embedding"]).cpu())
+        frame = pd.DataFrame(
+            torch.cat(probabilities).numpy(),
+            index=self._obs_names(adata, indices),
+            columns=list(self.classes_),
+        )
+        return frame, (torch.cat(scores).numpy() if ood else None)
+
+    def confidence_threshold(self) -> tuple[float, str]:
+        """The confidence below which :func:`~sclong_scverse.tl.annotate` labels cells unknown.
+
+        Calibrated by :meth:`train` on the validation cells (cells like the training cells
+        that the head did not train on): the highest class probability below which
+        ``UNKNOWN_RATE`` (5%) of them fall, so about 5% of cells like the reference's are
+        labelled unknown and cells the model is less sure of (types absent from the
+        reference, shifted batches) more often. It follows the number of classes and how sure
+        the model is, where a fixed cut-off does not (with 5 classes and a model whose median
+        confidence is 0.36, a 0.5 cut-off labels every cell unknown). Without validation
+        cells (``train_size=1``, or a model not trained here): ``1/k + 0.25 (1 - 1/k)`` for
+        ``k`` classes, a quarter of the way from chance to certainty.
+
+        Returns
+        -------
+        The threshold and its rule (``"validation"`` or ``"chance"``).
+        """
+        calibration = getattr(self, "calibration_", None) or {}
+        if calibration.get("rule") == "validation":
+            return float(calibration["confidence_threshold"]), "validation"
+        return chance_threshold(len(self.classes_)), "chance"
 
     def get_latent_representation(
         self,
@@ -632,479 +843,3 @@ class SCLONGClassifier(UnsupervisedTrainingMixin, BaseModelClass):
         """
         parts = [o["embedding"].float().cpu() for o in self._outputs(adata, indices, batch_size)]
         return torch.cat(parts).numpy()
-
-    # ------------------------------------------------------------------ query mapping
-    @classmethod
-    def prepare_query_anndata(
-        cls,
-        adata: ad.AnnData,
-        reference_model: SCLONGClassifier | SCLONG,
-        return_reference_var_names: bool = False,
-        min_overlap: float = MIN_QUERY_OVERLAP,
-    ) -> ad.AnnData | pd.Index:
-        """A query AnnData on the reference model's genes, see :func:`prepare_query_anndata`.
-
-        Parameters
-        ----------
-        adata, reference_model, return_reference_var_names, min_overlap
-            See :func:`prepare_query_anndata`.
-
-        Returns
-        -------
-        The prepared AnnData (or the reference's gene names).
-        """
-        return prepare_query_anndata(
-            adata, reference_model, return_reference_var_names, min_overlap
-        )
-
-    @classmethod
-    def load_query_data(
-        cls,
-        adata: ad.AnnData,
-        reference_model: SCLONGClassifier,
-        train: str = "auto",
-        accelerator: str = "auto",
-        device: int | str = "auto",
-    ) -> SCLONGClassifier:
-        """A copy of a fine-tuned classifier set up on query data, scvi-tools style.
-
-        The query is registered with the reference's registry (new batch categories are
-        added; label categories must be the reference's). If the query lacks the labels
-        column, it is written into ``adata.obs[labels_key]`` as the unlabelled category (the
-        reference must have one). The returned model trains only the head (``"frozen"``,
-        ``"partial"``) or the head and the adapters (``"lora"``); the backbone, with any layers
-        fine-tuned on the reference, stays fixed.
-
-        Parameters
-        ----------
-        adata
-            The query, on the reference's genes (:meth:`prepare_query_anndata`).
-        reference_model
-            The fine-tuned reference classifier (not changed).
-        train
-            ``"auto"`` (adapters in ``"lora"`` mode, else the head), ``"head"`` or
-            ``"adapters"``.
-        accelerator, device
-            Where the new model runs.
-
-        Returns
-        -------
-        The query model.
-
-        Raises
-        ------
-        ValueError
-            The query's genes differ from the reference's (run :meth:`prepare_query_anndata`).
-        ScLongInputError
-            Labels in the query that the reference does not know.
-        """
-        from scvi.model._utils import parse_device_args
-
-        if not isinstance(reference_model, SCLONGClassifier):
-            raise TypeError("reference_model must be a trained SCLONGClassifier.")
-        if train not in ("auto", "head", "adapters"):
-            raise ValueError(f"train must be 'auto', 'head' or 'adapters', not {train!r}.")
-        check_not_view(adata)
-        reference_genes = reference_model.adata.var_names
-        if not adata.var_names.equals(reference_genes):
-            raise ValueError(
-                "The query's genes differ from the reference model's (names or order); run "
-                "adata = SCLONGClassifier.prepare_query_anndata(adata, reference_model) first."
-            )
-        registry = reference_model.adata_manager.registry
-        args = dict(registry["setup_args"])
-        labels_key, unlabeled = args["labels_key"], args.get("unlabeled_category")
-        if labels_key not in adata.obs:
-            if unlabeled is None:
-                raise ScLongInputError(
-                    f"The query has no adata.obs[{labels_key!r}] and the reference has no "
-                    "unlabeled_category to fill it with; add the column (labels of the "
-                    "reference's classes) or annotate with predict()/scl.tl.annotate instead."
-                )
-            adata.obs[labels_key] = pd.Categorical([unlabeled] * adata.n_obs)
-        known = set(reference_model.classes_) | ({unlabeled} if unlabeled is not None else set())
-        new = sorted(set(adata.obs[labels_key].astype(str)) - known)
-        if new:
-            raise ScLongInputError(
-                f"The query's adata.obs[{labels_key!r}] has labels the reference does not know "
-                f"({new[:10]}); the head predicts only {list(reference_model.classes_)}. Map them "
-                f"to the reference's classes{' or to ' + repr(unlabeled) if unlabeled else ''}."
-            )
-        cls.setup_anndata(adata, source_registry=registry, extend_categories=True, **args)
-        network = copy_network(reference_model.module.network)
-        model = cls(
-            adata,
-            network,
-            vocabulary=reference_model.vocabulary,
-            backbone_sha256=reference_model.backbone_sha256_,
-            **reference_model.init_params_["non_kwargs"],
-        )
-        model.module.load_state_dict(reference_model.module.state_dict())
-        scope = train if train != "auto" else ("adapters" if model.mode == "lora" else "head")
-        model.module.set_trainable(scope)
-        model.train_scope_ = scope
-        _, _, torch_device = parse_device_args(
-            accelerator=accelerator, devices=device, return_device="torch"
-        )
-        model.to_device(torch_device)
-        model.module.eval()
-        return model
-
-    # ------------------------------------------------------------------ save / load
-    def save(
-        self,
-        dir_path: str | os.PathLike,
-        prefix: str | None = None,
-        overwrite: bool = False,
-        save_anndata: bool = False,
-        save_backbone: bool = False,
-        **anndata_write_kwargs,
-    ) -> None:
-        """Save the fine-tuned parts and the backbone's checksum (or the whole model).
-
-        Writes, in ``dir_path``: ``model.pt`` (plain data read with
-        ``torch.load(weights_only=True)``: the head, the adapters or unfrozen layers, the
-        setup registry, classes, training history, and the backbone's configuration,
-        vocabulary and sha256; with ``save_backbone`` the backbone's weights too),
-        ``adata.h5ad`` when ``save_anndata``, and ``manifest.json`` (sha256 of each file).
-        Without the backbone, a fine-tuned 1B model takes megabytes instead of 4 GB;
-        :meth:`load` then needs the same backbone and refuses another one.
-
-        Parameters
-        ----------
-        dir_path
-            Folder to write (created).
-        prefix
-            Prefix of the file names.
-        overwrite
-            Replace a model saved there.
-        save_anndata
-            Also write the registered AnnData.
-        save_backbone
-            Store the full backbone (a self-contained folder).
-        **anndata_write_kwargs
-            Passed to :meth:`anndata.AnnData.write_h5ad`.
-        """
-        from ._saving import MODEL_FILE, save_model_file, write_manifest
-
-        folder = Path(dir_path)
-        stem = prefix or ""
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(f"{folder} is a file; give a folder to save the model in.")
-        if (folder / f"{stem}{MODEL_FILE}").exists() and not overwrite:
-            raise ValueError(
-                f"{folder} already holds a saved model; pass overwrite=True to replace it, or "
-                "choose another folder."
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        files = []
-        if save_anndata:
-            target = folder / f"{stem}adata.h5ad"
-            temporary = folder / f".{target.name}.partial"
-            try:
-                self.adata.write(temporary, **anndata_write_kwargs)
-                os.replace(temporary, target)
-            finally:
-                temporary.unlink(missing_ok=True)
-            files.append(target.name)
-        state = self.module.state_dict()
-        if not save_backbone:
-            keys = set(self.module.fine_tuned_state_keys())
-            state = {k: v for k, v in state.items() if k in keys}
-        attributes = {
-            name: value for name, value in self._get_user_attributes() if name.endswith("_")
-        }
-        content = {
-            "model_state_dict": {k: v.detach().cpu() for k, v in state.items()},
-            "var_names": self.get_var_names(),
-            "attr_dict": attributes,
-            "backbone": {
-                "sha256": self.backbone_sha256_,
-                "included": bool(save_backbone),
-                "config": self.module.config.to_dict(),
-                "vocabulary": list(self.vocabulary.genes),
-            },
-        }
-        if self._gene_id_key is not None:
-            content["gene_ids"] = np.asarray(_gene_ids(self.adata, self._gene_id_key), dtype=object)
-        save_model_file(content, folder / f"{stem}{MODEL_FILE}")
-        files.append(f"{stem}{MODEL_FILE}")
-        write_manifest(
-            folder,
-            files,
-            extra={
-                "model": type(self).__name__,
-                "mode": self.mode,
-                "backbone_sha256": self.backbone_sha256_,
-                "backbone_included": bool(save_backbone),
-                "config": self.module.config.to_dict(),
-            },
-            prefix=prefix,
-        )
-
-    @classmethod
-    def load(
-        cls,
-        dir_path: str | os.PathLike,
-        adata: ad.AnnData | None = None,
-        backbone: SCLONG | ScLongNetwork | None = None,
-        accelerator: str = "auto",
-        device: int | str = "auto",
-        prefix: str | None = None,
-        verify: bool = True,
-    ) -> SCLONGClassifier:
-        """Load a saved classifier onto its backbone, safely.
-
-        ``model.pt`` is read with ``torch.load(weights_only=True)``, checked against
-        ``manifest.json`` (sha256) and for finite weights. Without a stored backbone, the given
-        ``backbone``'s checksum must equal the one saved (computed the same way over its
-        weights, :func:`~sclong_scverse.module.backbone_sha256`), else loading is refused.
-        ``adata`` is registered (the scvi-tools fields of :meth:`setup_anndata`); its genes
-        may be in another order or partly missing (aligned into a new AnnData, with a report).
-
-        Parameters
-        ----------
-        dir_path
-            Folder written by :meth:`save`.
-        adata
-            Data to attach (default: the AnnData saved with the model); needs the
-            ``labels_key`` column (values may be the unlabelled category).
-        backbone
-            The scLong model (or network) the classifier was fine-tuned on; required unless
-            the folder holds the backbone (``save(save_backbone=True)``). It is copied, never
-            changed.
-        accelerator, device
-            Where the model runs.
-        prefix
-            File name prefix given to :meth:`save`.
-        verify
-            Check the files against ``manifest.json``.
-
-        Returns
-        -------
-        The model, in eval mode.
-
-        Raises
-        ------
-        BackboneMismatchError
-            ``backbone`` is not the one the classifier was fine-tuned on.
-        ModelIntegrityError
-            A checksum mismatch, non-finite weights or weights that do not fit.
-        UnsafeFileError
-            ``model.pt`` refers to code or objects outside the allow-list.
-        """
-        from scvi.model._utils import parse_device_args
-
-        from ._saving import read_saved_model, verify_manifest
-
-        _, _, torch_device = parse_device_args(
-            accelerator=accelerator, devices=device, return_device="torch"
-        )
-        folder = Path(dir_path)
-        saved = read_saved_model(folder, prefix, verify=verify)
-        attr_dict, state = saved["attr_dict"], saved["model_state_dict"]
-        info = saved.get("backbone")
-        if not isinstance(info, dict) or "sha256" not in info:
-            raise ModelIntegrityError(f"{folder} is not a saved SCLONGClassifier.")
-        registry = attr_dict.pop("registry_")
-        saved_class = registry.get("model_name", cls.__name__)
-        if saved_class != cls.__name__:
-            raise ValueError(f"{folder} holds a {saved_class} model, not a {cls.__name__}.")
-        config = ScLongConfig.from_dict(info["config"])
-        vocabulary = GeneVocabulary(list(info["vocabulary"]))
-        if info["included"]:
-            if backbone is not None:
-                raise ValueError(
-                    f"{folder} holds its backbone (saved with save_backbone=True); load it "
-                    "without backbone=."
-                )
-            network = ScLongNetwork(config)
-            network.set_gene_graph(
-                state["network.gene_embedding.edge_index"],
-                state["network.gene_embedding.edge_weight"],
-            )
-        else:
-            if backbone is None:
-                raise ValueError(
-                    f"{folder} holds the fine-tuned head and adapters without the backbone "
-                    f"(sha256 {info['sha256'][:16]}...); pass the scLong model it was "
-                    f"fine-tuned on: {cls.__name__}.load({str(folder)!r}, adata, "
-                    "backbone=SCLONG.load(...))."
-                )
-            source = backbone.module.network if isinstance(backbone, SCLONG) else backbone
-            if not isinstance(source, ScLongNetwork):
-                raise TypeError("backbone must be an SCLONG model or a ScLongNetwork.")
-            actual = network_sha256(source)
-            if actual != info["sha256"]:
-                raise BackboneMismatchError(
-                    f"Refusing to load {folder} onto this backbone: the classifier was "
-                    f"fine-tuned on a backbone with sha256 {info['sha256'][:16]}..., this one "
-                    f"has {actual[:16]}... (other weights, genes or configuration). Its head "
-                    "and adapters would give meaningless predictions. Pass the scLong model "
-                    "it was fine-tuned on."
-                )
-            network = copy_network(source)
-        if adata is None:
-            path = folder / f"{prefix or ''}adata.h5ad"
-            if not path.exists():
-                raise ValueError(
-                    f"{folder} was saved without its AnnData; pass the data to attach: "
-                    f"{cls.__name__}.load({str(folder)!r}, adata=adata, backbone=...)."
-                )
-            if verify:
-                verify_manifest(folder, [path.name], prefix=prefix)
-            adata = ad.read_h5ad(path)
-        else:
-            var_names = pd.Index(np.asarray(saved["var_names"]).astype(str))
-            if not adata.var_names.equals(var_names):
-                labels_key = registry["setup_args"]["labels_key"]
-                layer = registry["setup_args"].get("layer")
-                gene_id_key = registry["setup_args"].get("gene_id_key")
-                ids = _gene_ids(adata, gene_id_key)
-                model_ids = (
-                    pd.Index(np.asarray(saved["gene_ids"]).astype(str))
-                    if gene_id_key is not None and saved.get("gene_ids") is not None
-                    else var_names
-                )
-                obs = adata.obs
-                adata = _align_to_genes(adata, layer, ids, model_ids, var_names)
-                adata.obs = obs.copy()
-                if gene_id_key is not None:
-                    adata.var[gene_id_key] = model_ids.to_numpy()
-                if labels_key not in adata.obs:
-                    raise ScLongInputError(f"adata.obs has no {labels_key!r} column (labels_key).")
-        cls.setup_anndata(adata, source_registry=registry, **registry["setup_args"])
-        non_kwargs = dict(attr_dict.pop("init_params_")["non_kwargs"])
-        model = cls(
-            adata,
-            network,
-            vocabulary=vocabulary,
-            backbone_sha256=info["sha256"],
-            **non_kwargs,
-        )
-        try:
-            if info["included"]:
-                model.module.load_state_dict(state)
-            else:
-                result = model.module.load_state_dict(state, strict=False)
-                expected_missing = set(model.module.state_dict()) - set(
-                    model.module.fine_tuned_state_keys()
-                )
-                if result.unexpected_keys or set(result.missing_keys) - expected_missing:
-                    raise RuntimeError(
-                        f"unexpected {result.unexpected_keys[:3]}, missing "
-                        f"{sorted(set(result.missing_keys) - expected_missing)[:3]}"
-                    )
-        except RuntimeError as error:
-            raise ModelIntegrityError(
-                f"The weights in {folder} do not fit the configuration saved with them "
-                f"({str(error).splitlines()[0]} ...); the file is corrupted or was edited."
-            ) from None
-        for name, value in attr_dict.items():
-            setattr(model, name, value)
-        model.module.set_trainable(getattr(model, "train_scope_", "mode"))
-        model.to_device(torch_device)
-        model.module.eval()
-        return model
-
-
-def prepare_query_anndata(
-    adata: ad.AnnData,
-    reference_model: SCLONGClassifier | SCLONG,
-    return_reference_var_names: bool = False,
-    min_overlap: float = MIN_QUERY_OVERLAP,
-) -> ad.AnnData | pd.Index:
-    """Put a query's values on a reference model's genes, scvi-tools style.
-
-    The query's genes are matched to the genes the reference model was set up with (by
-    ``var_names``, or by the ``gene_id_key`` column when the model uses one), reordered, and
-    missing genes are filled with 0; the numbers of missing and unused genes are reported (a
-    warning and ``uns["sclong_query"]``). Unlike scvi-tools, ``adata`` is not modified: a new
-    AnnData is returned (values in ``X`` and in the model's layer, ``obs`` copied). Reads the
-    values of the model's layer, validated against the model's normalisation.
-
-    Parameters
-    ----------
-    adata
-        The query.
-    reference_model
-        A :class:`SCLONGClassifier` or :class:`~sclong_scverse.model.SCLONG`.
-    return_reference_var_names
-        Only return the reference's gene names.
-    min_overlap
-        Fewest reference genes (fraction) that must be in the query (0.5): with fewer, the
-        query is refused, since most of what the model reads would be missing.
-
-    Returns
-    -------
-    The prepared AnnData, with ``uns["sclong_query"]`` = ``{"n_reference_genes", "n_found",
-    "n_missing", "n_unused", "missing_examples"}``; or the reference's gene names.
-
-    Raises
-    ------
-    ScLongInputError
-        Fewer than ``min_overlap`` of the reference's genes are in the query.
-    """
-    registered = _rna(reference_model.adata, reference_model._modality)
-    if return_reference_var_names:
-        return pd.Index(registered.var_names.copy())
-    check_not_view(adata)
-    gene_id_key = reference_model._gene_id_key
-    args = reference_model._setup_args
-    layer = reference_model._layer
-    model_ids = _gene_ids(registered, gene_id_key)
-    ids = _gene_ids(adata, gene_id_key)
-    found = model_ids.isin(ids)
-    n_found = int(found.sum())
-    fraction = n_found / len(model_ids)
-    if fraction < min_overlap:
-        raise ScLongInputError(
-            f"Only {n_found} of the reference model's {len(model_ids)} genes ({fraction:.0%}) "
-            f"are in the query; at least {min_overlap:.0%} are needed. Check that both use the "
-            "same kind of gene ids (symbols vs Ensembl ids; set gene_id_key in setup_anndata "
-            f"when the ids are in an adata.var column): query genes like {list(ids[:3])}, "
-            f"reference genes like {list(model_ids[:3])}."
-        )
-    if layer is not None and layer not in adata.layers:
-        raise KeyError(
-            f"Layer {layer!r} (the reference's) not in adata.layers ({list(adata.layers)}); run "
-            f"scl.pp.normalize(adata, key_added={layer!r}) on the query's raw counts first."
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # reported below, once
-        prepared = _align_to_genes(
-            adata,
-            layer,
-            ids,
-            model_ids,
-            registered.var_names,
-            expected_max=(args.get("normalization") or {}).get("max_value"),
-            check_normalization=bool(args.get("check_normalization", True)),
-        )
-    if gene_id_key is not None:
-        prepared.var[gene_id_key] = model_ids.to_numpy()
-    prepared.obsm.update({k: v for k, v in adata.obsm.items()})
-    n_unused = int((~ids.isin(model_ids)).sum())
-    missing = list(model_ids[~found][:10])
-    prepared.uns["sclong_query"] = {
-        "n_reference_genes": len(model_ids),
-        "n_found": n_found,
-        "n_missing": len(model_ids) - n_found,
-        "n_unused": n_unused,
-        "missing_examples": missing,
-    }
-    if n_found < len(model_ids):
-        warnings.warn(
-            f"{len(model_ids) - n_found} of the reference's {len(model_ids)} genes are absent "
-            f"from the query and are filled with 0 (e.g. {missing[:5]}); {n_unused} query genes "
-            "are not used.",
-            UserWarning,
-            stacklevel=2,
-        )
-    logger.info(
-        "query prepared: %d/%d reference genes found, %d query genes unused",
-        n_found,
-        len(model_ids),
-        n_unused,
-    )
-    return prepared

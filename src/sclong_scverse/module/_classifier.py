@@ -4,6 +4,7 @@ import copy
 import hashlib
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
@@ -12,14 +13,45 @@ from torch import nn
 
 from ..nn import ScLongConfig, ScLongNetwork
 from ..nn.lora import ATTENTION_PROJECTIONS, add_lora
-from ._module import POOLINGS, pool_decoded
+from ._module import DEFAULT_POOLING, POOLINGS, pool_decoded
 
 FineTuneMode = Literal["frozen", "partial", "lora"]
 TrainScope = Literal["mode", "head", "adapters"]
-ClassifierPooling = Literal["max", "mean", "sum"]
+#: A pooling name (one of ``module._module.POOLINGS``).
+ClassifierPooling = Literal["max", "mean", "sum", "max+mean", "feature_sum"]
 
 FINE_TUNE_MODES = ("frozen", "partial", "lora")
 _LORA_NAMES = ("lora_A", "lora_B")
+#: Widest pooled representation whose out-of-distribution score uses a full covariance; wider
+#: ones (e.g. one value per gene) use a diagonal one.
+MAX_FULL_COVARIANCE = 2048
+
+
+def pooled_width(pooling: str, config: ScLongConfig) -> int:
+    """Width of the cell representation a pooling gives (what the head reads).
+
+    Computed by pooling an empty tensor on PyTorch's meta device, so it follows
+    :func:`~sclong_scverse.module.pool_decoded` for every pooling without allocating memory.
+
+    Parameters
+    ----------
+    pooling
+        One of ``POOLINGS``.
+    config
+        The backbone's configuration (``dim``, ``n_genes``).
+
+    Returns
+    -------
+    The number of features.
+    """
+    decodings = torch.empty(1, config.n_genes, config.dim, device="meta")
+    return int(pool_decoded(decodings, None, pooling).shape[-1])
+
+
+def _keep_missing_buffers(module: nn.Module, state_dict: dict, prefix: str, names) -> None:
+    """Let a state dict saved before buffers ``names`` existed load (they keep their values)."""
+    for name in names:
+        state_dict.setdefault(prefix + name, getattr(module, name))
 
 
 def is_adapter_key(name: str) -> bool:
@@ -139,8 +171,14 @@ class FeatureNorm(nn.BatchNorm1d):
 
     Pooled decodings vary little across cells next to their offsets (a large part of every
     gene vector is the gene's identity), so the head standardises each feature over cells;
-    LayerNorm (over the features of one cell) does not. A training batch of a single cell uses
-    the running statistics.
+    LayerNorm (over the features of one cell) does not. Two ways to get the statistics:
+
+    - fitted (:meth:`fit`, what the classifier does when the backbone does not train): mean and
+      variance of the training cells' features, fixed from then on, in training as in
+      inference (scikit-learn's ``StandardScaler`` fitted on the training cells);
+    - otherwise batch statistics in training and running averages in inference (features that
+      change while the backbone trains). A training batch of a single cell uses the running
+      statistics.
 
     Parameters
     ----------
@@ -150,6 +188,25 @@ class FeatureNorm(nn.BatchNorm1d):
 
     def __init__(self, dim: int):
         super().__init__(dim)
+        self.register_buffer("fitted", torch.tensor(False))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _keep_missing_buffers(self, state_dict, prefix, ["fitted"])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def fit(self, features: torch.Tensor) -> None:
+        """Fix the statistics to those of ``features`` (the training cells).
+
+        Parameters
+        ----------
+        features
+            ``(n_cells, dim)`` pooled representations of the training cells.
+        """
+        features = features.to(self.running_mean.device, torch.float64)
+        self.running_mean.copy_(features.mean(dim=0))
+        self.running_var.copy_(features.var(dim=0, unbiased=False))
+        self.fitted.fill_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Standardise ``x`` ``(batch, dim)`` per feature.
@@ -163,11 +220,116 @@ class FeatureNorm(nn.BatchNorm1d):
         -------
         The standardised (and affinely rescaled) features.
         """
-        if self.training and x.shape[0] < 2:
+        if bool(self.fitted) or (self.training and x.shape[0] < 2):
             return F.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
             )
         return super().forward(x)
+
+
+class ClassDistance(nn.Module):
+    """Distance of a cell's pooled representation to the nearest training class (OOD score).
+
+    The Mahalanobis distance of Lee et al. (NeurIPS 2018) on the features the head reads:
+    features are standardised with the training cells' mean and standard deviation; each class
+    has its mean over its training cells and all classes share one covariance (of the training
+    cells around their class mean, Ledoit-Wolf shrunk; diagonal when the representation is
+    wider than :data:`MAX_FULL_COVARIANCE`). The score of a cell is
+    ``min_c sqrt((z - mu_c)^T S^-1 (z - mu_c))``: large for cells unlike every class the
+    classifier was trained on. Unlike the highest class probability it does not depend on the
+    head, which can be confident far from its training data.
+
+    Parameters
+    ----------
+    dim
+        Width of the pooled representation.
+    n_classes
+        Number of classes.
+    """
+
+    def __init__(self, dim: int, n_classes: int):
+        super().__init__()
+        self.full = dim <= MAX_FULL_COVARIANCE
+        self.register_buffer("center", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+        self.register_buffer("class_means", torch.zeros(n_classes, dim))
+        self.register_buffer("present", torch.zeros(n_classes, dtype=torch.bool))
+        self.register_buffer("precision", torch.eye(dim) if self.full else torch.ones(dim))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    _BUFFERS = ("center", "scale", "class_means", "present", "precision", "fitted")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _keep_missing_buffers(self, state_dict, prefix, self._BUFFERS)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def fit(self, features: torch.Tensor, classes: torch.Tensor) -> None:
+        """Fit class means and the shared covariance on training cells.
+
+        Parameters
+        ----------
+        features
+            ``(n_cells, dim)`` pooled representations of the training cells.
+        classes
+            ``(n_cells,)`` class index of each cell (cells with ``-1`` are left out).
+        """
+        from sklearn.covariance import ledoit_wolf
+
+        labelled = classes >= 0
+        x = features[labelled].detach().to("cpu", torch.float64)
+        y = classes[labelled].to("cpu", torch.long)
+        if x.shape[0] < 2:
+            return
+        center = x.mean(dim=0)
+        scale = x.std(dim=0, unbiased=False)
+        scale = torch.where(scale > 1e-8, scale, torch.ones_like(scale))
+        z = (x - center) / scale
+        means = torch.zeros(self.class_means.shape, dtype=torch.float64)
+        present = torch.zeros(self.present.shape, dtype=torch.bool)
+        for k in torch.unique(y).tolist():
+            means[k] = z[y == k].mean(dim=0)
+            present[k] = True
+        residuals = (z - means[y]).numpy()
+        if self.full:
+            covariance, _ = ledoit_wolf(residuals, assume_centered=True)
+            precision = torch.as_tensor(np.linalg.pinv(covariance, hermitian=True))
+        else:
+            precision = 1.0 / torch.as_tensor((residuals**2).mean(axis=0)).clamp(min=1e-6)
+        for name, value in (
+            ("center", center),
+            ("scale", scale),
+            ("class_means", means),
+            ("present", present),
+            ("precision", precision),
+        ):
+            buffer = getattr(self, name)
+            buffer.copy_(value.to(buffer.device, buffer.dtype))
+        self.fitted.fill_(True)
+
+    @torch.no_grad()
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """The distance of each cell to its nearest class (NaN before :meth:`fit`).
+
+        Parameters
+        ----------
+        features
+            ``(batch, dim)`` pooled representations.
+
+        Returns
+        -------
+        ``(batch,)`` float32 distances.
+        """
+        if not bool(self.fitted):
+            return torch.full(features.shape[:1], torch.nan, device=features.device)
+        z = (features.double() - self.center.double()) / self.scale.double()
+        precision = self.precision.double()
+        best = torch.full(features.shape[:1], torch.inf, dtype=torch.float64, device=z.device)
+        for k in torch.nonzero(self.present).flatten().tolist():
+            diff = z - self.class_means[k].double()
+            weighted = diff @ precision if self.full else diff * precision
+            best = torch.minimum(best, (weighted * diff).sum(dim=1))
+        return best.clamp(min=0.0).sqrt().float()
 
 
 class ScLongClassifierModule(BaseModuleClass):
@@ -200,7 +362,8 @@ class ScLongClassifierModule(BaseModuleClass):
     lora_rank, lora_alpha, lora_dropout, lora_targets
         Adapter settings (``"lora"`` mode).
     pooling
-        ``"max"`` (default), ``"mean"`` or ``"sum"`` over genes (pad token excluded).
+        Pooling of the decodings over genes (pad token excluded), one of ``POOLINGS``
+        (default ``DEFAULT_POOLING``; :func:`~sclong_scverse.module.pool_decoded`).
     hidden_dim
         Width of a hidden layer of the head (``None``: a linear head).
     dropout
@@ -220,7 +383,7 @@ class ScLongClassifierModule(BaseModuleClass):
         lora_alpha: float = 16.0,
         lora_dropout: float = 0.0,
         lora_targets: tuple[str, ...] = ATTENTION_PROJECTIONS,
-        pooling: ClassifierPooling = "max",
+        pooling: ClassifierPooling = DEFAULT_POOLING,
         hidden_dim: int | None = None,
         dropout: float = 0.1,
     ):
@@ -244,7 +407,11 @@ class ScLongClassifierModule(BaseModuleClass):
         self.register_buffer("class_weights", torch.ones(self.n_classes))
         if mode == "lora":
             add_lora(network, lora_rank, lora_alpha, lora_dropout, lora_targets)
-        dim = network.config.dim
+        dim = self.n_features = pooled_width(pooling, network.config)
+        #: distance to the training classes (out-of-distribution score), fitted after training
+        self.ood = ClassDistance(dim, self.n_classes)
+        #: ``True`` while the head trains on cached pooled features (``x`` is then pooled)
+        self.reads_pooled = False
         layers: list[nn.Module] = [FeatureNorm(dim), nn.Dropout(dropout)]
         if hidden_dim:
             layers += [nn.Linear(dim, hidden_dim), nn.GELU(), nn.Dropout(dropout)]
@@ -379,8 +546,19 @@ class ScLongClassifierModule(BaseModuleClass):
         Returns
         -------
         ``{"embedding": (batch, dim) pooled decodings, "logits": (batch, n_classes)}``. With a
-        frozen backbone the network runs without autograd (no activations kept).
+        frozen backbone the network runs without autograd (no activations kept). While
+        :attr:`reads_pooled` is set, ``x`` is taken to be the pooled decodings already
+        (``(batch, n_features)``, cached by the model when the backbone does not train) and
+        the network is not run.
         """
+        if self.reads_pooled:
+            if x.shape[-1] != self.n_features:
+                raise ValueError(
+                    f"Expected cached pooled features of width {self.n_features}, got "
+                    f"{x.shape[-1]}."
+                )
+            embedding = x.float()
+            return {"embedding": embedding, "logits": self.head(embedding)}
         tokens = self.to_tokens(x.float())
         if self._backbone_trains and torch.is_grad_enabled():
             outputs = self.network(tokens)
