@@ -362,13 +362,14 @@ strongest per-feature responses.
 
 ## Gene regulatory network inference
 
-`scl.tl.benchmark_grn` scores every method over the same candidate pairs: unordered pairs of the
-{n_genes:,} genes that occur in the ground truth and involve a TRRUST transcription factor
-(the GENIE3-like forest regresses each gene on these TFs). This is the one rule of
-`scl.tl.evaluate_grn`: a method that scores only TF rows is compared with the others over pairs
-with a TF only, never over all pairs (without `tfs=` it is refused: over all pairs its zeros
-elsewhere would inflate it several-fold, see the [GRN page](grn.md)). scLong: cosine similarity of
-contextual gene embeddings (decodings averaged over the cells), as in the scLong article;
+`scl.tl.benchmark_grn` scores every method over the same candidate pairs, its default: TF rows
+x all genes, directed (the DREAM / BEELINE protocol), from every TRRUST transcription factor of
+the data to every one of its {n_genes:,} genes with a symbol (the GENIE3-like forest regresses
+each gene on these TFs, so it is scored on exactly the rows it scores). Over all pairs among the
+truth's genes (`candidates="truth_genes"`) a method that scores only TF rows is refused without
+`tfs=`: its zeros elsewhere would inflate it several-fold, see the [GRN page](grn.md). scLong:
+cosine similarity of contextual gene embeddings (decodings averaged over the cells), as in the
+scLong article;
 "centred" rows first subtract the mean gene embedding (`scl.tl.grn(..., center=True)`, not in
 the article), which removes the component all gene embeddings share (the plain cosine of
 almost every pair is close to 1 for these small models).
