@@ -440,7 +440,11 @@ def _load_for_query(args: argparse.Namespace, source: Path, model_dir: Path):
     restore = _use_model_gene_names(adata, source, saved, args.gene_id_key)
     with _quiet_libraries():
         model = SCLONG.load(
-            str(model_dir), adata=adata, accelerator=args.accelerator, device=_devices(args.device)
+            str(model_dir),
+            adata=adata,
+            accelerator=args.accelerator,
+            device=_devices(args.device),
+            dtype=getattr(args, "dtype", None),
         )
     return adata, model, restore
 

@@ -1,23 +1,43 @@
-"""``sclong embed``: cell embeddings of a saved model -> ``obsm['X_sclong']``."""
+"""``sclong embed``: cell embeddings of a saved model -> ``obsm['X_sclong']``.
+
+One ``.h5ad`` is read into memory and written back with the embeddings added. Several inputs, a
+folder, a glob pattern or a ``.zarr`` store (or any of the multi-process options) are embedded as
+a corpus streamed from disk (:meth:`SCLONG.embed_corpus <sclong_scverse.SCLONG.embed_corpus>`):
+``--out`` is then a folder with one AnnData zarr store per input, resumable after a kill.
+"""
 
 from __future__ import annotations
 
 import argparse
 import ast
+import os
 from functools import cache
 from pathlib import Path
 
 from ._common import (
+    CliError,
     _add_query_options,
+    _devices,
     _load_for_query,
+    _model_folder,
+    _output_folder,
     _query_paths,
+    _quiet_libraries,
     _say,
     _write_h5ad,
 )
 
 NAME = "embed"
-HELP = "cell embeddings -> obsm['X_sclong']"
-DESCRIPTION = "Embed cells with a saved model; writes the input with obsm[KEY] added."
+HELP = "cell embeddings -> obsm['X_sclong'] (one .h5ad, or a corpus of stores)"
+DESCRIPTION = (
+    "Embed cells with a saved model. One .h5ad: writes the input with obsm[KEY] added to --out "
+    "(a file). Several inputs, a folder, a glob pattern (quoted) or a .zarr store: the stores "
+    "are streamed from disk as a corpus (scl.data.ScLongCorpus: genes aligned per store, raw "
+    "counts of X or --counts-layer normalised per batch, scLong-normalised values read as they "
+    "are) and --out is a folder holding one AnnData zarr store per input (obsm[KEY], the "
+    "input's obs_names), resumed where it stopped when run again. Several processes: launch "
+    "this command once per device with torchrun or srun, with --devices / --num-nodes."
+)
 
 
 # where the poolings are defined; read as text, since importing it imports torch and scvi-tools
@@ -52,8 +72,27 @@ def _poolings() -> tuple[tuple[str, ...], str]:
     return tuple(found["POOLINGS"]), str(found["DEFAULT_POOLING"])
 
 
+def _uses_corpus(args: argparse.Namespace) -> bool:
+    """Whether ``sclong embed`` embeds a corpus (many stores, a folder, a glob, a zarr)."""
+    corpus_options = (
+        args.devices is not None,
+        args.num_nodes != 1,
+        args.strategy != "auto",
+        args.block_size is not None,
+        not args.resume,
+        args.num_workers,
+    )
+    if args.more_inputs or any(corpus_options):
+        return True
+    text = args.input
+    return any(char in text for char in "*?[") or Path(text).is_dir()
+
+
 def run(args: argparse.Namespace) -> None:
-    """Run ``sclong embed``."""
+    """Run ``sclong embed`` (one .h5ad in memory, else a corpus)."""
+    if _uses_corpus(args):
+        _run_corpus(args)
+        return
     source, model_dir, out = _query_paths(args)
     from .. import tl
 
@@ -65,15 +104,152 @@ def run(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         key_added=args.key,
         progress_bar=args.progress,
+        precision=args.precision,
     )
     restore()
     _say(f"obsm[{args.key!r}]: {adata.obsm[args.key].shape} ({args.pooling} pooling)")
     _write_h5ad(adata, out)
 
 
+def _template(model_dir: Path):
+    """A one-cell AnnData on a saved model's genes, registered as the model was (for loading).
+
+    A model saved without its AnnData needs data to be set up on; embedding a corpus reads the
+    stores instead, so the model gets this placeholder: the saved genes (and gene ids), one
+    cell normalised as the model's registry records, and the registered obs columns.
+    """
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    from scipy import sparse
+
+    from ..io._lean import load_mapped
+    from ..model._saving import MODEL_FILE, from_plain
+
+    try:
+        content, _ = load_mapped(model_dir / MODEL_FILE)  # mapped: no weight is read here
+        content = from_plain({k: v for k, v in content.items() if k != "model_state_dict"})
+        registry = content["attr_dict"]["registry_"]
+        setup = registry["setup_args"]
+        names = [str(name) for name in np.asarray(content["var_names"])]
+    except (KeyError, TypeError, ValueError, RuntimeError, OSError):
+        raise CliError(f"{model_dir} is not a saved scLong model (unexpected model.pt)") from None
+    values = np.zeros((1, len(names)), dtype=np.float32)
+    values[0, 0] = float((setup.get("normalization") or {}).get("max_value", 10.0))
+    if len(names) > 1:
+        values[0, 1] = 0.5  # not an integer: not read as raw counts
+    template = ad.AnnData(sparse.csr_matrix(values), var=pd.DataFrame(index=pd.Index(names)))
+    template.obs_names = ["template"]
+    if setup.get("layer") is not None:
+        template.layers[setup["layer"]] = template.X.copy()
+    if setup.get("gene_id_key") is not None and content.get("gene_ids") is not None:
+        template.var[setup["gene_id_key"]] = np.asarray(content["gene_ids"]).astype(str)
+    fields = registry.get("field_registries", {})
+    for key, field in (("batch_key", "batch"), ("labels_key", "labels")):
+        if setup.get(key) is not None:
+            mapping = fields[field]["state_registry"]["categorical_mapping"]
+            template.obs[setup[key]] = pd.Categorical([mapping[0]], categories=list(mapping))
+    return template
+
+
+def _run_corpus(args: argparse.Namespace) -> None:
+    """Embed a corpus of stores into the folder ``--out`` (resumable)."""
+    model_dir = _model_folder(args.model)
+    inputs = [args.input, *args.more_inputs]
+    out = _output_folder(args.out)
+    from ..data import ScLongCorpus, expand_corpus_paths
+    from ..model import SCLONG
+
+    try:
+        paths = expand_corpus_paths(inputs)
+    except FileNotFoundError as error:
+        raise CliError(str(error)) from None
+    for path in paths:
+        if path.resolve() == out.resolve():
+            raise CliError(f"--out {out} is the input store {path}; choose another folder")
+    corpus = ScLongCorpus(
+        paths,
+        layer=args.counts_layer,
+        gene_id_key=args.gene_id_key,
+        values="counts" if args.counts_layer else "auto",
+        allow_non_integer=args.allow_non_integer,
+    )
+    first = int(os.environ.get("RANK", "0")) == 0  # torchrun / srun: one message per run
+    if first:
+        _say(corpus.summary())
+    with _quiet_libraries():
+        model = SCLONG.load(
+            str(model_dir),
+            adata=_template(model_dir),
+            accelerator="cpu",  # Lightning moves it to each process's device
+            dtype=args.dtype,
+        )
+        table = model.embed_corpus(
+            corpus,
+            out,
+            batch_size=args.batch_size,
+            block_size=args.block_size or 1024,
+            pooling=args.pooling,
+            precision=args.precision,
+            key=args.key,
+            resume=args.resume,
+            accelerator=args.accelerator,
+            devices=_devices(args.devices) if args.devices is not None else 1,
+            num_nodes=args.num_nodes,
+            strategy=args.strategy,
+            num_workers=args.num_workers,
+            enable_progress_bar=args.progress,
+        )
+    if first:
+        for row in table.itertuples():
+            _say(
+                f"{Path(row.output).name}: {row.n_obs:,} cells, obsm[{args.key!r}] "
+                f"({row.n_done_before:,} done before, {row.n_embedded:,} now)"
+            )
+        _say(f"{int(table['n_embedded'].sum()):,} cells embedded; wrote {out}/")
+
+
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The options of ``sclong embed``."""
     _add_query_options(parser)
+    parser.add_argument(
+        "more_inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="more stores (.h5ad, .zarr, folders, quoted globs): embedded as a corpus into the "
+        "folder --out",
+    )
     choices, default = _poolings()
     parser.add_argument("--pooling", default=default, choices=choices, help="over genes")
     parser.add_argument("--key", default="X_sclong", help="obsm key")
+    parser.add_argument(
+        "--precision",
+        choices=("32", "bf16", "16"),
+        help="autocast of the forward passes (default: float32; bf16 for --dtype bf16; 16 on "
+        "GPUs only)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bf16"),
+        help="hold the weights in this dtype (bf16: half the memory, runs in bf16; default: "
+        "as saved)",
+    )
+    corpus = parser.add_argument_group("corpus of stores (--out is a folder)")
+    corpus.add_argument(
+        "--devices", metavar="N", help="processes per node (one per device; default 1)"
+    )
+    corpus.add_argument("--num-nodes", type=int, default=1, help="nodes")
+    corpus.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    corpus.add_argument(
+        "--block-size",
+        type=int,
+        metavar="N",
+        help="consecutive cells per block, the unit of work and of resumption (default 1024)",
+    )
+    corpus.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="continue the run recorded in --out (--no-resume: refuse a folder holding one)",
+    )
+    corpus.add_argument("--num-workers", type=int, default=0, help="reader processes per process")

@@ -52,6 +52,7 @@ def safe_torch_load(
     *,
     map_location: str | torch.device | None = "cpu",
     allow_numpy: bool = True,
+    mmap: bool = False,
 ) -> Any:
     """``torch.load`` with ``weights_only=True`` and a small allow-list of data-only globals.
 
@@ -63,6 +64,9 @@ def safe_torch_load(
         Where tensors go (default the CPU, whatever device they were saved on).
     allow_numpy
         Admit numpy arrays, scalars and dtypes (plain data).
+    mmap
+        Memory-map the file (a path, zip format) instead of reading its tensors: they are read
+        from the file when used (``torch.load(mmap=True)``).
 
     Returns
     -------
@@ -80,6 +84,8 @@ def safe_torch_load(
     handle = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     try:
         with torch.serialization.safe_globals(extra):
+            if mmap:
+                return torch.load(handle, map_location=map_location, weights_only=True, mmap=True)
             return torch.load(handle, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         name = source if isinstance(source, str | os.PathLike) else "the file"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,11 @@ from typing import Any
 import torch
 
 from ..nn import ScLongConfig, ScLongNetwork
+from ._lean import convert_state, held_dtype, load_mapped, resolve_dtype
 from ._safe import (
     TENSOR_PICKLE_GLOBALS,
     UnsafeFileError,
-    non_finite_tensors,
     restricted_load,
-    safe_torch_load,
     sha256_file,
 )
 
@@ -242,13 +241,19 @@ def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
     return _read_checkpoint_file(path)[0]
 
 
-def _read_checkpoint_file(path: PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """The state dict of a checkpoint and this package's hyper-parameter record (if any)."""
+def _read_checkpoint_file(
+    path: PathLike, mmap: bool = False
+) -> tuple[dict[str, torch.Tensor], dict | None, Callable[[torch.Tensor], None]]:
+    """A checkpoint's state dict, its hyper-parameter record, and a page-release function.
+
+    The record is this package's (``None`` in official files); the function releases a
+    tensor's pages when the file is memory-mapped (:func:`~._lean.load_mapped`).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
-        checkpoint = safe_torch_load(path)
+        checkpoint, release = load_mapped(path, mmap=mmap)
     except UnsafeFileError as error:
         raise OfficialFormatError(str(error)) from None
     except Exception as error:  # torch raises several types for non-checkpoint files
@@ -263,7 +268,7 @@ def _read_checkpoint_file(path: PathLike) -> tuple[dict[str, torch.Tensor], dict
         raise OfficialFormatError(
             f"{path} holds neither a state dict nor a dict with 'model_state_dict'."
         )
-    return dict(checkpoint), record if isinstance(record, dict) else None
+    return dict(checkpoint), record if isinstance(record, dict) else None, release
 
 
 def check_hparams(hparams: Mapping[str, Any], where: str = "the hyper-parameters") -> None:
@@ -483,6 +488,19 @@ def convert_official_state_dict(
 ) -> dict[str, torch.Tensor]:
     """Rename and cast an official state dict for ``network``; clear errors on mismatch."""
     ours = network.state_dict()
+    converted = _matched_state_dict(official, network)
+    return {k: v.to(ours[k].dtype) for k, v in converted.items()}
+
+
+def _matched_state_dict(
+    official: Mapping[str, torch.Tensor], network: ScLongNetwork
+) -> dict[str, torch.Tensor]:
+    """An official state dict under ``network``'s names, names and shapes checked.
+
+    Nothing is cast or read (mapped tensors stay unread); the GO graph entries are
+    ``network``'s own.
+    """
+    ours = network.state_dict()
     graph_keys = {"gene_embedding.edge_index", "gene_embedding.edge_weight"}
     converted: dict[str, torch.Tensor] = {}
     unknown = []
@@ -515,7 +533,7 @@ def convert_official_state_dict(
         )
     for key in graph_keys:
         converted[key] = ours[key]
-    return {k: v.to(ours[k].dtype) for k, v in converted.items()}
+    return converted
 
 
 @dataclass
@@ -546,6 +564,8 @@ def load_official(
     attention_mode: str = "faithful",
     map_location: str | torch.device = "cpu",
     expected_sha256: str | Mapping[str, str] | None = None,
+    dtype: torch.dtype | str | None = None,
+    mmap: bool = True,
 ) -> OfficialRelease:
     """Load the official scLong weights, safely and verified.
 
@@ -574,6 +594,20 @@ def load_official(
         The sha256 (hex) of the checkpoint, or ``{"checkpoint": ..., "hparams": ...,
         "genes": ...}`` for any of the three files: a file whose checksum differs is refused
         (e.g. a truncated download or flipped bytes, which loading alone may not reveal).
+        Checksums are computed reading the files in 16 MB blocks.
+    dtype
+        What the weights are held in: ``None`` / ``torch.float32`` (default) or
+        ``torch.bfloat16``: half the memory, for inference only (queries then run in bfloat16
+        autocast; training is refused). In bfloat16 the matrices are (every Linear weight, the
+        FAVOR+ projections: 99% of the 1B network's weights); the gene-embedding tables, the GO
+        convolution and the vectors (LayerNorm weights, biases) stay float32.
+    mmap
+        Memory-map the checkpoint (``torch.load(mmap=True, weights_only=True)``) and read it
+        one tensor at a time, each copied in its held dtype, checked and its pages released
+        before the next: peak memory is about the model as held plus one tensor, never an
+        extra float32 copy of the whole model. ``False`` reads the whole file first, then
+        converts (the same weights, bit for bit; peak about 1.1x the file). Legacy (pre-zip)
+        torch files are always read whole.
 
     Returns
     -------
@@ -586,6 +620,7 @@ def load_official(
         A file that is not what it should be, refers to code outside the allow-list, differs
         from ``expected_sha256``, holds NaN or infinite weights, or disagrees with another.
     """
+    held = resolve_dtype(dtype)
     _verify_checksums(
         expected_sha256, {"checkpoint": checkpoint, "hparams": hparams, "genes": genes}
     )
@@ -600,19 +635,25 @@ def load_official(
                 f"{genes} lists {len(gene_list)} genes but the hyper-parameters expect "
                 f"max_seq_len - 1 = {config.n_genes}."
             )
-    state, record = _read_checkpoint_file(checkpoint)
+    state, record, release = _read_checkpoint_file(checkpoint, mmap=mmap)
     if record is not None:
         _check_record(record, params, str(hparams))
-    bad = non_finite_tensors(state)
+    with torch.device("meta"):  # no random initialisation of weights that are loaded anyway
+        network = ScLongNetwork(config)
+    matched = _matched_state_dict(state, network)  # names and shapes: no value read yet
+    del state
+    for key in ("gene_embedding.edge_index", "gene_embedding.edge_weight"):
+        matched.pop(key)
+    # tensor by tensor: held dtype, finite, the mapped pages released (peak: model + 1 tensor)
+    dtypes = {key: held_dtype(key, value, held) for key, value in matched.items()}
+    converted, bad = convert_state(matched, dtypes, release, copy=release.mapped)
+    del matched
     if bad:
         raise OfficialFormatError(
             f"{checkpoint} holds NaN or infinite values in {bad[:5]}"
             f"{' ...' if len(bad) > 5 else ''} ({len(bad)} tensors): the file is corrupted or "
             "the training diverged; the network would give NaN outputs."
         )
-    with torch.device("meta"):  # no random initialisation of weights that are loaded anyway
-        network = ScLongNetwork(config)
-    converted = convert_official_state_dict(state, network)
     edge_index = params.get("G_go")
     if edge_index is None:
         edge_index = torch.zeros(2, 0, dtype=torch.long)

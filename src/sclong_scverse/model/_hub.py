@@ -9,10 +9,73 @@ from typing import Self
 import anndata as ad
 import numpy as np
 import pandas as pd
+import torch
 from mudata import MuData
 
+from ..io._lean import convert_state, held_dtype, load_mapped, resolve_dtype
 from ..pp._checks import SCLONG_MAX_VALUE
 from ._anndata import _align_to_genes, _gene_ids, _rna
+
+
+def _read_saved_mapped(folder: Path, prefix: str | None, verify: bool):
+    """``model.pt`` as :func:`~._saving.read_saved_model` reads it, but memory-mapped.
+
+    The checksum is verified (streamed) and the content checked the same way; the weights are
+    left in the mapping, to be converted and checked one by one (:func:`_initialize_lean`).
+    Returns the content and the page-release function of :func:`~..io._lean.load_mapped`.
+    """
+    import pickle
+
+    from ._saving import MODEL_FILE, ModelIntegrityError, from_plain, verify_manifest
+
+    name = f"{prefix or ''}{MODEL_FILE}"
+    path = folder / name
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} is not a saved scLong model: {name} not found.")
+    if verify:
+        verify_manifest(folder, [name], prefix=prefix)
+    try:
+        content, release = load_mapped(path)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+        raise ModelIntegrityError(f"{path} is not a readable torch file ({error}).") from None
+    if not isinstance(content, dict) or not {"model_state_dict", "attr_dict"} <= set(content):
+        raise ModelIntegrityError(
+            f"{path} is not a saved model (expected the keys model_state_dict, var_names, "
+            "attr_dict)."
+        )
+    return from_plain(content), release
+
+
+def _initialize_lean(cls, adata, attr_dict: dict, state: dict, release, folder: Path):
+    """The model of a saved folder with its weights held in bfloat16, built without weights.
+
+    The network is built on the meta device (no memory, no initialisation); each saved tensor
+    is copied in its held dtype (:func:`~..io._lean.held_dtype`), checked to be finite, its
+    mapped pages released, and assigned to the network (``load_state_dict(assign=True)``).
+    """
+    from ..nn import ScLongConfig, ScLongNetwork
+    from ._saving import ModelIntegrityError
+
+    init = attr_dict.pop("init_params_")
+    non_kwargs = dict(init["non_kwargs"])
+    kwargs = {k: v for group in init.get("kwargs", {}).values() for k, v in group.items()}
+    config = ScLongConfig.from_dict(non_kwargs["config"])
+    with torch.device("meta"):
+        network = ScLongNetwork(config)
+    model = cls(adata, **non_kwargs, **kwargs, network=network)
+    for attribute, value in attr_dict.items():
+        setattr(model, attribute, value)
+    dtypes = {key: held_dtype(key, value, torch.bfloat16) for key, value in state.items()}
+    converted, bad = convert_state(state, dtypes, release, copy=release.mapped)
+    if bad:
+        raise ModelIntegrityError(
+            f"{folder} holds NaN or infinite weights in {bad[:5]}"
+            f"{' ...' if len(bad) > 5 else ''} ({len(bad)} tensors): the model diverged during "
+            "training or the file is corrupted. It would give NaN outputs; retrain or restore "
+            "the file."
+        )
+    model.module.load_state_dict(converted, assign=True)
+    return model
 
 
 class SaveLoadMixin:
@@ -105,6 +168,7 @@ class SaveLoadMixin:
         device: int | str = "auto",
         prefix: str | None = None,
         verify: bool = True,
+        dtype: torch.dtype | str | None = None,
     ) -> Self:
         """Load a saved model safely, aligning ``adata`` to the saved genes when they differ.
 
@@ -131,6 +195,12 @@ class SaveLoadMixin:
             Check the files against ``manifest.json``. ``False`` loads a folder without a
             manifest (saved by an older version) or whose files changed; the weights are still
             read with ``weights_only=True`` and checked to be finite.
+        dtype
+            ``None`` (default): float32 (a model saved while held in bfloat16 is widened);
+            ``torch.bfloat16``: hold the weights in bfloat16, half the memory, for inference
+            (queries run in bfloat16 autocast; training is refused). ``model.pt`` is then
+            memory-mapped and converted tensor by tensor into a network built without weights
+            (no float32 copy of the model).
 
         Returns
         -------
@@ -156,7 +226,11 @@ class SaveLoadMixin:
             validate_single_device=True,
         )
         folder = Path(dir_path)
-        saved = read_saved_model(folder, prefix, verify=verify)
+        lean = dtype is not None and resolve_dtype(dtype) != torch.float32
+        if lean:
+            saved, release = _read_saved_mapped(folder, prefix, verify)
+        else:
+            saved = read_saved_model(folder, prefix, verify=verify)
         attr_dict, state = saved["attr_dict"], saved["model_state_dict"]
         var_names = saved.get("var_names")
         state.pop("pyro_param_store", None)
@@ -204,9 +278,12 @@ class SaveLoadMixin:
                     adata.var[gene_id_key] = np.asarray(saved["gene_ids"]).astype(str)
         _validate_var_names(adata, var_names)
         getattr(cls, setup_method)(adata, source_registry=registry, **registry["setup_args"])
-        model = _initialize_model(cls, adata, registry, attr_dict, None)
         try:
-            model.module.load_state_dict(state)
+            if lean:
+                model = _initialize_lean(cls, adata, attr_dict, state, release, folder)
+            else:
+                model = _initialize_model(cls, adata, registry, attr_dict, None)
+                model.module.load_state_dict(state)
         except RuntimeError as error:
             raise ModelIntegrityError(
                 f"The weights in {folder} do not fit the configuration saved with them "
@@ -228,6 +305,7 @@ class SaveLoadMixin:
         cache_dir: str | os.PathLike | None = None,
         manifest_sha256: str | None = None,
         local_files_only: bool = False,
+        dtype: torch.dtype | str | None = None,
         **load_kwargs,
     ) -> Self:
         """Load a saved scLong model by registered name, hub repository id or folder.
@@ -254,6 +332,8 @@ class SaveLoadMixin:
             Expected sha256 of ``manifest.json`` (registered names carry theirs).
         local_files_only
             Never download.
+        dtype
+            ``torch.bfloat16``: hold the weights in bfloat16 for inference (see :meth:`load`).
         **load_kwargs
             Passed to :meth:`load` (``accelerator``, ``device``, ``verify``, ...).
 
@@ -270,7 +350,7 @@ class SaveLoadMixin:
             manifest_sha256=manifest_sha256,
             local_files_only=local_files_only,
         )
-        return cls.load(folder, adata=adata, **load_kwargs)
+        return cls.load(folder, adata=adata, dtype=dtype, **load_kwargs)
 
     def save_pretrained(
         self,

@@ -7,14 +7,62 @@ import os
 from typing import Literal, Self
 
 import anndata as ad
+import torch
 
 from ..genes import GeneVocabulary
+from ..io._lean import weights_dtype
 
 logger = logging.getLogger(__name__)
 
 
 class OfficialMixin:
-    """:meth:`from_official`: the official scLong weights as a model on the user's data."""
+    """:meth:`from_official`: the official scLong weights as a model on the user's data.
+
+    Also what a model whose weights are held in bfloat16 (``dtype=torch.bfloat16`` on
+    :meth:`from_official`, :meth:`load`, :meth:`from_pretrained`) may do: queries run in
+    bfloat16 autocast (:meth:`_query_precision`); :meth:`train` and :meth:`pretrain` are
+    refused, naming the fix (load the weights in float32).
+    """
+
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        """The dtype the network's weights are held in: ``torch.float32`` or ``torch.bfloat16``."""
+        return weights_dtype(self.module)
+
+    def _query_precision(self, precision: str | int | None) -> str | int | None:
+        """The autocast precision of a query: bfloat16 weights run in ``"bf16"`` (only)."""
+        if self.weights_dtype != torch.bfloat16:
+            return precision
+        name = str(precision).removesuffix("-mixed").removesuffix("-true") if precision else None
+        if name not in (None, "bf16"):
+            raise ValueError(
+                f"precision={precision!r}: this model's weights are held in bfloat16 (loaded "
+                "with dtype=torch.bfloat16), so its queries run in bfloat16. Leave precision "
+                "unset (or 'bf16'), or load the model again without dtype (float32) for "
+                f"precision={precision!r}."
+            )
+        return "bf16"
+
+    def _refuse_low_precision_training(self, what: str) -> None:
+        if self.weights_dtype == torch.bfloat16:
+            self.module.eval()
+            raise RuntimeError(
+                f"{what}: this model's weights are held in bfloat16 (loaded with "
+                "dtype=torch.bfloat16), which is for inference only: optimiser steps on "
+                "bfloat16 weights lose most updates to rounding. Load the weights in float32 "
+                "(the default: no dtype argument) to train or fine-tune; for mixed-precision "
+                "training pass precision='bf16-mixed' to train() / pretrain() instead."
+            )
+
+    def train(self, *args, **kwargs):
+        """Refuse bfloat16-held weights, then train (:meth:`SCLONG.train`)."""
+        self._refuse_low_precision_training("train()")
+        return super().train(*args, **kwargs)
+
+    def pretrain(self, *args, **kwargs):
+        """Refuse bfloat16-held weights, then pretrain (:meth:`SCLONG.pretrain`)."""
+        self._refuse_low_precision_training("pretrain()")
+        return super().pretrain(*args, **kwargs)
 
     @classmethod
     def from_official(
@@ -25,6 +73,7 @@ class OfficialMixin:
         genes: str | os.PathLike,
         attention_mode: Literal["faithful", "per_cell"] = "faithful",
         expected_sha256: str | dict[str, str] | None = None,
+        dtype: torch.dtype | str | None = None,
         **kwargs,
     ) -> Self:
         """Official scLong weights on the user's data.
@@ -47,6 +96,12 @@ class OfficialMixin:
             files whose checksum differs are refused. The files are always read without running
             code from them, cross-checked, and their weights checked to be finite
             (:func:`sclong_scverse.io.load_official`).
+        dtype
+            ``None`` / ``torch.float32`` (default) or ``torch.bfloat16``: hold the weights in
+            bfloat16, half the memory (the 1B model: about 2 GB instead of 4), read without a
+            float32 copy of the model (the checkpoint is memory-mapped and converted tensor by
+            tensor). For inference: queries run in bfloat16 autocast (cell embeddings within
+            cosine 0.99 of float32), training is refused. See ``docs/official_1b.md``.
         **kwargs
             Passed to :class:`SCLONG` (e.g. ``mask_fraction``).
 
@@ -63,6 +118,7 @@ class OfficialMixin:
             genes,
             attention_mode=attention_mode,
             expected_sha256=expected_sha256,
+            dtype=dtype,
         )
         vocabulary = GeneVocabulary(release.genes)
         model = cls(

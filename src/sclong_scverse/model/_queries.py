@@ -183,7 +183,8 @@ class QueryMixin:
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
         mask = bool(mask_fraction)
-        autocast = inference_autocast(precision, torch.device(self.device))
+        # bfloat16-held weights (dtype=torch.bfloat16) run in bfloat16 autocast
+        autocast = inference_autocast(self._query_precision(precision), torch.device(self.device))
         with torch.inference_mode(), autocast:
             for tensors in self._loader(adata, indices, batch_size or 16, progress_bar, desc):
                 inputs = self.module._get_inference_input(tensors)

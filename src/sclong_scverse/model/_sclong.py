@@ -39,6 +39,7 @@ from ._anndata import (  # noqa: F401
     inference_autocast,
     register_fields,
 )
+from ._embed_corpus import EmbedCorpusMixin
 from ._hub import SaveLoadMixin
 from ._official import OfficialMixin
 from ._pretrain import PretrainMixin
@@ -80,6 +81,7 @@ def _default_gene_graph(vocabulary: GeneVocabulary) -> GeneGraph:
 
 class SCLONG(
     QueryMixin,
+    EmbedCorpusMixin,
     OfficialMixin,
     PretrainMixin,
     SaveLoadMixin,
