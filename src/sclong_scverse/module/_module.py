@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
@@ -52,14 +54,63 @@ def choose_masked_positions(
     return chosen, replaced
 
 
-#: Poolings of per-gene decodings into a cell embedding (:func:`pool_decoded`).
-POOLINGS = ("max", "mean", "sum")
-#: The pooling every cell-embedding query and head uses unless told otherwise.
+#: Poolings of per-gene decodings into a cell embedding (:func:`pool_decoded`):
+#:
+#: - ``"max"``, ``"mean"``, ``"sum"``: over genes, ``(batch, dim)``;
+#: - ``"max+mean"``: max and mean over genes, each divided by its own L2 norm per cell and
+#:   concatenated, ``(batch, 2 * dim)``;
+#: - ``"feature_sum"``: the original scLong's zero-shot cell embedding, one value per gene
+#:   (its decoding summed over the ``dim`` features, plus its predicted value when given),
+#:   ``(batch, n_genes)``.
+POOLINGS = ("max", "mean", "sum", "max+mean", "feature_sum")
+#: Type of a pooling name (one of :data:`POOLINGS`).
+Pooling = Literal["max", "mean", "sum", "max+mean", "feature_sum"]
+#: The pooling every cell-embedding query and head uses unless told otherwise; chosen on
+#: integration bio conservation and a cross-batch linear probe (``docs/pooling.md``,
+#: ``benchmarks/bench_pooling.py``).
 DEFAULT_POOLING = "max"
 
 
+def pooled_dim(pooling: str, dim: int, n_genes: int) -> int:
+    """Width of the cell embedding that :func:`pool_decoded` returns.
+
+    Parameters
+    ----------
+    pooling
+        One of :data:`POOLINGS`.
+    dim
+        Width of the decodings (``config.dim``).
+    n_genes
+        Number of pooled gene positions (``config.n_genes``, pad token excluded).
+
+    Returns
+    -------
+    ``dim`` for ``"max"``, ``"mean"``, ``"sum"``; ``2 * dim`` for ``"max+mean"``;
+    ``n_genes`` for ``"feature_sum"``.
+    """
+    _check_pooling(pooling)
+    if pooling == "max+mean":
+        return 2 * dim
+    if pooling == "feature_sum":
+        return n_genes
+    return dim
+
+
+def _check_pooling(pooling: str) -> None:
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """Each row divided by its L2 norm (rows of zeros stay zero)."""
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=1e-12)
+
+
 def pool_decoded(
-    decodings: torch.Tensor, decoded: torch.Tensor | None, pooling: str
+    decodings: torch.Tensor,
+    decoded: torch.Tensor | None,
+    pooling: str,
+    prediction: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pool per-gene decodings over each cell's genes into one cell embedding.
 
@@ -74,14 +125,41 @@ def pool_decoded(
         ``(batch, n_genes)`` bool, the genes to pool (a network without the low-expression
         branch has decodings only at the genes it sees); ``None``: every gene.
     pooling
-        ``"max"``, ``"mean"`` or ``"sum"``.
+        One of :data:`POOLINGS`:
+
+        - ``"max"``, ``"mean"``, ``"sum"``: over genes, per feature. With every gene decoded,
+          sum is mean times the number of genes (the same embedding up to scale).
+        - ``"max+mean"``: the max and the mean, each divided by its own L2 norm in each cell,
+          then concatenated. The per-cell norm is chosen so that neither half dominates
+          distances by its scale (the mean of decodings that share a large gene-identity part
+          has a much larger norm than its differences between cells) while a cell's embedding
+          still depends on that cell alone (a per-dataset scaling would change with the
+          batch-mates). Each half has norm 1, the embedding norm sqrt(2).
+        - ``"feature_sum"``: the original scLong's cell embedding for zero-shot batch
+          integration: per gene, the sum over the ``dim`` features of its decoding, plus its
+          predicted value when ``prediction`` is given; one value per gene. (The original's
+          zero-shot script calls a ``get_cell_emb`` its release lacks and notes the result as
+          one value per gene; reconstructions of the article's methods concatenate the
+          predicted expression to the decodings, then sum.) Genes a cell did not decode are 0.
+    prediction
+        ``(batch, n_genes)`` the network's predicted values, added by ``"feature_sum"``
+        (ignored by the other poolings).
 
     Returns
     -------
-    ``(batch, dim)``; 0 for a cell without decoded genes.
+    ``(batch, width)`` with the width of :func:`pooled_dim`; 0 for a cell without decoded
+    genes.
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
+    _check_pooling(pooling)
+    if pooling == "max+mean":
+        pooled_max = pool_decoded(decodings, decoded, "max")
+        pooled_mean = pool_decoded(decodings, decoded, "mean")
+        return torch.cat([_unit(pooled_max), _unit(pooled_mean)], dim=-1)
+    if pooling == "feature_sum":
+        values = decodings.sum(dim=-1)
+        if prediction is not None:
+            values = values + prediction.to(values.dtype)
+        return values if decoded is None else values.masked_fill(~decoded, 0.0)
     if decoded is None:
         if pooling == "max":
             return decodings.amax(dim=1)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ..module._module import DEFAULT_POOLING, Pooling
 from ..validation import ScLongInputError, check_not_view
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ def cell_line_embedding(
     groupby: str,
     *,
     pooling: Literal["mean", "pseudobulk"] = "mean",
-    cell_pooling: Literal["mean", "max", "sum"] = "max",
+    cell_pooling: Pooling = DEFAULT_POOLING,
     counts_layer: str | None = None,
     batch_size: int | None = None,
     key_added: str = "sclong_cell_lines",
@@ -56,8 +57,10 @@ def cell_line_embedding(
     pooling
         ``"mean"`` (average of cell embeddings) or ``"pseudobulk"`` (one embedded profile).
     cell_pooling
-        How a cell's (or profile's) gene decodings are pooled into a vector (``"max"``: the
-        package default, see :func:`~sclong_scverse.tl.embed`).
+        How a cell's (or profile's) gene decodings are pooled into a vector: one of
+        :data:`~sclong_scverse.module._module.POOLINGS` (``"max"``, ``"mean"``, ``"sum"``,
+        ``"max+mean"``, ``"feature_sum"``, see :func:`~sclong_scverse.tl.embed`); default
+        :data:`~sclong_scverse.module._module.DEFAULT_POOLING`.
     counts_layer
         Raw counts for ``"pseudobulk"`` (``None``: ``adata.X``).
     batch_size
@@ -67,7 +70,8 @@ def cell_line_embedding(
 
     Returns
     -------
-    ``(n_groups, dim)`` float32 DataFrame, groups (sorted) as index.
+    ``(n_groups, width)`` float32 DataFrame (the width of ``cell_pooling``), groups (sorted)
+    as index.
 
     Raises
     ------

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Literal
 
 import anndata as ad
 
+from ..module._module import DEFAULT_POOLING, Pooling
 from ..validation import check_not_view
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def embed(
     adata: ad.AnnData,
     model: SCLONG,
     *,
-    pooling: Literal["mean", "max", "sum"] = "max",
+    pooling: Pooling = DEFAULT_POOLING,
     batch_size: int | None = None,
     key_added: str = "X_sclong",
     copy: bool = False,
@@ -56,9 +57,15 @@ def embed(
     model
         A trained or loaded :class:`~sclong_scverse.model.SCLONG`.
     pooling
-        Pooling of the merged decodings over genes: ``"max"`` (default, chosen by the
-        integration benchmark, see ``docs/benchmarks.md``), ``"mean"`` or ``"sum"``. A model
-        without the low-expression branch pools each cell's decoded top genes only.
+        Pooling of the merged decodings, one of
+        :data:`~sclong_scverse.module._module.POOLINGS`: ``"max"``, ``"mean"`` or ``"sum"``
+        over genes (``dim`` values per cell); ``"max+mean"`` (max and mean, each scaled to
+        unit norm per cell, concatenated: ``2 * dim`` values); ``"feature_sum"`` (the original
+        scLong's zero-shot embedding: each gene's decoding summed over its features plus its
+        predicted value, one value per gene). Default:
+        :data:`~sclong_scverse.module._module.DEFAULT_POOLING`, chosen on integration bio
+        conservation and a cross-batch linear probe (``docs/pooling.md``). A model without the
+        low-expression branch pools each cell's decoded top genes only.
     batch_size
         Cells per forward pass.
     key_added
@@ -77,7 +84,8 @@ def embed(
     -------
     ``None``, or the new AnnData when ``copy``. Writes
 
-    - ``adata.obsm[key_added]``: ``(n_cells, dim)`` float32 cell embeddings;
+    - ``adata.obsm[key_added]``: ``(n_cells, width)`` float32 cell embeddings (the width of
+      the pooling, see :func:`~sclong_scverse.module._module.pooled_dim`);
     - ``adata.uns[key_added]["params"]``: the parameters.
 
     Nothing else in ``adata`` changes. An existing ``adata.obsm[key_added]`` and
