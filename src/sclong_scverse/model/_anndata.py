@@ -21,7 +21,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
 
-from ..pp._checks import (
+from ..validation import (
     ScLongInputError,
     check_not_view,
     check_unique_var_names,

@@ -13,7 +13,7 @@ import torch
 from mudata import MuData
 
 from ..io._lean import convert_state, held_dtype, load_mapped, resolve_dtype
-from ..pp._checks import SCLONG_MAX_VALUE
+from ..validation import SCLONG_MAX_VALUE
 from ._anndata import _align_to_genes, _gene_ids, _rna
 
 

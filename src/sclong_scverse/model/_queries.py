@@ -15,7 +15,7 @@ from scvi import REGISTRY_KEYS, settings
 from tqdm.auto import tqdm
 
 from ..module._module import DEFAULT_POOLING, POOLINGS, pool_decoded
-from ..pp._checks import (
+from ..validation import (
     SCLONG_MAX_VALUE,
     ScLongInputError,
     check_not_view,

@@ -19,7 +19,7 @@ from ..genes import GeneVocabulary
 from ..go import GeneGraph, default_human_annotations
 from ..module import ScLongModule, ScLongTrainingPlan
 from ..nn import ScLongConfig, ScLongNetwork
-from ..pp._checks import (
+from ..validation import (
     ScLongInputError,
     check_obs_key,
     check_unique_var_names,
