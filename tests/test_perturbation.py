@@ -9,11 +9,13 @@ so that the runtime does not depend on it (the full screen is the benchmark's,
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
 import torch
+from scipy import sparse
 
 import sclong_scverse as scl
 from conftest import TEST_DATA
@@ -68,7 +70,7 @@ def trained(screen, backbone):
     model = SCLONGPerturbation(
         adata, sclong=backbone, hidden_dim=32, n_control_cells=96, uncertainty_free_gamma=0.0
     )
-    model.train(max_epochs=8, lr=1e-3, batch_size=32)
+    model.train(max_epochs=8, lr=1e-3, batch_size=32, accelerator="cpu", enable_progress_bar=False)
     return model, adata
 
 
@@ -191,7 +193,7 @@ def test_bad_input_errors(screen, backbone):
 # ---------------------------------------------------------------------- model
 def test_model_beats_no_change_on_training_conditions(trained):
     model, adata = trained
-    history = model.history
+    history = model.history_frame()
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     result = scl.tl.benchmark_perturbation(
         adata, {"sclong": model}, layer="log1p", evaluate="train"
@@ -200,6 +202,96 @@ def test_model_beats_no_change_on_training_conditions(trained):
     # measured: mse_de model ~0.44 vs no-change 0.93 (5 training targets)
     assert means.loc["sclong", "mse_de"] < 0.8 * means.loc["no_change", "mse_de"]
     assert means.loc["sclong", "l2_top_expressed"] < means.loc["no_change", "l2_top_expressed"]
+
+
+def _no_change_loss(adata: ad.AnnData, part: str, gamma: float, direction_lambda: float) -> float:
+    """GEARS's loss of predicting the control mean for every cell of ``part``, by hand (numpy)."""
+    values = adata.layers["log1p"]
+    values = values.toarray() if sparse.issparse(values) else np.asarray(values)
+    condition = adata.obs["condition"].astype(str).to_numpy()
+    cells = adata.obs["split"].astype(str).to_numpy() == part
+    control_mean = values[condition == "ctrl"].mean(axis=0)
+    autofocus = direction = n = 0.0
+    for name in np.unique(condition[cells]):
+        mask = values[condition == name][:512].mean(axis=0) > 0  # GEARS: genes not zero
+        x = values[cells & (condition == name)]
+        autofocus += (np.abs(control_mean - x) ** (2 + gamma) * mask).sum()
+        direction += (np.sign(x - control_mean) ** 2 * mask).sum()  # tanh(0) = 0
+        n += mask.sum() * len(x)
+    return autofocus / n + direction_lambda * direction / n
+
+
+def test_trainer_training_beats_the_no_change_loss(screen, backbone):
+    adata = screen.copy()
+    SCLONGPerturbation.setup_anndata(adata, layer="log1p")
+    model = SCLONGPerturbation(adata, sclong=backbone, hidden_dim=32, n_control_cells=96)
+    spec = model.spec_
+    assert spec["uncertainty_free_gamma"] == 2.0  # GEARS's own loss, |error|^4 + direction
+    history = model.train(
+        max_epochs=6,
+        lr=5e-3,
+        batch_size=32,
+        early_stopping_patience=None,
+        accelerator="cpu",
+        enable_progress_bar=False,
+    )
+    # trained by the Lightning trainer: scvi-tools' history, one row per epoch
+    assert {"train_loss", "validation_loss"} <= set(model.history)
+    assert len(model.history["validation_loss"]) == len(history) == 6
+    assert np.isfinite(history.to_numpy()).all()
+    # the trivial baseline: the control mean predicted for every validation cell (ATF2)
+    baseline = _no_change_loss(
+        adata, "val", spec["uncertainty_free_gamma"], spec["direction_lambda"]
+    )
+    best = history["validation_loss"].min()
+    # measured: 16.3 vs 21.7 (epoch 0: 75, a random control cell + an untrained head)
+    assert best < 0.85 * baseline
+    assert history["validation_loss"].iloc[0] > baseline
+    # the kept weights are the best validation epoch's: the loss recomputed from them, with
+    # the validation draws of the data module (seed + 1, restarted every epoch)
+    assert model.best_epoch_ == int(history["validation_loss"].idxmin())
+    assert set(model.cells_["split"]) == {"train", "validation", "test"}
+    val = np.flatnonzero(model.cells_["split"].to_numpy() == "validation")
+    assert list(model.cells_["condition"].iloc[val].unique()) == ["ATF2+ctrl"]
+    generator = torch.Generator().manual_seed(1)
+    values = adata.layers["log1p"][val]
+    codes = sorted(set(model.cells_["condition"]))
+    batch = {
+        "truth": torch.as_tensor(values.toarray(), dtype=torch.float32),
+        "pool": torch.randint(0, 96, (len(val),), generator=generator),
+        "code": torch.full((len(val),), codes.index("ATF2+ctrl")),
+    }
+    with torch.no_grad():
+        recomputed = float(model.module.cpu().training_loss(batch))
+    assert recomputed == pytest.approx(best, rel=1e-4)
+
+
+def test_head_against_a_linear_probe_on_its_own_features(trained, screen, backbone):
+    # issue 27: the head next to a ridge regression on the same scLong features (the probe of
+    # docs/perturbation.md), on the held-out targets of the real subset (IFNGR2, STAT1)
+    model, adata = trained
+    features = model.gene_features()
+    vocabulary = list(backbone.vocabulary.genes)
+    assert list(features.index) == vocabulary  # unmeasured targets (ATF2 ...) included
+    assert features.shape[1] == backbone.module.network.config.dim
+    # for a measured gene: the pool average of the very features the head reads
+    decodings = model.module.context("pool_inputs")  # (n_pool, n_genes, d), frozen backbone
+    np.testing.assert_allclose(
+        features.loc["STAT1"],
+        decodings[:, list(screen.var_names).index("STAT1")].mean(0),
+        atol=1e-5,
+    )
+    result = scl.tl.benchmark_perturbation(
+        adata, {"head": model}, layer="log1p", gene_embeddings={"probe": features}
+    )
+    assert not result.loc[result["method"] == "linear_probe", "fallback"].any()
+    means = result.groupby("method")[["mse_de", "pearson_delta"]].mean()
+    head, probe = means.loc["head"], means.loc["linear_probe"]
+    # measured: MSE top-20 DE 1.21 vs 1.29 (the head matches its probe); Pearson delta 0.46 vs
+    # 0.55: the gap recorded on docs/perturbation.md, held here so that it does not widen
+    assert head["mse_de"] <= 1.05 * probe["mse_de"]
+    assert probe["pearson_delta"] - head["pearson_delta"] < 0.15
+    assert head["pearson_delta"] > 0.3
 
 
 def test_predict_output(trained, screen):
@@ -239,7 +331,9 @@ def test_ablation_and_gears_loss_train(screen):
     SCLONGPerturbation.setup_anndata(adata, layer="log1p")
     model = SCLONGPerturbation(adata, sclong=None, hidden_dim=16, n_control_cells=64)
     assert not model.module.uses_backbone
-    history = model.train(max_epochs=8, lr=5e-3, batch_size=64)  # GEARS's |error|^4 loss
+    history = model.train(  # GEARS's |error|^4 loss
+        max_epochs=8, lr=5e-3, batch_size=64, accelerator="cpu", enable_progress_bar=False
+    )
     assert history["train_loss"].iloc[-1] < 0.8 * history["train_loss"].iloc[0]
     assert np.isfinite(history["validation_loss"]).all()
     result = scl.tl.benchmark_perturbation(adata, {"ablation": model}, layer="log1p")
@@ -406,7 +500,13 @@ def test_fine_tuning_updates_the_backbone_copy_only(screen, backbone):
     name, original = next(iter(backbone.module.network.state_dict().items()))
     original = original.clone()
     before = {k: v.clone() for k, v in model.module.backbone.named_parameters()}
-    model.train(max_epochs=1, batch_size=16, max_cells_per_condition=4)
+    model.train(
+        max_epochs=1,
+        batch_size=16,
+        max_cells_per_condition=4,
+        accelerator="cpu",
+        enable_progress_bar=False,
+    )
     after = dict(model.module.backbone.named_parameters())
     assert any(not torch.equal(before[k], after[k]) for k in before)  # fine-tuned
     assert torch.equal(backbone.module.network.state_dict()[name], original)  # a copy

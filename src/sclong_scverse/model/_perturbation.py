@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anndata as ad
 import numpy as np
@@ -14,13 +13,13 @@ import torch
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
-from scvi.model.base import BaseModelClass
 
 from ..go import GeneGraph, default_human_annotations
-from ..module import PerturbationModule
+from ..module import PerturbationModule, copy_network
 from ..nn import ScLongConfig, ScLongNetwork
 from ..pp._checks import ScLongInputError, check_not_view, to_memory, validate_adata_input
 from ..pp._perturbation import CONTROL, condition_genes, condition_label, parse_condition
+from ._head_base import SCLONGHead
 
 if TYPE_CHECKING:
     from ._sclong import SCLONG
@@ -29,6 +28,11 @@ logger = logging.getLogger(__name__)
 
 #: ``adata.obs`` columns of :meth:`SCLONGPerturbation.predict`'s output (pertpy conventions).
 PERTPY_CONTROL = "control"
+#: The names of ``adata.obs[split_key]`` (:func:`~sclong_scverse.pp.perturbation_split`) -> the
+#: head's split names.
+_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+#: Cells of a condition read for its GEARS loss mask (the genes not zero in its cells).
+_MASK_CELLS = 512
 
 
 def _dense_rows(values, rows: np.ndarray) -> np.ndarray:
@@ -37,22 +41,7 @@ def _dense_rows(values, rows: np.ndarray) -> np.ndarray:
     return block.astype(np.float32)
 
 
-def _copy_network(network: ScLongNetwork) -> ScLongNetwork:
-    """A CPU copy of a scLong network (its state, GO graph and random features included)."""
-    state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-    return _network_from_state(network.config.to_dict(), state)
-
-
-def _network_from_state(config: dict, state: dict) -> ScLongNetwork:
-    """A scLong network with the weights of ``state`` (keys of the network's own state)."""
-    index = next(v for k, v in state.items() if k.endswith("gene_embedding.edge_index"))
-    weight = next(v for k, v in state.items() if k.endswith("gene_embedding.edge_weight"))
-    network = ScLongNetwork(ScLongConfig.from_dict(config), index, weight)
-    network.load_state_dict(state)
-    return network
-
-
-class SCLONGPerturbation(BaseModelClass):
+class SCLONGPerturbation(SCLONGHead):
     """GEARS-style genetic perturbation model on scLong gene features (as scLong used GEARS).
 
     Each measured gene of a control cell is described by scLong's per-gene decoding of that cell
@@ -61,7 +50,9 @@ class SCLONGPerturbation(BaseModelClass):
     the GO graph (built with :class:`~sclong_scverse.go.GeneGraph` from the embedded human
     annotations), summed and added to every gene; a per-gene decoder predicts the change, added
     to the control values. Trained with GEARS's autofocus + direction loss on (perturbed cell,
-    random control cell) pairs. ``sclong=None`` gives the scLong-free ablation: the same head
+    random control cell) pairs, through scvi-tools' ``TrainRunner`` (Lightning: ``accelerator``,
+    ``devices``, ``precision``, early stopping on the validation loss, the best epoch's weights
+    restored, ``model.history``). ``sclong=None`` gives the scLong-free ablation: the same head
     with learned gene embeddings.
 
     Reads the values registered by :meth:`setup_anndata` (``adata.layers[layer]`` or
@@ -104,6 +95,9 @@ class SCLONGPerturbation(BaseModelClass):
     >>> model.train(max_epochs=20)
     >>> predicted = model.predict(["STAT1+ctrl"])  # one row per condition, layers["delta"]
     """
+
+    _examples_attr = "cells_"
+    _text_columns = ("cell", "condition", "split")
 
     def __init__(
         self,
@@ -178,7 +172,7 @@ class SCLONGPerturbation(BaseModelClass):
                     f"The scLong model reads adata.layers[{layer!r}], which this AnnData lacks; "
                     f"run scl.pp.normalize(adata, key_added={layer!r}) on the counts first."
                 )
-            network = _copy_network(sclong.module.network)
+            network = copy_network(sclong.module.network).cpu()
             spec["backbone"] = {
                 "config": network.config.to_dict(),
                 "vocabulary": [str(g) for g in vocabulary],
@@ -188,6 +182,7 @@ class SCLONGPerturbation(BaseModelClass):
                 "check_normalization": bool(args.get("check_normalization", True)),
             }
         self._build(spec, network)
+        self.history_ = None
         self.init_params_ = {"non_kwargs": {}, "kwargs": {}}
 
     # ------------------------------------------------------------------ setup
@@ -262,17 +257,13 @@ class SCLONGPerturbation(BaseModelClass):
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
-    @property
-    def _setup_args(self) -> dict:
-        return self.adata_manager._get_setup_method_args()["setup_args"]
-
     def _registered_conditions(self) -> np.ndarray:
         args = self._setup_args
         labels = self.adata.obs[args["condition_key"]].astype(str).to_numpy()
         return np.where(labels == args["control"], CONTROL, labels)
 
     # ------------------------------------------------------------------ construction
-    def _build(self, spec: dict, network: ScLongNetwork | None) -> None:
+    def _build(self, spec: dict, network: ScLongNetwork | None = None) -> None:
         self.spec_ = spec
         genes = list(spec["genes"])
         perturbation_genes = list(spec["perturbation_genes"])
@@ -296,7 +287,7 @@ class SCLONGPerturbation(BaseModelClass):
             direction_lambda=float(spec["direction_lambda"]),
         )
         self._perturbation_index = index
-        self._features: torch.Tensor | None = None
+        self._pool_context_ready = False
         self._prepare_data()
         kind = "scLong features" if network is not None else "learned gene embeddings (ablation)"
         n_edges = np.asarray(spec["go_edge_index"]).reshape(2, -1).shape[1]
@@ -310,10 +301,19 @@ class SCLONGPerturbation(BaseModelClass):
         return self.adata.X if layer is None else self.adata.layers[layer]
 
     def _prepare_data(self) -> None:
-        """Control-cell pool, its values, control mean and the per-condition gene masks."""
+        """Control-cell pool, its values and backbone inputs, control mean, the cells' table."""
         spec = self.spec_
         conditions = self._registered_conditions()
         self._conditions = conditions
+        self.cells_ = pd.DataFrame(
+            {
+                "cell": np.asarray(self.adata.obs_names.astype(str), dtype=object),
+                "condition": np.asarray(conditions, dtype=object),
+                "split": "unused",
+            }
+        )
+        self.best_epoch_ = None
+        self.split_ = None
         control_rows = np.flatnonzero(conditions == CONTROL)
         if not len(control_rows):
             raise ScLongInputError("No control cells in the registered data.")
@@ -358,22 +358,39 @@ class SCLONGPerturbation(BaseModelClass):
             )
             self._pool_tokens = tokens
 
-    def _pool_features(self, rows: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Frozen backbone: decodings of the pool's control cells, computed once."""
-        if self._pool_tokens is None or not self.module.freeze_backbone:
-            return None
-        if self._features is None:
-            chunks = []
-            with torch.inference_mode():
-                for start in range(0, len(self._pool), 32):
-                    tokens = self._pool_tokens[start : start + 32].to(self._device)
-                    chunks.append(self.module.backbone_features(tokens).float())
-            self._features = torch.cat(chunks)
-        return self._features if rows is None else self._features[rows]
+    def _pool_inputs(self) -> torch.Tensor:
+        """The backbone inputs of the control pool, on the module's device.
 
-    @property
-    def _device(self) -> torch.device:
-        return next(self.module.parameters()).device
+        Frozen backbone: the pool's decodings at the measured genes ``(n_pool, n_genes, d)``,
+        computed once; fine-tuned backbone: its tokens ``(n_pool, n_tokens)``; the ablation: an
+        empty ``(n_pool, 0)`` tensor.
+        """
+        device = self._device
+        if self._pool_tokens is None:
+            return torch.zeros(len(self._pool), 0)
+        if not self.module.freeze_backbone:
+            return self._pool_tokens
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(self._pool), 32):
+                tokens = self._pool_tokens[start : start + 32].to(device)
+                chunks.append(self.module.backbone_features(tokens).float())
+        return torch.cat(chunks)
+
+    def _set_pool_context(self) -> None:
+        """Attach the control pool (values, backbone inputs) and the control mean to the module.
+
+        They are the module's context tensors (non-persistent buffers): they move with it to the
+        accelerator and are never saved with the weights.
+        """
+        if self._pool_context_ready:
+            return
+        self.module.set_context(
+            pool_values=self._pool_values,
+            pool_inputs=self._pool_inputs(),
+            control_mean=torch.as_tensor(self.control_mean_),
+        )
+        self._pool_context_ready = True
 
     def _indicator(self, conditions: Sequence[str]) -> torch.Tensor:
         out = torch.zeros(len(conditions), len(self._perturbation_index))
@@ -389,17 +406,52 @@ class SCLONGPerturbation(BaseModelClass):
         return out
 
     def _forward(self, pool_rows: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
+        self._set_pool_context()
         device = self._device
-        control = self._pool_values[pool_rows].to(device)
-        features = self._pool_features(pool_rows)
-        tokens = None
-        if features is None and self._pool_tokens is not None:
-            tokens = self._pool_tokens[pool_rows].to(device)
-        elif features is not None:
-            features = features.to(device)
-        return self.module(control, indicator.to(device), features=features, tokens=tokens)
+        return self.module.forward_pool(pool_rows.to(device), indicator.to(device))
 
     # ------------------------------------------------------------------ training
+    def _cell_split(
+        self,
+        split_key: str | None,
+        train_conditions: Sequence[str] | None,
+        validation_conditions: Sequence[str] | None,
+    ) -> tuple[np.ndarray, dict]:
+        """Each cell's part (``"train"``, ``"validation"``, ``"test"``, ``"unused"``)."""
+        conditions = self._conditions
+        out = np.full(len(conditions), "unused", dtype=object)
+        if train_conditions is not None:
+            train = {condition_label(parse_condition(c, "+")) for c in train_conditions}
+            out[np.isin(conditions, sorted(train | {CONTROL}))] = "train"
+            if validation_conditions is not None:
+                held = {condition_label(parse_condition(c, "+")) for c in validation_conditions}
+                if held & (train | {CONTROL}):
+                    raise ScLongInputError(
+                        f"Conditions {sorted(held & (train | {CONTROL}))} are both training and "
+                        "validation conditions."
+                    )
+                out[np.isin(conditions, sorted(held))] = "validation"
+            return out, {"kind": "train_conditions"}
+        if validation_conditions is not None:
+            raise ValueError("validation_conditions needs train_conditions.")
+        if split_key is not None and split_key in self.adata.obs.columns:
+            split = self.adata.obs[split_key].astype(str).to_numpy()
+            for name, part in _SPLIT_NAMES.items():
+                out[split == name] = part
+            return out, {"kind": "split_key", "split_key": split_key}
+        out[:] = "train"
+        return out, {"kind": "all"}
+
+    def _loss_context(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """GEARS's per-condition inputs: the perturbation indicator and the loss's gene mask."""
+        conditions = self._conditions
+        # GEARS's loss uses, per perturbation, the genes not zero in its cells
+        nonzero = np.zeros((len(names), self.adata.n_vars), dtype=bool)
+        for i, name in enumerate(names):
+            rows = np.flatnonzero(conditions == name)[:_MASK_CELLS]
+            nonzero[i] = _dense_rows(self._x, rows).mean(axis=0) > 0
+        return {"indicator": self._indicator(names), "nonzero": torch.as_tensor(nonzero)}
+
     def train(
         self,
         max_epochs: int = 20,
@@ -408,124 +460,130 @@ class SCLONGPerturbation(BaseModelClass):
         weight_decay: float = 5e-4,
         split_key: str | None = "split",
         train_conditions: Sequence[str] | None = None,
-        gradient_clip_val: float = 1.0,
+        gradient_clip_val: float | None = 1.0,
         max_cells_per_condition: int | None = None,
-        accelerator: str = "cpu",
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        precision: str | int | None = None,
+        early_stopping_patience: int | None = 5,
         seed: int = 0,
+        validation_conditions: Sequence[str] | None = None,
+        **trainer_kwargs: Any,
     ) -> pd.DataFrame:
-        """Train the head on (perturbed cell, random control cell) pairs.
+        """Train the head on (perturbed cell, random control cell) pairs, the scvi-tools way.
+
+        Trains through scvi-tools' ``TrainRunner`` (Lightning), as ``SCVI.train`` does. Each
+        training cell (perturbed cells and the control cells themselves) is paired with a
+        control cell drawn at random from the model's pool, anew for every batch (seeded); the
+        loss is GEARS's (:meth:`~sclong_scverse.module.PerturbationModule.loss`). The validation
+        cells are paired with the same draws every epoch, so that their loss is comparable from
+        epoch to epoch: it drives early stopping and the weights of the epoch with the lowest
+        validation loss are kept (``model.best_epoch_``); the earlier hand-written loop kept the
+        last epoch's weights and only reported the validation loss. Test cells are never read.
 
         Reads the registered values and conditions and ``adata.obs[split_key]`` (the training
         cells are those marked ``"train"``, controls included; ``"val"`` cells give the
-        validation loss); writes nothing into ``adata`` (losses go to ``model.history``).
+        validation loss); writes nothing into ``adata``. The history goes to ``model.history``
+        (``train_loss``, ``validation_loss``: GEARS's loss per epoch), each cell's part to
+        ``model.cells_["split"]``.
 
         Parameters
         ----------
         max_epochs
-            Passes over the training cells.
+            Most passes over the training cells.
         batch_size
             Cells per step.
         lr, weight_decay
             Adam settings (GEARS: 1e-3, 5e-4).
         split_key
             ``adata.obs`` column of a split (:func:`~sclong_scverse.pp.perturbation_split`);
-            ``None`` or absent: every cell trains (unless ``train_conditions``).
+            ``None`` or absent: every cell trains, without validation (unless
+            ``train_conditions``).
         train_conditions
             Conditions to train on (overrides ``split_key``); the control always trains.
         gradient_clip_val
-            Gradient-norm clipping.
+            Gradient-norm clipping (a Lightning trainer setting; ``None``: none).
         max_cells_per_condition
             Train on at most this many cells of each condition (a seeded draw; ``None``: all),
             to bound the time per epoch on large screens.
-        accelerator
-            ``"cpu"``, ``"gpu"``/``"cuda"`` or ``"auto"``.
+        accelerator, devices, precision
+            Lightning settings (``"auto"``: a GPU when there is one).
+        early_stopping_patience
+            Stop after this many epochs without a lower validation loss (``None``: never).
         seed
-            Seed of the shuffles and the control-cell pairing.
+            Seed of the shuffles, the control-cell pairing and the per-condition draw.
+        validation_conditions
+            With ``train_conditions``: conditions whose cells give the validation loss.
+        **trainer_kwargs
+            Passed to the Lightning trainer (e.g. ``enable_progress_bar=False``, ``callbacks``).
 
         Returns
         -------
-        The training history (``train_loss``, ``validation_loss`` per epoch).
+        ``train_loss``, ``validation_loss`` (GEARS's loss) per epoch (NaN without validation
+        cells).
+
+        Raises
+        ------
+        ScLongInputError
+            No perturbed cell to train on.
         """
-        use_gpu = accelerator in ("gpu", "cuda")
-        use_gpu = use_gpu or (accelerator == "auto" and torch.cuda.is_available())
-        device = torch.device("cuda" if use_gpu else "cpu")
-        self.module.to(device)
-        self._features = None
+        from scvi.model._utils import parse_device_args
+
         conditions = self._conditions
-        if train_conditions is not None:
-            keep = set(train_conditions) | {CONTROL}
-            train_rows = np.flatnonzero(np.isin(conditions, list(keep)))
-            val_rows = np.array([], dtype=np.int64)
-        elif split_key is not None and split_key in self.adata.obs.columns:
-            split = self.adata.obs[split_key].astype(str).to_numpy()
-            train_rows = np.flatnonzero(split == "train")
-            val_rows = np.flatnonzero(split == "val")
-        else:
-            train_rows = np.arange(self.adata.n_obs)
-            val_rows = np.array([], dtype=np.int64)
+        split, record = self._cell_split(split_key, train_conditions, validation_conditions)
         rng = np.random.default_rng(seed)
         if max_cells_per_condition is not None:
-            kept = []
-            for condition in np.unique(conditions[train_rows]):
-                rows = train_rows[conditions[train_rows] == condition]
+            for condition in np.unique(conditions[split == "train"]):
+                rows = np.flatnonzero((split == "train") & (conditions == condition))
                 if len(rows) > max_cells_per_condition:
-                    rows = rng.choice(rows, size=max_cells_per_condition, replace=False)
-                kept.append(rows)
-            train_rows = np.sort(np.concatenate(kept))
-        if not (conditions[train_rows] != CONTROL).any():
+                    dropped = rng.choice(
+                        rows, size=len(rows) - max_cells_per_condition, replace=False
+                    )
+                    split[np.sort(dropped)] = "unused"
+        if not (conditions[split == "train"] != CONTROL).any():
             raise ScLongInputError("No perturbed cells to train on (only controls).")
+        self.cells_["split"] = split
+        self.split_ = {
+            **record,
+            "max_cells_per_condition": max_cells_per_condition,
+            "seed": int(seed),
+        }
         names = sorted(set(conditions))
         code = {c: i for i, c in enumerate(names)}
-        indicator = self._indicator(names)
-        cell_codes = np.array([code[c] for c in conditions])
-        # GEARS's loss uses, per perturbation, the genes not zero in its cells
-        nonzero = np.zeros((len(names), self.adata.n_vars), dtype=bool)
-        for c, i in code.items():
-            rows = np.flatnonzero(conditions == c)[:512]
-            nonzero[i] = _dense_rows(self._x, rows).mean(axis=0) > 0
-        nonzero = torch.as_tensor(nonzero)
-        control_mean = torch.as_tensor(self.control_mean_).to(device)
-        optimizer = torch.optim.Adam(
-            [p for p in self.module.parameters() if p.requires_grad],
+        examples = {
+            "row": np.arange(len(conditions), dtype=np.int64),
+            "code": np.array([code[c] for c in conditions], dtype=np.int64),
+        }
+        _, _, device = parse_device_args(accelerator, devices, return_device="torch")
+        self.module.to(device)
+        self._set_pool_context()
+        self.module.set_context(**self._loss_context(names))
+        values, n_pool = self._x, len(self._pool)
+
+        def pair(batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict:
+            """The cells' values and a random control cell of the pool for each."""
+            rows = batch.pop("row").numpy()
+            batch["truth"] = torch.from_numpy(_dense_rows(values, rows))
+            batch["pool"] = torch.randint(0, n_pool, (len(rows),), generator=generator)
+            return batch
+
+        if gradient_clip_val is not None:
+            trainer_kwargs.setdefault("gradient_clip_val", float(gradient_clip_val))
+        return self._fit(
+            examples,
+            self._split_rows(),
+            max_epochs=max_epochs,
+            batch_size=batch_size,
             lr=lr,
             weight_decay=weight_decay,
+            early_stopping_patience=early_stopping_patience,
+            accelerator=accelerator,
+            devices=devices,
+            precision=precision,
+            seed=seed,
+            augment=pair,
+            **trainer_kwargs,
         )
-        history: dict[str, list[float]] = {"train_loss": [], "validation_loss": []}
-
-        def step(rows: np.ndarray, train: bool) -> float:
-            pair = torch.as_tensor(rng.integers(0, len(self._pool), size=len(rows)))
-            codes = torch.as_tensor(cell_codes[rows])
-            truth = torch.as_tensor(_dense_rows(self._x, rows)).to(device)
-            prediction = self._forward(pair, indicator[codes])
-            loss = self.module.loss(prediction, truth, control_mean, nonzero[codes].to(device))
-            if train:
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.module.parameters(), gradient_clip_val)
-                optimizer.step()
-            return float(loss.detach()) * len(rows)
-
-        for _ in range(int(max_epochs)):
-            self.module.train()
-            order = rng.permutation(train_rows)
-            total = sum(
-                step(order[s : s + batch_size], True) for s in range(0, len(order), batch_size)
-            )
-            history["train_loss"].append(total / len(order))
-            self.module.eval()
-            if len(val_rows):
-                with torch.no_grad():
-                    total = sum(
-                        step(val_rows[s : s + batch_size], False)
-                        for s in range(0, len(val_rows), batch_size)
-                    )
-                history["validation_loss"].append(total / len(val_rows))
-            else:
-                history["validation_loss"].append(float("nan"))
-        self.module.eval()
-        self.is_trained_ = True
-        self.history_ = pd.DataFrame(history)
-        return self.history_
 
     # ------------------------------------------------------------------ queries
     @property
@@ -607,82 +665,74 @@ class SCLONGPerturbation(BaseModelClass):
             table = self.module.perturbation_embedding().float().cpu().numpy()
         return pd.DataFrame(table, index=self.perturbation_genes)
 
-    # ------------------------------------------------------------------ save / load
-    def save(
-        self,
-        dir_path: str | os.PathLike,
-        prefix: str | None = None,
-        overwrite: bool = False,
-    ) -> None:
-        """Save as plain data (``model.pt``, loads with ``weights_only=True``) + manifest.
+    def gene_features(self, batch_size: int = 32) -> pd.DataFrame:
+        """The scLong feature of every vocabulary gene as the head reads it, over its control cells.
 
-        Writes ``model.pt`` (weights, the backbone's included, gene lists, the GO graph, the
-        setup registry, the control cells' names, the history) and ``manifest.json`` (sha256,
-        versions) in ``dir_path``; reads nothing from ``adata``.
+        The frozen backbone's decoding of each gene of the scLong vocabulary (the measured genes
+        and the unmeasured targets alike) in each control cell of the model's pool, averaged
+        over the pool. For the measured genes these are the vectors the head's feature
+        projection reads (per cell). The linear probe of ``docs/perturbation.md`` regresses a
+        condition's change on its perturbed gene's row (pass the table to
+        :func:`~sclong_scverse.tl.benchmark_perturbation` as ``gene_embeddings``).
 
         Parameters
         ----------
-        dir_path
-            Folder to write (created).
-        prefix
-            Prefix of the file names.
-        overwrite
-            Replace a model saved there.
-        """
-        from ._saving import save_head
-
-        spec = dict(self.spec_)
-        extra = {"backbone": spec["backbone"] is not None}
-        save_head(self, dir_path, prefix, overwrite, spec=spec, extra=extra)
-
-    @classmethod
-    def load(
-        cls,
-        dir_path: str | os.PathLike,
-        adata: ad.AnnData,
-        prefix: str | None = None,
-        verify: bool = True,
-    ) -> SCLONGPerturbation:
-        """Load a saved model safely and attach ``adata`` (the screen, with control cells).
-
-        ``model.pt`` is read with ``torch.load(weights_only=True)`` after checking
-        ``manifest.json`` (sha256). Registers ``adata`` as :meth:`setup_anndata` does (same
-        condition key, control label and layer); the control cells saved with the model are
-        used when ``adata`` holds them.
-
-        Parameters
-        ----------
-        dir_path
-            Folder written by :meth:`save`.
-        adata
-            The screen (the saved genes, in the same order).
-        prefix
-            File name prefix given to :meth:`save`.
-        verify
-            Check the manifest first.
+        batch_size
+            Control cells per forward pass.
 
         Returns
         -------
-        The model, in eval mode.
+        DataFrame ``(n_vocabulary_genes, d)`` indexed by gene symbol.
+
+        Raises
+        ------
+        ValueError
+            The scLong-free ablation (no backbone).
         """
-        from ._saving import load_head
+        backbone = self.spec_["backbone"]
+        if backbone is None:
+            raise ValueError("The scLong-free ablation has no scLong features.")
+        network = self.module.backbone
+        network.eval()
+        total = None
+        with torch.inference_mode():
+            for start in range(0, len(self._pool), batch_size):
+                tokens = self._pool_tokens[start : start + batch_size].to(self._device)
+                decodings = network(tokens)["decodings"].float().sum(dim=0)
+                total = decodings if total is None else total + decodings
+        vocabulary = list(backbone["vocabulary"])
+        table = (total / len(self._pool))[: len(vocabulary)].cpu().numpy()
+        return pd.DataFrame(table, index=vocabulary)
 
-        def check(spec: dict, _attrs: dict) -> None:
-            genes = [str(g) for g in spec["genes"]]
-            if [str(g) for g in adata.var_names] != genes:
-                raise ScLongInputError(
-                    f"adata's genes differ from the saved model's {len(genes)} genes (order "
-                    "included); subset and reorder it: adata[:, saved_genes]."
-                )
+    # ------------------------------------------------------------------ save / load
+    def _saved_attributes(self) -> dict:
+        from ._saving import text_columns
 
-        def network(spec: dict, state: dict):
-            if spec["backbone"] is None:
-                return None
-            prefix_length = len("backbone.")
-            backbone_state = {
-                k[prefix_length:]: v for k, v in state.items() if k.startswith("backbone.")
-            }
-            return _network_from_state(spec["backbone"]["config"], backbone_state)
+        return {
+            "cells_": text_columns(self.cells_, self._text_columns),
+            "split_": self.split_,
+            "best_epoch_": self.best_epoch_,
+        }
 
-        model, _ = load_head(cls, dir_path, adata, prefix, verify, check=check, network=network)
-        return model
+    def _restore_attributes(self, attrs: dict) -> None:
+        saved = attrs.get("cells_")
+        if saved is not None and list(saved["cell"]) == list(self.cells_["cell"]):
+            self.cells_["split"] = np.asarray(saved["split"], dtype=object)
+        self.split_ = attrs.get("split_")
+        self.best_epoch_ = attrs.get("best_epoch_")
+
+    @classmethod
+    def _check_loaded_data(cls, adata: ad.AnnData, spec: dict, attrs: dict) -> None:
+        genes = [str(g) for g in spec["genes"]]
+        if [str(g) for g in adata.var_names] != genes:
+            raise ScLongInputError(
+                f"adata's genes differ from the saved model's {len(genes)} genes (order "
+                "included); subset and reorder it: adata[:, saved_genes]."
+            )
+
+    @classmethod
+    def _load_network(cls, spec: dict, state: dict) -> ScLongNetwork | None:
+        """The backbone to load the saved weights into (its GO graph comes with them)."""
+        if spec["backbone"] is None:
+            return None
+        return ScLongNetwork(ScLongConfig.from_dict(spec["backbone"]["config"]))

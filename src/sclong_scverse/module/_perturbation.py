@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..nn import ScLongNetwork
+from ._head import HeadModuleMixin
 
 
 def _mlp(sizes: list[int], last_activation: bool = False) -> nn.Sequential:
@@ -64,7 +65,7 @@ class GOGraphConv(nn.Module):
         return self.linear(out)
 
 
-class PerturbationModule(nn.Module):
+class PerturbationModule(HeadModuleMixin, nn.Module):
     """GEARS as scLong used it: per-gene features + GO perturbation branch + per-gene decoder.
 
     For a batch of (control cell, perturbation) pairs, each measured gene ``g`` of the control
@@ -80,6 +81,12 @@ class PerturbationModule(nn.Module):
     perturbed genes and passed through an MLP (``pert_fuse``). A per-gene decoder (GEARS's
     ``indv_w1``, ``cross_gene_state``, ``indv_w2``) gives the change, added to the control
     values (the residual on control).
+
+    Training (:meth:`training_loss`) reads a mini-batch of perturbed (or control) cells and the
+    context tensors set by the model class (:meth:`set_context`): ``pool_values`` (the control
+    pool's values), ``pool_inputs`` (their frozen backbone features, their backbone tokens, or an
+    empty tensor for the ablation), ``indicator`` (conditions x perturbable genes, 0/1),
+    ``nonzero`` (conditions x genes, the genes entering GEARS's loss) and ``control_mean``.
 
     Parameters
     ----------
@@ -273,3 +280,44 @@ class PerturbationModule(nn.Module):
             (prediction - control_mean) / self.direction_temperature
         )
         return autofocus + self.direction_lambda * ((direction**2) * weight).sum() / n
+
+    def forward_pool(self, pool: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+        """Predictions for control cells of the pool (context ``pool_values``, ``pool_inputs``).
+
+        Parameters
+        ----------
+        pool
+            ``(batch,)`` positions in the control pool.
+        perturbed
+            ``(batch, n_perturbation_genes)`` 0/1 indicator of the perturbed genes.
+
+        Returns
+        -------
+        ``(batch, n_genes)`` predictions (see :meth:`forward`).
+        """
+        control = self.context("pool_values")[pool]
+        features = tokens = None
+        if self.backbone is not None:
+            inputs = self.context("pool_inputs")
+            if inputs.ndim == 3:
+                features = inputs[pool]
+            else:
+                tokens = inputs[pool]
+        return self(control, perturbed.to(control.dtype), features=features, tokens=tokens)
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """GEARS's loss (:meth:`loss`) of a batch of cells, each paired with a control cell.
+
+        Parameters
+        ----------
+        batch
+            ``pool`` (``(batch,)`` positions of the paired control cells in the pool), ``code``
+            (``(batch,)`` condition codes: rows of the context ``indicator`` and ``nonzero``)
+            and ``truth`` (``(batch, n_genes)`` the cells' values).
+        """
+        code = batch["code"]
+        prediction = self.forward_pool(batch["pool"], self.context("indicator")[code])
+        truth = batch["truth"].to(prediction.dtype)
+        return self.loss(
+            prediction, truth, self.context("control_mean"), self.context("nonzero")[code]
+        )
