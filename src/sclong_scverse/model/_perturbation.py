@@ -17,8 +17,8 @@ from scvi.data import AnnDataManager, fields
 from ..go import GeneGraph, default_human_annotations
 from ..module import PerturbationModule, copy_network
 from ..nn import ScLongConfig, ScLongNetwork
-from ..pp._checks import ScLongInputError, check_not_view, to_memory, validate_adata_input
 from ..pp._perturbation import CONTROL, condition_genes, condition_label, parse_condition
+from ..validation import ScLongInputError, check_not_view, to_memory, validate_adata_input
 from ._head_base import SCLONGHead
 
 if TYPE_CHECKING:
