@@ -188,6 +188,88 @@ def logp_synergy(smiles: pd.Series, cell_lines, n_pairs: int = 400, seed: int = 
     return pd.DataFrame(rows, columns=["drug1", "drug2", "cell_line", "label"])
 
 
+# ---------------------------------------------------------------------- linear probes (issue 27)
+def drug_table(smiles, kind: str = "morgan") -> np.ndarray:
+    """A simple drug representation per SMILES: a fingerprint or the mean of the atom features.
+
+    ``"morgan"``: 1024-bit Morgan fingerprint (radius 2); ``"deepce"`` / ``"deepcdr"``: the
+    mean of the drug's 62-d DeepCE / 75-d DeepCDR atom features (the chemical perturbation /
+    drug combination head's own input, without its graph).
+    """
+    if kind == "deepce":
+        return np.stack([scl.chem.deepce_graph(s)["atom_features"].mean(axis=0) for s in smiles])
+    if kind == "deepcdr":
+        return np.stack([scl.chem.deepcdr_graph(s).atom_features.mean(axis=0) for s in smiles])
+    from rdkit import Chem
+    from rdkit.Chem import rdFingerprintGenerator
+
+    generator = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=1024)
+    return np.stack(
+        [generator.GetFingerprintAsNumPy(Chem.MolFromSmiles(s)) for s in smiles]
+    ).astype(np.float64)
+
+
+def _standardized_on(table: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    mean, scale = table[rows].mean(axis=0), table[rows].std(axis=0)
+    return (table - mean) / np.where(scale > 1e-8, scale, 1.0)
+
+
+def chem_probe(model, drug: str = "deepce") -> dict:
+    """Ridge regression of the profiles on ``[drug ; cell line ; dose]``, on the head's split.
+
+    Inputs per profile: the drug's :func:`drug_table` row, the head's scLong cell-line vector
+    and the dose one-hot; one ridge per gene (multi-output). The project's probe
+    (``model._head_base.ridge_probe``): standardised on the training profiles, the penalty the
+    one with the lowest validation MSE, as the head's epoch. Returns DeepCE's metrics on the
+    test profiles.
+    """
+    from sclong_scverse.model._head_base import ridge_probe
+
+    spec, profiles = model.spec_, model.profiles_
+    split = profiles["split"].to_numpy()
+    rows = {name: np.flatnonzero(split == name) for name in ("train", "validation", "test")}
+    drugs = drug_table(spec["smiles"], drug)[profiles["drug"].map(model._drug_index).to_numpy()]
+    cells = np.asarray(spec["cell_features"], dtype=np.float64)
+    cells = cells[profiles["cell_line"].map(model._cell_index).to_numpy()]
+    doses = pd.get_dummies(profiles["dose_um"]).to_numpy(dtype=np.float64)
+    targets = model._targets()
+    predictions, _ = ridge_probe(np.hstack([drugs, cells, doses]), targets, rows)
+    test = rows["test"]
+    metrics = scl.tl.signature_metrics(targets[test], predictions[test], ks=(100,), n_true=100)
+    return {k: metrics[k] for k in ("pearson", "spearman", "rmse")}
+
+
+def combination_probe(model, drug: str = "deepcdr") -> dict:
+    """Logistic regression on ``[drug 1 + drug 2 ; drug 1 * drug 2 ; cell line]``, head's split.
+
+    The drug pair is combined as the head combines its drug vectors (symmetric in the two
+    drugs); the cell line is the head's cell-line feature vector; standardised on the training
+    triples. C (of 9, 1e-3 to 1e1) is the one with the lowest validation log-loss, as the
+    head's epoch. Returns AUROC and AUPR on the test triples.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    triples, spec = model.triples_, model.spec_
+    split = triples["split"].to_numpy()
+    train = np.flatnonzero(split == "train")
+    table = drug_table(spec["smiles"], drug)
+    d1 = table[triples["drug1"].map(model._drug_index).to_numpy()]
+    d2 = table[triples["drug2"].map(model._drug_index).to_numpy()]
+    cells = model._feature_matrix()[triples["cell_line"].map(model._cell_index).to_numpy()]
+    x = _standardized_on(np.hstack([d1 + d2, d1 * d2, cells]), train)
+    y = triples["label"].to_numpy()
+    val, test = split == "validation", split == "test"
+    best = (np.inf, None)
+    for c in np.logspace(-3, 1, 9):
+        probe = LogisticRegression(C=c, max_iter=2000).fit(x[train], y[train])
+        loss = log_loss(y[val], probe.predict_proba(x[val])[:, 1], labels=[0, 1])
+        if loss < best[0]:
+            best = (loss, probe)
+    metrics = scl.tl.synergy_metrics(y[test], best[1].predict_proba(x[test])[:, 1])
+    return {"auroc": metrics["auroc"], "aupr": metrics["aupr"]}
+
+
 # ---------------------------------------------------------------------- metrics
 def test_signature_metrics_by_hand():
     from scipy import stats
@@ -467,9 +549,23 @@ def test_chem_module_with_gene_self_attention_and_packing():
     assert module.missing_embedding.grad[0].abs().sum() == 0  # genes with features: not used
 
 
-def test_chem_head_learns_drug_structure_on_held_out_compounds(
-    smiles, gene_vectors, line_vectors, landmarks, tmp_path
-):
+#: the trainer settings of the tests (CPU, no progress bar)
+TRAINER = {"accelerator": "cpu", "enable_progress_bar": False}
+#: the chemical perturbation head's schedule here: 30 epochs (at 15 it was still far below the
+#: ridge probe, test Pearson 0.60 vs 0.69; at 30, 0.71)
+CHEM_TRAIN = {"max_epochs": 30, "batch_size": 32, "lr": 6e-3, "early_stopping_patience": None}
+#: the combination head's: lr 1e-3 over 30 epochs (lr 3e-3 over 15: unstable, AUROC 0.90 vs the
+#: logistic probe's 0.92; lr 1e-3 over 30: 0.93)
+COMBO_TRAIN = {"max_epochs": 30, "batch_size": 128, "lr": 1e-3, "early_stopping_patience": None}
+#: how far below its probe a head may score on the test split: the runs are seeded, but the
+#: scLong vectors they read move by ~1e-3 between pretraining runs and float sums with the
+#: thread count; 0.02 is also the tolerance issue 27 gives the classifier against its probe
+PROBE_TOLERANCE = 0.02
+
+
+@pytest.fixture(scope="module")
+def chem_trained(smiles, gene_vectors, line_vectors):
+    """The chemical perturbation head trained on ``leave_drug_out`` (30 epochs, Lightning)."""
     signatures = descriptor_profiles(smiles, gene_vectors, line_vectors.index)
     SCLONGChemPerturbation.setup_anndata(signatures)
     with pytest.warns(UserWarning, match=r"\d+ of 978 genes have no features"):
@@ -480,14 +576,31 @@ def test_chem_head_learns_drug_structure_on_held_out_compounds(
             cell_features=line_vectors,
             **CHEM_SIZES,
         )
-    assert set(model.genes_without_features_) == set(gene_vectors.attrs["unmapped"])
     counts = model.split("leave_drug_out", seed=0)
+    history = model.train(**CHEM_TRAIN, **TRAINER)
+    return model, signatures, counts, history
+
+
+def test_chem_head_learns_drug_structure_on_held_out_compounds(
+    chem_trained, smiles, gene_vectors, landmarks, tmp_path
+):
+    model, signatures, counts, history = chem_trained
+    assert set(model.genes_without_features_) == set(gene_vectors.attrs["unmapped"])
     assert counts.loc["test", "drugs"] >= 30 and counts.loc["validation", "drugs"] >= 30
     split = model.profiles_.groupby("split")["drug"].agg(set)
     assert not split["train"] & split["test"] and not split["validation"] & split["test"]
-    history = model.train(max_epochs=15, batch_size=32, lr=6e-3, early_stopping_patience=None)
-    assert model.best_epoch_ == int(history["validation_mse"].idxmin())  # chosen on validation
-    assert history["train_mse"].iloc[-1] < history["train_mse"].iloc[0]
+    # trained by the Lightning trainer: a per-epoch frame, and scvi-tools' history per epoch
+    assert list(history.columns) == ["train_loss", "validation_loss"]
+    assert len(history) == CHEM_TRAIN["max_epochs"]
+    for name in ("train_loss", "validation_loss"):
+        assert len(model.history[name]) == CHEM_TRAIN["max_epochs"]
+    assert model.best_epoch_ == int(history["validation_loss"].idxmin())  # chosen on validation
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    # below the trivial baseline: the mean training profile predicted for every profile
+    targets, part = np.asarray(signatures.X), model.profiles_["split"].to_numpy()
+    mean = targets[part == "train"].mean(axis=0)
+    trivial = float(((targets[part == "validation"] - mean) ** 2).mean())
+    assert history["validation_loss"].min() < 0.5 * trivial  # measured: 0.18 vs 0.67
     scores = model.evaluate().set_index(["method", "split"])
     test = scores.xs("test", level="split")
     # held-out compounds: the drug mean has nothing to offer (= the mean profile) and the
@@ -497,7 +610,7 @@ def test_chem_head_learns_drug_structure_on_held_out_compounds(
     assert test.loc["model", "rmse"] < test.loc["cell_line_mean", "rmse"]
     assert test.loc["model", "precision_up@100"] > test.loc["mean_profile", "precision_up@100"]
     best = scores.loc[("model", "validation"), "rmse"] ** 2
-    assert best == pytest.approx(history["validation_mse"].min(), rel=1e-4)
+    assert best == pytest.approx(history["validation_loss"].min(), rel=1e-4)
     # predictions: drugs x cell lines x doses; a new compound from its SMILES
     table = model.predict(["BRD-K70792160"], doses=["10.0 um"])
     assert table.shape == (3, 978) and table.index.names == ["drug", "cell_line", "dose_um"]
@@ -513,6 +626,8 @@ def test_chem_head_learns_drug_structure_on_held_out_compounds(
     loaded = SCLONGChemPerturbation.load(tmp_path / "chem", signatures.copy())
     np.testing.assert_allclose(loaded.predict_profiles(), model.predict_profiles(), rtol=1e-5)
     pd.testing.assert_frame_equal(loaded.profiles_, model.profiles_)
+    pd.testing.assert_frame_equal(loaded.history_frame(), history)
+    assert loaded.best_epoch_ == model.best_epoch_ and loaded.split_ == model.split_
     weights = tmp_path / "chem" / "model.pt"
     weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(ModelIntegrityError, match="checksum"):
@@ -526,8 +641,19 @@ def test_chem_head_learns_drug_structure_on_held_out_compounds(
             signatures, smiles=smiles, gene_features=features, **CHEM_SIZES
         )
         other.split("leave_drug_out", seed=0)
-        other.train(max_epochs=1, batch_size=64, lr=6e-3)
+        other.train(max_epochs=1, batch_size=64, lr=6e-3, **TRAINER)
         assert np.isfinite(other.predict_profiles(rows=[0, 1])).all()
+
+
+def test_chem_head_at_least_matches_a_ridge_probe(chem_trained):
+    """Issue 27: the head is no worse than a ridge on its own inputs (same split, test drugs)."""
+    model = chem_trained[0]
+    head = model.evaluate(splits=("test",)).set_index("method").loc["model"]
+    probe = chem_probe(model)  # drug: mean DeepCE atom features, the head's own input
+    morgan = chem_probe(model, drug="morgan")
+    assert probe["pearson"] > morgan["pearson"] > 0.5  # the bar: the stronger of the two
+    assert head["pearson"] >= probe["pearson"] - PROBE_TOLERANCE  # measured: 0.71 vs 0.69
+    assert head["rmse"] <= probe["rmse"] + PROBE_TOLERANCE  # measured: 0.46 vs 0.49
 
 
 def test_chem_bad_input(smiles, gene_vectors, line_vectors):
@@ -595,15 +721,34 @@ def test_combination_splits_hold_out_whole_groups(smiles, line_vectors):
         split_combinations(frame, "scaffold")
 
 
-def test_combination_head_learns_on_held_out_drugs(smiles, line_vectors, tmp_path):
+@pytest.fixture(scope="module")
+def combination_trained(smiles, line_vectors):
+    """The drug combination head trained on ``leave_drug_out`` (30 epochs, Lightning)."""
     combinations = logp_synergy(smiles, line_vectors.index)
     adata = _lines(line_vectors, combinations)
     SCLONGDrugCombination.setup_anndata(adata)
     model = SCLONGDrugCombination(adata, smiles=smiles, **COMBO_SIZES)
     counts = model.split("leave_drug_out", seed=0)
+    history = model.train(**COMBO_TRAIN, **TRAINER)
+    return model, adata, combinations, counts, history
+
+
+def test_combination_head_learns_on_held_out_drugs(
+    combination_trained, smiles, line_vectors, tmp_path
+):
+    model, adata, combinations, counts, history = combination_trained
     assert counts.loc["test", "triples"] > 100
-    history = model.train(max_epochs=15, batch_size=128, lr=3e-3, early_stopping_patience=None)
+    assert list(history.columns) == ["train_loss", "validation_loss"]
+    assert len(history) == COMBO_TRAIN["max_epochs"]
+    for name in ("train_loss", "validation_loss"):
+        assert len(model.history[name]) == COMBO_TRAIN["max_epochs"]
     assert model.best_epoch_ == int(history["validation_loss"].idxmin())
+    # below the trivial baseline: the BCE of the training base rate on the validation triples
+    triples = model.triples_
+    rate = triples.loc[triples["split"] == "train", "label"].mean()
+    y = triples.loc[triples["split"] == "validation", "label"].to_numpy()
+    trivial = float(-np.mean(y * np.log(rate) + (1 - y) * np.log(1 - rate)))
+    assert history["validation_loss"].min() < 0.6 * trivial  # measured: 0.36 vs 0.69
     scores = model.evaluate().set_index(["method", "split"]).xs("test", level="split")
     assert scores.loc["model", "auroc"] > 0.8
     for baseline in ("cell_line_rate", "drug_rate", "combination_rate"):
@@ -627,8 +772,19 @@ def test_combination_head_learns_on_held_out_drugs(smiles, line_vectors, tmp_pat
     SCLONGDrugCombination.setup_anndata(ablation)
     other = SCLONGDrugCombination(ablation, smiles=smiles, **COMBO_SIZES)
     other.split("leave_drug_out", seed=0)
-    other.train(max_epochs=3, batch_size=128, lr=3e-3)
+    other.train(max_epochs=3, batch_size=128, lr=3e-3, **TRAINER)
     assert other.evaluate()["auroc"].notna().all()
+
+
+def test_combination_head_at_least_matches_a_logistic_probe(combination_trained):
+    """Issue 27: the head is no worse than a logistic regression on its own inputs."""
+    model = combination_trained[0]
+    head = model.evaluate(splits=("test",)).set_index("method").loc["model"]
+    probe = combination_probe(model)  # drugs: mean DeepCDR atom features, the head's input
+    morgan = combination_probe(model, drug="morgan")
+    assert probe["auroc"] > morgan["auroc"] > 0.8  # the bar: the stronger of the two
+    assert head["auroc"] >= probe["auroc"] - PROBE_TOLERANCE  # measured: 0.93 vs 0.92
+    assert head["aupr"] >= probe["aupr"] - PROBE_TOLERANCE
 
 
 def test_combination_bad_input(smiles, line_vectors, caplog):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
@@ -15,19 +14,13 @@ import torch
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
-from scvi.model.base import BaseModelClass
 
 from ..datasets._l1000 import check_not_signatures, parse_dose
+from ..metrics import PRECISION_KS, signature_metrics
 from ..module import ChemPerturbationModule, pack_bond_graphs
-from ..pp._checks import ScLongInputError, check_not_view
-from ..tl._drug_metrics import PRECISION_KS, signature_metrics
-from ._drug_response import SplitKind, split_pairs
-from ._head_training import (
-    DrugHeadMixin,
-    feature_scaling,
-    train_with_validation,
-    training_device,
-)
+from ..validation import ScLongInputError, check_not_view
+from ._drug_response import SPLITS, SplitKind
+from ._head_base import SCLONGHead
 
 if TYPE_CHECKING:
     from ._sclong import SCLONG
@@ -149,7 +142,7 @@ def _doses(values) -> np.ndarray:
     return np.round(parse_dose(values.astype(str)), 6)
 
 
-class SCLONGChemPerturbation(DrugHeadMixin, BaseModelClass):
+class SCLONGChemPerturbation(SCLONGHead):
     """DeepCE-style chemical perturbation model: drug graph + scLong gene vectors -> 978 genes.
 
     Predicts an L1000 signature (one z-score per landmark gene) from a compound (its SMILES, as a
@@ -178,7 +171,13 @@ class SCLONGChemPerturbation(DrugHeadMixin, BaseModelClass):
     test compounds never seen) and ``leave_cell_line_out``; validation is kept apart from test
     and chooses the epoch. :meth:`evaluate` scores the model next to three mean baselines
     (mean training profile, cell-line mean, drug mean) with DeepCE's metrics
-    (:func:`~sclong_scverse.tl.signature_metrics`).
+    (:func:`~sclong_scverse.tl.signature_metrics`). :meth:`train` runs scvi-tools'
+    ``TrainRunner`` (Lightning), as ``SCVI.train`` does.
+
+    :meth:`save` writes ``model.pt`` (weights, drugs and SMILES, genes and their feature table,
+    cell lines and their feature table, doses, the profiles and their split, feature scaling,
+    the genes without features, the history) and ``manifest.json``; :meth:`load` needs the
+    same signatures (same genes in the same order, same number of profiles).
 
     Parameters
     ----------
@@ -201,6 +200,9 @@ class SCLONGChemPerturbation(DrugHeadMixin, BaseModelClass):
         Genes also attend to each other (DeepCE: yes; ``978^2`` per profile, slow on a CPU).
     learn_missing
         Learned vectors for genes without features (else zeros, as scLong's DeepCE run).
+    normalize_atoms
+        Layer-normalise the drug's atom vectors (DeepCE: no; see
+        :class:`~sclong_scverse.module.ChemPerturbationModule`).
     seed
         Seed of the initial weights.
 
@@ -214,6 +216,9 @@ class SCLONGChemPerturbation(DrugHeadMixin, BaseModelClass):
     >>> model.train(max_epochs=100)
     >>> model.evaluate()  # model and baselines: Pearson, Spearman, RMSE, precision@k
     """
+
+    _examples_attr = "profiles_"
+    _text_columns = ("drug", "cell_line", "split")
 
     def __init__(
         self,
@@ -231,6 +236,7 @@ class SCLONGChemPerturbation(DrugHeadMixin, BaseModelClass):
         dropout: float = 0.1,
         gene_self_attention: bool = True,
         learn_missing: bool = True,
+        normalize_atoms: bool = True,
         seed: int = 0,
     ):
         super().__init__(adata)
@@ -315,6 +321,7 @@ class SCLONGChemPerturbation(DrugHeadMixin, BaseModelClass):
             "dropout": float(dropout),
             "gene_self_attention": bool(gene_self_attention),
             "learn_missing": bool(learn_missing),
+            "normalize_atoms": bool(normalize_atoms),
             "seed": int(seed),
         }
         self._build(spec)
@@ -397,10 +404,6 @@ class SCLONGChemPerturbation(DrugHeadMixin, BaseModelClass):
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
-    @property
-    def _setup_args(self) -> dict:
-        return self.adata_manager._get_setup_method_args()["setup_args"]
-
     def _profile_table(self) -> pd.DataFrame:
         args = self._setup_args
         obs = self.adata.obs
@@ -445,6 +448,7 @@ class SCLONGChemPerturbation(DrugHeadMixin, BaseModelClass):
             dropout=spec["dropout"],
             gene_self_attention=spec["gene_self_attention"],
             learn_missing=spec["learn_missing"],
+            normalize_atoms=spec.get("normalize_atoms", False),  # models saved before: none
         )
         width = 0 if cells is None else np.asarray(cells).shape[1]
         self.feature_mean_ = np.zeros(width, dtype=np.float32)
@@ -480,10 +484,11 @@ class SCLONGChemPerturbation(DrugHeadMixin, BaseModelClass):
         validation_fraction: float = 0.2,
         seed: int = 0,
     ) -> pd.DataFrame:
-        """Assign the profiles to train / validation / test (see ``split_pairs``).
+        """Assign the profiles to train / validation / test (grouped, leakage-free).
 
         ``random``: profiles drawn at random; ``leave_drug_out``: whole compounds (DeepCE's de
-        novo setting, 60/20/20 by compound); ``leave_cell_line_out``: whole cell lines. Writes
+        novo setting, 60/20/20 by compound); ``leave_cell_line_out``: whole cell lines
+        (the head base's seeded draw, as the drug response head's). Writes
         ``model.profiles_["split"]``.
 
         Parameters
@@ -499,15 +504,12 @@ class SCLONGChemPerturbation(DrugHeadMixin, BaseModelClass):
         -------
         Counts of profiles, drugs and cell lines per split.
         """
-        self.profiles_["split"] = split_pairs(
-            self.profiles_, kind, test_fraction, validation_fraction, seed
-        )
-        self.split_ = {
-            "kind": kind,
-            "test_fraction": float(test_fraction),
-            "validation_fraction": float(validation_fraction),
-            "seed": int(seed),
-        }
+        if kind not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, not {kind!r}.")
+        column = {"leave_drug_out": "drug", "leave_cell_line_out": "cell_line"}.get(kind)
+        groups = None if column is None else [self.profiles_[column].to_numpy()]
+        what = f"{column.replace('_', ' ')}s" if column else "groups"
+        self._assign_split(groups, kind, test_fraction, validation_fraction, seed, what)
         return self.profiles_.groupby("split").agg(
             profiles=("drug", "size"),
             drugs=("drug", "nunique"),
@@ -521,22 +523,17 @@ class SCLONGChemPerturbation(DrugHeadMixin, BaseModelClass):
         s = frame["dose_um"].map(self._dose_index).to_numpy(dtype=np.int64)
         return torch.as_tensor(d), torch.as_tensor(c), torch.as_tensor(s)
 
-    def _run(self, graphs, cells, rows, d, c, s, targets=None, batch_size=256) -> np.ndarray:
-        """Predictions (or, with targets, the summed squared error) of ``rows``, no gradient."""
+    def _run(self, graphs, cells, rows, d, c, s, batch_size=256) -> np.ndarray:
+        """Predicted profiles of ``rows`` (positions in ``d``, ``c``, ``s``), no gradient."""
         self.module.eval()
-        out, total = [], 0.0
+        out = []
         rows = rows.to(d.device)
         with torch.no_grad():
             atoms = self.module.atom_vectors(graphs)
             for start in range(0, len(rows), batch_size):
                 r = rows[start : start + batch_size]
                 prediction = self.module(atoms, graphs["slots"], d[r], cells, c[r], s[r])
-                if targets is None:
-                    out.append(prediction.cpu().numpy())
-                else:
-                    total += float(((prediction - targets[r]) ** 2).sum())
-        if targets is not None:
-            return np.asarray(total)
+                out.append(prediction.cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.spec_["genes"])), np.float32)
 
     def train(
@@ -546,87 +543,76 @@ class SCLONGChemPerturbation(DrugHeadMixin, BaseModelClass):
         lr: float = 2e-4,
         weight_decay: float = 0.0,
         early_stopping_patience: int | None = 10,
-        accelerator: str = "cpu",
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        precision: str | int | None = None,
         seed: int = 0,
+        **trainer_kwargs,
     ) -> pd.DataFrame:
         """Train on the training profiles (MSE); keep the epoch with the lowest validation MSE.
 
-        The test profiles are not read. The output offset (the mean training profile) and the
+        Trains through scvi-tools' ``TrainRunner`` (Lightning), as ``SCVI.train`` does. The
+        test profiles are not read. The output offset (the mean training profile) and the
         cell-line feature scaling are fitted on the training profiles. Writes nothing into
-        ``adata`` (the history goes to ``model.history_``).
+        ``adata``; the history goes to ``model.history`` (``train_loss``, ``validation_loss``:
+        MSE per epoch), the best epoch to ``model.best_epoch_``.
 
         Parameters
         ----------
         max_epochs
-            Passes over the training profiles.
+            Most passes over the training profiles.
         batch_size
             Profiles per step (DeepCE: 16).
         lr, weight_decay
             Adam settings (DeepCE: lr 2e-4).
         early_stopping_patience
             Stop after this many epochs without a better validation MSE (``None``: never).
-        accelerator
-            ``"cpu"``, ``"gpu"``/``"cuda"`` or ``"auto"``.
+        accelerator, devices, precision
+            Lightning settings (``"auto"``: a GPU when there is one).
         seed
             Seed of the shuffles and dropout.
+        **trainer_kwargs
+            Passed to the Lightning trainer (e.g. ``enable_progress_bar=False``).
 
         Returns
         -------
-        ``train_mse``, ``validation_mse`` per epoch (mean over genes and profiles).
+        ``train_loss``, ``validation_loss`` (MSE over genes and profiles) per epoch.
 
         Raises
         ------
         ScLongInputError
             No training profiles.
         """
-        device = training_device(accelerator)
-        split = self.profiles_["split"].to_numpy()
-        train_rows = np.flatnonzero(split == "train")
-        val_rows = np.flatnonzero(split == "validation")
-        if not len(train_rows):
+        rows = self._split_rows()
+        if not len(rows["train"]):
             raise ScLongInputError(
                 "No training profiles; call model.split(...) with fractions < 1."
             )
-        targets_np = self._targets()
+        targets = self._targets()
         if self.spec_["cell_features"] is not None:
-            table = np.asarray(self.spec_["cell_features"], dtype=np.float32)
-            lines = self.profiles_["cell_line"].to_numpy()[train_rows]
-            used = sorted({self._cell_index[c] for c in lines})
-            self.feature_mean_, self.feature_scale_ = feature_scaling(table, used)
-        self.module.offset.copy_(torch.as_tensor(targets_np[train_rows].mean(axis=0)))
-        self.module.to(device)
-        graphs = {k: v.to(device) for k, v in self._graphs.items()}
-        cells = self._cell_tensor().to(device)
-        d, c, s = (t.to(device) for t in self._indices(self.profiles_))
-        targets = torch.as_tensor(targets_np).to(device)
-        n_genes = targets.shape[1]
-
-        def batch_loss(positions: torch.Tensor) -> torch.Tensor:
-            r = torch.as_tensor(train_rows[positions.numpy()]).to(device)
-            atoms = self.module.atom_vectors(graphs)
-            prediction = self.module(atoms, graphs["slots"], d[r], cells, c[r], s[r])
-            return torch.mean((prediction - targets[r]) ** 2)
-
-        def validation_loss() -> float:
-            rows = torch.as_tensor(val_rows).to(device)
-            error = self._run(graphs, cells, rows, d, c, s, targets, batch_size=256)
-            return float(error) / (len(val_rows) * n_genes)
-
-        self.history_, self.best_epoch_ = train_with_validation(
-            self.module,
-            len(train_rows),
-            batch_loss,
-            validation_loss if len(val_rows) else None,
+            lines = self.profiles_["cell_line"].to_numpy()[rows["train"]]
+            self._fit_feature_scaling(
+                np.asarray(self.spec_["cell_features"], dtype=np.float32),
+                sorted({self._cell_index[c] for c in lines}),
+            )
+        self.module.offset.copy_(torch.as_tensor(targets[rows["train"]].mean(axis=0)))
+        self.module.set_context(cells=self._cell_tensor(), **self._graphs)
+        d, c, s = self._indices(self.profiles_)
+        examples = {"drug": d, "cell": c, "dose": s, "y": torch.as_tensor(targets)}
+        return self._fit(
+            examples,
+            rows,
             max_epochs=max_epochs,
             batch_size=batch_size,
             lr=lr,
             weight_decay=weight_decay,
             early_stopping_patience=early_stopping_patience,
+            accelerator=accelerator,
+            devices=devices,
+            precision=precision,
             seed=seed,
-            names=("train_mse", "validation_mse"),
+            **trainer_kwargs,
         )
-        self.is_trained_ = True
-        return self.history_
 
     # ------------------------------------------------------------------ queries
     def predict_profiles(self, rows: Sequence[int] | None = None) -> np.ndarray:
@@ -774,92 +760,31 @@ class SCLONGChemPerturbation(DrugHeadMixin, BaseModelClass):
         return pd.DataFrame(rows)
 
     # ------------------------------------------------------------------ save / load
-    def save(
-        self,
-        dir_path: str | os.PathLike,
-        prefix: str | None = None,
-        overwrite: bool = False,
-    ) -> None:
-        """Save as plain data (``model.pt``, loads with ``weights_only=True``) + manifest.
-
-        Writes ``model.pt`` (weights, drugs and SMILES, genes and their feature table, cell
-        lines, doses, the profiles and their split, the history) and ``manifest.json`` (sha256,
-        versions) in ``dir_path``; reads nothing from ``adata``.
-
-        Parameters
-        ----------
-        dir_path
-            Folder to write (created).
-        prefix
-            Prefix of the file names.
-        overwrite
-            Replace a model saved there.
-        """
-        from ._saving import save_head, text_columns
-
+    def _saved_spec(self) -> dict:
+        """The spec with the gene and cell-line feature tables as float32 arrays."""
         spec = dict(self.spec_)
         spec["gene_features"] = np.asarray(spec["gene_features"], dtype=np.float32)
         if spec["cell_features"] is not None:
             spec["cell_features"] = np.asarray(spec["cell_features"], dtype=np.float32)
-        save_head(
-            self,
-            dir_path,
-            prefix,
-            overwrite,
-            spec=spec,
-            attrs={
-                "profiles_": text_columns(self.profiles_, ("drug", "cell_line", "split")),
-                "split_": getattr(self, "split_", None),
-                "feature_mean_": np.asarray(self.feature_mean_),
-                "feature_scale_": np.asarray(self.feature_scale_),
-                "genes_without_features_": list(self.genes_without_features_),
-            },
-        )
+        return spec
+
+    def _saved_attributes(self) -> dict:
+        """The base's attributes (profiles and split, scaling) and the genes without features."""
+        return {
+            **super()._saved_attributes(),
+            "genes_without_features_": list(self.genes_without_features_),
+        }
+
+    def _restore_attributes(self, attrs: dict) -> None:
+        super()._restore_attributes(attrs)
+        self.genes_without_features_ = list(attrs.get("genes_without_features_", []))
 
     @classmethod
-    def load(
-        cls,
-        dir_path: str | os.PathLike,
-        adata: ad.AnnData,
-        prefix: str | None = None,
-        verify: bool = True,
-    ) -> SCLONGChemPerturbation:
-        """Load a saved model safely (``torch.load(weights_only=True)``, manifest checked).
-
-        Registers ``adata`` as :meth:`setup_anndata` does (same keys); its profiles must be the
-        saved model's (same genes, same number of profiles).
-
-        Parameters
-        ----------
-        dir_path
-            Folder written by :meth:`save`.
-        adata
-            The signatures.
-        prefix
-            File name prefix given to :meth:`save`.
-        verify
-            Check the manifest first.
-
-        Returns
-        -------
-        The model, in eval mode.
-        """
-        from ._saving import load_head
-
-        def check(spec: dict, attrs: dict) -> None:
-            if [str(g) for g in adata.var_names] != [str(g) for g in spec["genes"]]:
-                raise ScLongInputError(
-                    "adata's genes differ from the saved model's (order included)."
-                )
-            if adata.n_obs != len(attrs["profiles_"]):
-                raise ScLongInputError(
-                    f"adata has {adata.n_obs} profiles; the saved model {len(attrs['profiles_'])}."
-                )
-
-        model, attrs = load_head(cls, dir_path, adata, prefix, verify, check=check)
-        model.profiles_ = attrs["profiles_"]
-        model.split_ = attrs.get("split_")
-        model.feature_mean_ = np.asarray(attrs["feature_mean_"], dtype=np.float32)
-        model.feature_scale_ = np.asarray(attrs["feature_scale_"], dtype=np.float32)
-        model.genes_without_features_ = list(attrs.get("genes_without_features_", []))
-        return model
+    def _check_loaded_data(cls, adata: ad.AnnData, spec: dict, attrs: dict) -> None:
+        """The signatures must be the saved model's: same genes (in order), same profiles."""
+        if [str(g) for g in adata.var_names] != [str(g) for g in spec["genes"]]:
+            raise ScLongInputError("adata's genes differ from the saved model's (order included).")
+        if adata.n_obs != len(attrs["profiles_"]):
+            raise ScLongInputError(
+                f"adata has {adata.n_obs} profiles; the saved model {len(attrs['profiles_'])}."
+            )

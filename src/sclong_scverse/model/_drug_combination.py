@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -14,18 +13,12 @@ import torch
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
-from scvi.model.base import BaseModelClass
 
+from ..metrics import synergy_metrics
 from ..module import DrugCombinationModule
-from ..pp._checks import ScLongInputError, check_not_view
-from ..tl._drug_metrics import synergy_metrics
+from ..validation import ScLongInputError, check_not_view
 from ._drug_response import _packed
-from ._head_training import (
-    DrugHeadMixin,
-    feature_scaling,
-    train_with_validation,
-    training_device,
-)
+from ._head_base import SCLONGHead, split_examples
 
 logger = logging.getLogger(__name__)
 
@@ -83,53 +76,27 @@ def split_combinations(
     ScLongInputError
         Fewer than 3 groups to hold out.
     """
+    groups, what = _combination_groups(frame, kind)
+    return split_examples(len(frame), groups, test_fraction, validation_fraction, seed, what)
+
+
+def _combination_groups(
+    frame: pd.DataFrame, kind: CombinationSplit
+) -> tuple[list[np.ndarray] | None, str]:
+    """The group columns that ``kind`` holds out (``None``: random) and what a group is."""
     if kind not in COMBINATION_SPLITS:
         raise ValueError(f"split must be one of {COMBINATION_SPLITS}, not {kind!r}.")
-    if not (0 < test_fraction < 1 and 0 < validation_fraction < 1):
-        raise ValueError("test_fraction and validation_fraction must be in (0, 1).")
-    if test_fraction + validation_fraction >= 1:
-        raise ValueError("test_fraction + validation_fraction must be below 1.")
-    rng = np.random.default_rng(seed)
-    out = np.full(len(frame), "train", dtype=object)
     if kind == "random":
-        order = rng.permutation(len(frame))
-        n_test = max(1, round(test_fraction * len(frame)))
-        n_val = max(1, round(validation_fraction * len(frame)))
-        out[order[:n_test]] = "test"
-        out[order[n_test : n_test + n_val]] = "validation"
-        return out
+        return None, "groups"
     if kind == "leave_combination_out":
-        keys = _pair_keys(frame)
-    elif kind == "leave_cell_line_out":
-        keys = frame["cell_line"].astype(str).to_numpy()
-    else:
-        keys = None
-    if keys is not None:
-        groups = np.array(sorted(set(keys)), dtype=object)
-    else:
-        groups = np.array(
-            sorted(set(frame["drug1"].astype(str)) | set(frame["drug2"].astype(str))), dtype=object
-        )
-    if len(groups) < 3:
-        raise ScLongInputError(f"{kind} needs at least 3 groups to hold out; found {len(groups)}.")
-    order = rng.permutation(len(groups))
-    n_test = max(1, round(test_fraction * len(groups)))
-    n_val = max(1, round(validation_fraction * len(groups)))
-    test = set(groups[order[:n_test]])
-    validation = set(groups[order[n_test : n_test + n_val]])
-    if keys is not None:
-        out[np.isin(keys, list(test))] = "test"
-        out[np.isin(keys, list(validation))] = "validation"
-        return out
-    d1, d2 = frame["drug1"].astype(str).to_numpy(), frame["drug2"].astype(str).to_numpy()
-    in_test = np.isin(d1, list(test)) | np.isin(d2, list(test))
-    in_val = np.isin(d1, list(validation)) | np.isin(d2, list(validation))
-    out[in_val] = "validation"
-    out[in_test] = "test"
-    return out
+        return [_pair_keys(frame)], "drug pairs"
+    if kind == "leave_cell_line_out":
+        return [frame["cell_line"].astype(str).to_numpy()], "cell lines"
+    drugs = [frame[c].astype(str).to_numpy() for c in ("drug1", "drug2")]
+    return drugs, "drugs"
 
 
-class SCLONGDrugCombination(DrugHeadMixin, BaseModelClass):
+class SCLONGDrugCombination(SCLONGHead):
     """DeepDDS-style drug combination model: a shared drug graph network + a cell-line vector.
 
     Classifies a (drug 1, drug 2, cell line) triple as synergistic (1) or not (0). Both drugs go
@@ -150,6 +117,11 @@ class SCLONGDrugCombination(DrugHeadMixin, BaseModelClass):
     ``leave_cell_line_out``; validation kept apart from test chooses the epoch. :meth:`evaluate`
     scores AUROC and AUPR of the model next to three rate baselines (the training synergy rate
     of the cell line, of the two drugs, of the drug pair), which a random split flatters.
+    :meth:`train` runs scvi-tools' ``TrainRunner`` (Lightning), as ``SCVI.train`` does.
+
+    :meth:`save` writes ``model.pt`` (weights, drugs and SMILES, cell-line ids, feature scaling,
+    the triples and their split, the history) and ``manifest.json``; :meth:`load` needs the
+    saved model's cell lines, in the same order.
 
     Parameters
     ----------
@@ -180,6 +152,9 @@ class SCLONGDrugCombination(DrugHeadMixin, BaseModelClass):
     >>> model.train()
     >>> model.evaluate()  # AUROC, AUPR of the model and the baselines
     """
+
+    _examples_attr = "triples_"
+    _text_columns = ("drug1", "drug2", "cell_line", "split")
 
     def __init__(
         self,
@@ -306,10 +281,6 @@ class SCLONGDrugCombination(DrugHeadMixin, BaseModelClass):
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
-    @property
-    def _setup_args(self) -> dict:
-        return self.adata_manager._get_setup_method_args()["setup_args"]
-
     def _feature_matrix(self) -> np.ndarray:
         key = self._setup_args["features_key"]
         values = self.adata.X if key is None else self.adata.obsm[key]
@@ -395,15 +366,8 @@ class SCLONGDrugCombination(DrugHeadMixin, BaseModelClass):
         -------
         Counts of triples, synergistic triples, drugs and cell lines per split.
         """
-        self.triples_["split"] = split_combinations(
-            self.triples_, kind, test_fraction, validation_fraction, seed
-        )
-        self.split_ = {
-            "kind": kind,
-            "test_fraction": float(test_fraction),
-            "validation_fraction": float(validation_fraction),
-            "seed": int(seed),
-        }
+        groups, what = _combination_groups(self.triples_, kind)
+        self._assign_split(groups, kind, test_fraction, validation_fraction, seed, what)
         frame = self.triples_.assign(
             drugs=[
                 {a, b} for a, b in zip(self.triples_["drug1"], self.triples_["drug2"], strict=True)
@@ -417,13 +381,6 @@ class SCLONGDrugCombination(DrugHeadMixin, BaseModelClass):
         )
 
     # ------------------------------------------------------------------ training
-    def _tensors(self, frame: pd.DataFrame, device) -> tuple[torch.Tensor, ...]:
-        d1 = frame["drug1"].map(self._drug_index).to_numpy(dtype=np.int64)
-        d2 = frame["drug2"].map(self._drug_index).to_numpy(dtype=np.int64)
-        c = frame["cell_line"].map(self._cell_index).to_numpy(dtype=np.int64)
-        y = frame["label"].to_numpy(dtype=np.float32)
-        return tuple(torch.as_tensor(v).to(device) for v in (d1, d2, c, y))
-
     def train(
         self,
         max_epochs: int = 100,
@@ -431,28 +388,36 @@ class SCLONGDrugCombination(DrugHeadMixin, BaseModelClass):
         lr: float = 5e-4,
         weight_decay: float = 0.0,
         early_stopping_patience: int | None = 10,
-        accelerator: str = "cpu",
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        precision: str | int | None = None,
         seed: int = 0,
+        **trainer_kwargs,
     ) -> pd.DataFrame:
         """Train on the training triples (binary cross-entropy); keep the best validation epoch.
 
-        The test triples are not read; the epoch with the lowest validation loss is kept.
-        Writes nothing into ``adata`` (the history goes to ``model.history_``).
+        Trains through scvi-tools' ``TrainRunner`` (Lightning), as ``SCVI.train`` does. The
+        test triples are not read; the cell-line feature scaling is fitted on the training
+        triples' cell lines. Writes nothing into ``adata``; the history goes to
+        ``model.history`` (``train_loss``, ``validation_loss``: binary cross-entropy per
+        epoch), the best epoch to ``model.best_epoch_``.
 
         Parameters
         ----------
         max_epochs
-            Passes over the training triples.
+            Most passes over the training triples.
         batch_size
             Triples per step.
         lr, weight_decay
             Adam settings (DeepDDS: lr 5e-4).
         early_stopping_patience
             Stop after this many epochs without a lower validation loss (``None``: never).
-        accelerator
-            ``"cpu"``, ``"gpu"``/``"cuda"`` or ``"auto"``.
+        accelerator, devices, precision
+            Lightning settings (``"auto"``: a GPU when there is one).
         seed
             Seed of the shuffles and dropout.
+        **trainer_kwargs
+            Passed to the Lightning trainer (e.g. ``enable_progress_bar=False``).
 
         Returns
         -------
@@ -463,46 +428,36 @@ class SCLONGDrugCombination(DrugHeadMixin, BaseModelClass):
         ScLongInputError
             No training triples.
         """
-        device = training_device(accelerator)
-        train = self.triples_[self.triples_["split"] == "train"]
-        validation = self.triples_[self.triples_["split"] == "validation"]
-        if not len(train):
+        rows = self._split_rows()
+        triples = self.triples_
+        if not len(rows["train"]):
             raise ScLongInputError("No training triples; call model.split(...) with fractions < 1.")
         features = self._feature_matrix()
         if self.spec_["standardize"]:
-            rows = [self._cell_index[c] for c in sorted(set(train["cell_line"]))]
-            self.feature_mean_, self.feature_scale_ = feature_scaling(features, rows)
-        self.module.to(device)
-        cells = self._standardized(features).to(device)
-        graphs = [t.to(device) for t in self._drug_graphs]
-        t1, t2, tc, ty = self._tensors(train, device)
-        v1, v2, vc, vy = self._tensors(validation, device)
-        loss_fn = torch.nn.BCEWithLogitsLoss()
-
-        def batch_loss(rows: torch.Tensor) -> torch.Tensor:
-            rows = rows.to(device)
-            vectors = self.module.drug_embedding(*graphs)
-            return loss_fn(self.module(vectors, cells, t1[rows], t2[rows], tc[rows]), ty[rows])
-
-        def validation_loss() -> float:
-            vectors = self.module.drug_embedding(*graphs)
-            return float(loss_fn(self.module(vectors, cells, v1, v2, vc), vy))
-
-        self.history_, self.best_epoch_ = train_with_validation(
-            self.module,
-            len(ty),
-            batch_loss,
-            validation_loss if len(vy) else None,
+            lines = triples["cell_line"].to_numpy()[rows["train"]]
+            self._fit_feature_scaling(features, [self._cell_index[c] for c in sorted(set(lines))])
+        graphs = dict(zip(("atoms", "adjacency", "pooling"), self._drug_graphs, strict=True))
+        self.module.set_context(cells=self._standardized(features), **graphs)
+        examples = {
+            "drug1": triples["drug1"].map(self._drug_index).to_numpy(dtype=np.int64),
+            "drug2": triples["drug2"].map(self._drug_index).to_numpy(dtype=np.int64),
+            "cell": triples["cell_line"].map(self._cell_index).to_numpy(dtype=np.int64),
+            "y": triples["label"].to_numpy(dtype=np.float32),
+        }
+        return self._fit(
+            examples,
+            rows,
             max_epochs=max_epochs,
             batch_size=batch_size,
             lr=lr,
             weight_decay=weight_decay,
             early_stopping_patience=early_stopping_patience,
+            accelerator=accelerator,
+            devices=devices,
+            precision=precision,
             seed=seed,
-            names=("train_loss", "validation_loss"),
+            **trainer_kwargs,
         )
-        self.is_trained_ = True
-        return self.history_
 
     # ------------------------------------------------------------------ queries
     def predict(
@@ -636,82 +591,11 @@ class SCLONGDrugCombination(DrugHeadMixin, BaseModelClass):
         return pd.DataFrame(rows)
 
     # ------------------------------------------------------------------ save / load
-    def save(
-        self,
-        dir_path: str | os.PathLike,
-        prefix: str | None = None,
-        overwrite: bool = False,
-    ) -> None:
-        """Save as plain data (``model.pt``, loads with ``weights_only=True``) + manifest.
-
-        Writes ``model.pt`` (weights, drugs and SMILES, cell-line ids, feature scaling, the
-        triples and their split, the history) and ``manifest.json`` (sha256, versions).
-
-        Parameters
-        ----------
-        dir_path
-            Folder to write (created).
-        prefix
-            Prefix of the file names.
-        overwrite
-            Replace a model saved there.
-        """
-        from ._saving import save_head, text_columns
-
-        columns = ("drug1", "drug2", "cell_line", "split")
-        save_head(
-            self,
-            dir_path,
-            prefix,
-            overwrite,
-            attrs={
-                "triples_": text_columns(self.triples_, columns),
-                "split_": getattr(self, "split_", None),
-                "feature_mean_": np.asarray(self.feature_mean_),
-                "feature_scale_": np.asarray(self.feature_scale_),
-            },
-        )
-
     @classmethod
-    def load(
-        cls,
-        dir_path: str | os.PathLike,
-        adata: ad.AnnData,
-        prefix: str | None = None,
-        verify: bool = True,
-    ) -> SCLONGDrugCombination:
-        """Load a saved model safely (``torch.load(weights_only=True)``, manifest checked).
-
-        Registers ``adata`` as :meth:`setup_anndata` does (same keys); its cell lines must be
-        the saved model's, in the same order.
-
-        Parameters
-        ----------
-        dir_path
-            Folder written by :meth:`save`.
-        adata
-            The cell lines (features and combinations).
-        prefix
-            File name prefix given to :meth:`save`.
-        verify
-            Check the manifest first.
-
-        Returns
-        -------
-        The model, in eval mode.
-        """
-        from ._saving import load_head
-
-        def check(spec: dict, _attrs: dict) -> None:
-            if [str(c) for c in adata.obs_names] != [str(c) for c in spec["cell_lines"]]:
-                raise ScLongInputError(
-                    f"adata's cell lines differ from the saved model's {len(spec['cell_lines'])} "
-                    "(order included); subset and reorder it."
-                )
-
-        model, attrs = load_head(cls, dir_path, adata, prefix, verify, check=check)
-        model.triples_ = attrs["triples_"]
-        model.split_ = attrs.get("split_")
-        model.feature_mean_ = np.asarray(attrs["feature_mean_"], dtype=np.float32)
-        model.feature_scale_ = np.asarray(attrs["feature_scale_"], dtype=np.float32)
-        return model
+    def _check_loaded_data(cls, adata: ad.AnnData, spec: dict, attrs: dict) -> None:
+        """The cell lines must be the saved model's, in the same order."""
+        if [str(c) for c in adata.obs_names] != [str(c) for c in spec["cell_lines"]]:
+            raise ScLongInputError(
+                f"adata's cell lines differ from the saved model's {len(spec['cell_lines'])} "
+                "(order included); subset and reorder it."
+            )

@@ -11,6 +11,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ._head import HeadModuleMixin
+
+#: The packed drug graph tensors (:func:`pack_bond_graphs`), the module's context when training.
+GRAPH_KEYS = ("atoms", "edge_index", "bonds", "degree", "owner", "slots")
+
 
 def pack_bond_graphs(
     atom_features: Sequence, bond_features: Sequence, edge_index: Sequence
@@ -199,10 +204,11 @@ class GeneAtomAttentionLayer(nn.Module):
         return genes, weights
 
 
-class ChemPerturbationModule(nn.Module):
+class ChemPerturbationModule(HeadModuleMixin, nn.Module):
     """DeepCE-style network: a drug's atoms, the landmark genes' vectors, cell line and dose.
 
-    1. Drug: :class:`NeuralFingerprint` atom vectors (``d_model``); the drug vector is their sum.
+    1. Drug: :class:`NeuralFingerprint` atom vectors (``d_model``), layer-normalised
+       (``normalize_atoms``); the drug vector is their sum.
     2. Genes: a fixed table of gene features (scLong gene embeddings, or DeepCE's gene vectors)
        projected to ``d_model``; genes without features (NaN rows, e.g. symbols absent from the
        scLong vocabulary) get zeros, or, with ``learn_missing``, a learned vector each.
@@ -242,6 +248,15 @@ class ChemPerturbationModule(nn.Module):
         Genes also attend to each other in each layer (DeepCE: yes).
     learn_missing
         A learned vector for each gene without features (else zeros).
+    normalize_atoms
+        LayerNorm on the atom vectors before the attention and the sum. The fingerprint's
+        summed softmax readouts are nearly the same for every atom at initialisation (their
+        spread across atoms is ~1/5 of their mean), so without it the attention starts blind
+        to the drug and the drug vector is ~97% atom count (measured on 197 L1000 compounds).
+        DeepCE: none (``False``).
+    chunk_size
+        Profiles per forward pass in :meth:`training_loss` (bounds the memory of large
+        validation batches: each profile holds ``n_genes x d_model`` activations).
     """
 
     def __init__(
@@ -262,8 +277,11 @@ class ChemPerturbationModule(nn.Module):
         dropout: float = 0.1,
         gene_self_attention: bool = True,
         learn_missing: bool = True,
+        normalize_atoms: bool = True,
+        chunk_size: int = 256,
     ):
         super().__init__()
+        self.chunk_size = int(chunk_size)
         gene_features = torch.as_tensor(gene_features, dtype=torch.float32)
         missing = torch.isnan(gene_features).all(dim=1)
         self.register_buffer("gene_features", torch.nan_to_num(gene_features, nan=0.0))
@@ -271,6 +289,7 @@ class ChemPerturbationModule(nn.Module):
         self.register_buffer("offset", torch.zeros(gene_features.shape[0]))
         self.n_genes = int(gene_features.shape[0])
         self.drug_encoder = NeuralFingerprint(atom_dim, bond_dim, conv_dims, d_model)
+        self.atom_norm = nn.LayerNorm(d_model) if normalize_atoms else None
         self.gene_projection = nn.Linear(gene_features.shape[1], d_model)
         self.missing_embedding = (
             nn.Parameter(torch.randn(self.n_genes, d_model) * 0.1) if learn_missing else None
@@ -295,9 +314,10 @@ class ChemPerturbationModule(nn.Module):
 
     def atom_vectors(self, graphs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Atom vectors ``(n_atoms, d_model)`` of all packed drugs (:func:`pack_bond_graphs`)."""
-        return self.drug_encoder(
+        atoms = self.drug_encoder(
             graphs["atoms"], graphs["edge_index"], graphs["bonds"], graphs["degree"]
         )
+        return atoms if self.atom_norm is None else self.atom_norm(atoms)
 
     def gene_vectors(self) -> torch.Tensor:
         """The genes' input vectors ``(n_genes, d_model)``."""
@@ -354,3 +374,28 @@ class ChemPerturbationModule(nn.Module):
         if return_attention:
             return out, attention
         return out
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean squared error over genes and profiles (batch: ``drug``, ``cell``, ``dose``, ``y``).
+
+        Reads the context: the drugs' packed graphs (:data:`GRAPH_KEYS`) and ``cells`` (the
+        standardised cell-line features, ``(n_cell_lines, 0)`` with learned cell-line vectors).
+        Profiles go through the network :attr:`chunk_size` at a time.
+        """
+        graphs = {key: self.context(key) for key in GRAPH_KEYS}
+        atoms = self.atom_vectors(graphs)
+        cells = self.context("cells")
+        n = len(batch["y"])
+        total = batch["y"].new_zeros(())
+        for start in range(0, n, self.chunk_size):
+            part = slice(start, start + self.chunk_size)
+            prediction = self(
+                atoms,
+                graphs["slots"],
+                batch["drug"][part],
+                cells,
+                batch["cell"][part],
+                batch["dose"][part],
+            )
+            total = total + torch.sum((prediction - batch["y"][part]) ** 2)
+        return total / batch["y"].numel()

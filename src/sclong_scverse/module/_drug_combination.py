@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ._drug_response import DrugGraphEncoder
+from ._head import HeadModuleMixin
 
 
 def _mlp(sizes: Sequence[int], dropout: float, norm: bool) -> nn.Sequential:
@@ -20,7 +21,7 @@ def _mlp(sizes: Sequence[int], dropout: float, norm: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class DrugCombinationModule(nn.Module):
+class DrugCombinationModule(HeadModuleMixin, nn.Module):
     """Synergy logit of (drug 1, drug 2, cell line) (DeepDDS-style, graph convolutions).
 
     Both drugs go through the same :class:`~sclong_scverse.module.DrugGraphEncoder` (one set of
@@ -95,3 +96,14 @@ class DrugCombinationModule(nn.Module):
         pair = torch.cat([d1 + d2, d1 * d2] if self.symmetric else [d1, d2], dim=1)
         cells = self.cell_encoder(cell_features)[cell_index]
         return self.fusion(torch.cat([pair, cells], dim=1)).squeeze(-1)
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Binary cross-entropy of a batch of triples (``drug1``, ``drug2``, ``cell``, ``y``).
+
+        Reads the context ``cells`` (standardised cell-line features) and the drugs' packed
+        graphs ``atoms``, ``adjacency``, ``pooling`` (:meth:`set_context`).
+        """
+        graphs = (self.context("atoms"), self.context("adjacency"), self.context("pooling"))
+        vectors = self.drug_embedding(*graphs)
+        logits = self(vectors, self.context("cells"), batch["drug1"], batch["drug2"], batch["cell"])
+        return nn.functional.binary_cross_entropy_with_logits(logits, batch["y"])
