@@ -13,7 +13,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback
 from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
@@ -42,69 +41,28 @@ from ._classifier_io import (
     ClassifierIOMixin,
     prepare_query_anndata,
 )
+from ._classifier_training import (
+    CACHED_EPOCHS,
+    CACHED_PATIENCE,
+    NETWORK_EPOCHS,
+    NETWORK_PATIENCE,
+    UNKNOWN_RATE,
+    ClassifierTrainingMixin,
+    _RestoreBest,
+    chance_threshold,
+)
 from ._sclong import SCLONG, check_model_input, register_fields
 
 __all__ = [
     "MIN_QUERY_OVERLAP",
+    "UNKNOWN_RATE",
     "BackboneMismatchError",
     "SCLONGClassifier",
+    "chance_threshold",
     "prepare_query_anndata",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Fraction of the validation cells that the calibrated threshold of
-#: :func:`sclong_scverse.tl.annotate` (``threshold="auto"``) labels unknown.
-UNKNOWN_RATE = 0.05
-#: Defaults of :meth:`SCLONGClassifier.train` (epochs, early-stopping patience) when the head
-#: trains on cached pooled features (the backbone does not train) and when it does not.
-CACHED_EPOCHS, CACHED_PATIENCE = 200, 10
-NETWORK_EPOCHS, NETWORK_PATIENCE = 20, 5
-
-
-class _RestoreBest(Callback):
-    """Keep the fine-tuned weights of the epoch with the lowest validation loss; restore them."""
-
-    def __init__(self, module: ScLongClassifierModule, monitor: str = "validation_loss"):
-        super().__init__()
-        self.module = module
-        self.monitor = monitor
-        self.best = float("inf")
-        self.best_epoch: int | None = None
-        self.state: dict[str, torch.Tensor] | None = None
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        # after the epoch's metrics are aggregated (as EarlyStopping and ModelCheckpoint)
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None or trainer.sanity_checking:
-            return
-        value = float(value)
-        if value < self.best:
-            self.best, self.best_epoch = value, int(trainer.current_epoch)
-            keys = set(self.module.fine_tuned_state_keys())
-            self.state = {
-                k: v.detach().clone() for k, v in self.module.state_dict().items() if k in keys
-            }
-
-    def on_fit_end(self, trainer, pl_module) -> None:
-        if self.state is not None:
-            self.module.load_state_dict(self.state, strict=False)
-
-
-def chance_threshold(n_classes: int) -> float:
-    """``1/k + 0.25 (1 - 1/k)``: a quarter of the way from chance to certainty (``k`` classes).
-
-    Parameters
-    ----------
-    n_classes
-        Number of classes ``k``.
-
-    Returns
-    -------
-    The confidence threshold (0.625 for 2 classes, 0.4 for 5, 0.325 for 10).
-    """
-    chance = 1.0 / n_classes
-    return chance + 0.25 * (1.0 - chance)
 
 
 def _label_mapping(categories: Sequence[str], unlabeled_category: str | None):
@@ -114,7 +72,9 @@ def _label_mapping(categories: Sequence[str], unlabeled_category: str | None):
     return classes, codes
 
 
-class SCLONGClassifier(ClassifierIOMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class SCLONGClassifier(
+    ClassifierIOMixin, ClassifierTrainingMixin, UnsupervisedTrainingMixin, BaseModelClass
+):
     """Cell-type annotation by fine-tuning scLong: a classification head on its decodings.
 
     A cell's merged decodings (the per-gene output of scLong) are pooled over genes and a head
@@ -461,6 +421,7 @@ class SCLONGClassifier(ClassifierIOMixin, UnsupervisedTrainingMixin, BaseModelCl
         early_stopping: bool = True,
         early_stopping_patience: int | None = None,
         restore_best: bool = True,
+        refit: bool = True,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         precision: str | int | None = None,
@@ -473,14 +434,17 @@ class SCLONGClassifier(ClassifierIOMixin, UnsupervisedTrainingMixin, BaseModelCl
         head only), the pooled decodings of every registered cell are computed once and the
         head trains on them (a scvi-tools data splitter over the cached features, the same
         Lightning trainer): an epoch costs a linear layer's work instead of a forward pass of
-        scLong, so the head can train to convergence, as a logistic regression does. Its
-        per-feature standardisation is then fitted on the training cells' features and kept
-        fixed (scikit-learn's ``StandardScaler``). Otherwise every step runs the network.
+        scLong, so the head trains until the validation loss stops improving, and then
+        (``refit``) again from its initial weights on every cell for that many epochs, as a
+        logistic regression on the embeddings uses every reference cell. Its per-feature
+        standardisation is fitted on the cells it trains on and kept fixed (scikit-learn's
+        ``StandardScaler``). Otherwise every step runs the network.
 
         After training, the model calibrates what :func:`sclong_scverse.tl.annotate` uses:
         the distance to the training classes (:meth:`ood_score`, fitted on the training cells'
         pooled decodings) and the confidence below which ``UNKNOWN_RATE`` (5%) of the
-        validation cells fall (``calibration_``).
+        validation cells fall (``calibration_``; with ``refit``, computed before the refit,
+        while the validation cells are still unseen).
 
         Reads the registered values and labels (checked again as :meth:`setup_anndata` checks
         them); writes nothing into ``adata`` (losses and accuracies go to ``model.history``,
@@ -514,6 +478,10 @@ class SCLONGClassifier(ClassifierIOMixin, UnsupervisedTrainingMixin, BaseModelCl
             when the network runs.
         restore_best
             End with the fine-tuned weights of the epoch with the lowest validation loss.
+        refit
+            On cached features with validation cells and ``restore_best``: train the head
+            again on every cell for the best epoch's number of epochs (``refit_epochs_``;
+            ``model.history["train_loss_refit"]``). Ignored when the network trains.
         accelerator, devices, precision
             Lightning settings.
         plan_kwargs
@@ -556,150 +524,55 @@ class SCLONGClassifier(ClassifierIOMixin, UnsupervisedTrainingMixin, BaseModelCl
         }
         if precision is not None:
             trainer_kwargs["precision"] = precision
+        common = dict(trainer_kwargs, accelerator=accelerator, devices=devices)
+        common["batch_size"] = batch_size
+        user_callbacks = list(common.pop("callbacks", None) or [])
         if early_stopping:
             trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
             trainer_kwargs.setdefault("early_stopping_patience", early_stopping_patience)
         if n_validation:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
         restorer = _RestoreBest(self.module) if restore_best else None
-        if restorer is not None:
-            callbacks.append(restorer)
-        features = None
+        callbacks = user_callbacks + ([restorer] if restorer is not None else [])
+        trainer_kwargs.pop("callbacks", None)
+        features = manager = initial = None
         if cached:
             features = self.get_latent_representation(batch_size=max(batch_size, 64))
-            datamodule = self._feature_splitter(features, train_size, validation_size, batch_size)
+            manager = self._feature_manager(features)
+            datamodule = self._feature_splitter(manager, train_size, validation_size, batch_size)
             datamodule.setup()
             if self.train_scope_ == "mode":  # a query model keeps the reference's scaling
-                train_features = torch.as_tensor(features[datamodule.train_idx])
-                self.module.head[0].fit(train_features)
+                self.module.head[0].fit(torch.as_tensor(features[datamodule.train_idx]))
+            initial = {k: v.detach().clone() for k, v in self.module.head.state_dict().items()}
             trainer_kwargs["datamodule"] = datamodule
-        self.module.reads_pooled = cached
-        self.module.train()
-        try:
-            result = super().train(
-                max_epochs=max_epochs,
-                batch_size=batch_size,
-                accelerator=accelerator,
-                devices=devices,
-                train_size=train_size,
-                validation_size=validation_size,
-                early_stopping=early_stopping,
-                plan_kwargs=plan_kwargs,
-                callbacks=callbacks,
-                **trainer_kwargs,
-            )
-        finally:
-            self.module.reads_pooled = False
-            self.module.eval()
-        if restorer is not None and restorer.best_epoch is not None:
-            self.best_epoch_ = restorer.best_epoch
+        result = self._fit(
+            cached,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            accelerator=accelerator,
+            devices=devices,
+            train_size=train_size,
+            validation_size=validation_size,
+            early_stopping=early_stopping,
+            plan_kwargs=plan_kwargs,
+            callbacks=callbacks,
+            **trainer_kwargs,
+        )
+        best = restorer.best_epoch if restorer is not None else None
+        if best is not None:
+            self.best_epoch_ = best
         self._calibrate(features, batch_size)
+        if cached and refit and best is not None:
+            self._refit_head(
+                manager,
+                initial,
+                best + 1,
+                features,
+                plan_kwargs,
+                callbacks=user_callbacks,
+                **common,
+            )
         return result
-
-    def _set_class_weights(self, class_weights: str | Sequence[float] | None) -> None:
-        """Write the loss's class weights (see :meth:`train`) into the module."""
-        counts = self.class_counts().to_numpy().astype(np.float64)
-        if (counts > 0).sum() < 2:
-            raise ScLongInputError(
-                f"Only {(counts > 0).sum()} class(es) have labelled cells; need at least 2."
-            )
-        if isinstance(class_weights, str):
-            if class_weights != "balanced":
-                raise ValueError(
-                    f"class_weights must be 'balanced', None or a list, not {class_weights!r}."
-                )
-            balanced = counts.sum() / (len(counts) * np.maximum(counts, 1))
-            weights = np.where(counts > 0, balanced, 0.0)
-        elif class_weights is None:
-            weights = np.ones(len(counts))
-        else:
-            weights = np.asarray(class_weights, dtype=np.float64)
-            if weights.shape != (len(counts),) or (weights < 0).any():
-                raise ValueError(
-                    f"class_weights needs {len(counts)} non-negative values (one per class)."
-                )
-        self.module.class_weights.copy_(torch.as_tensor(weights, dtype=torch.float32))
-
-    def _class_targets(self) -> np.ndarray:
-        """Class index of every registered cell (-1: unlabelled)."""
-        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY))
-        return self.module.label_to_class.cpu().numpy()[codes.reshape(-1).astype(np.int64)]
-
-    def _feature_splitter(self, features, train_size, validation_size, batch_size):
-        """A scvi-tools data splitter over cached pooled features and the label codes.
-
-        The features stand in an AnnData of their own (same cells, same order); the split has
-        the sizes scvi-tools gives the registered data.
-        """
-        from scvi.data import AnnDataManager
-        from scvi.data.fields import LayerField, NumericalObsField
-
-        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY))
-        table = ad.AnnData(
-            X=np.ascontiguousarray(features, dtype=np.float32),
-            obs=pd.DataFrame(
-                {"_sclong_label_code": codes.reshape(-1).astype(np.float32)},
-                index=self.adata.obs_names.copy(),
-            ),
-        )
-        manager = AnnDataManager(
-            fields=[
-                LayerField(REGISTRY_KEYS.X_KEY, None, is_count_data=False),
-                NumericalObsField(REGISTRY_KEYS.LABELS_KEY, "_sclong_label_code"),
-            ],
-            setup_method_args={"model_name": type(self).__name__, "setup_args": {}},
-        )
-        manager.register_fields(table)
-        # scvi-tools draws the split again at every setup (from numpy's unseeded generator by
-        # default): draw it once, from torch's generator (torch.manual_seed and
-        # scvi.settings.seed make it reproducible), and pass it on, so that the scaling is
-        # fitted on the cells that train
-        sizes = self._data_splitter_cls(
-            manager, train_size=train_size, validation_size=validation_size, batch_size=batch_size
-        )
-        order = torch.randperm(table.n_obs).numpy()
-        n_train, n_val = sizes.n_train, sizes.n_val
-        split = [order[n_val : n_val + n_train], order[:n_val], order[n_val + n_train :]]
-        return self._data_splitter_cls(manager, batch_size=batch_size, external_indexing=split)
-
-    @torch.no_grad()
-    def _calibrate(self, features: np.ndarray | None, batch_size: int) -> None:
-        """Fit the out-of-distribution score and the confidence threshold after training.
-
-        ``features``: the cached pooled decodings of the registered cells (``None``: the
-        backbone trained, they are computed again).
-        """
-        if features is None:
-            features = self.get_latent_representation(batch_size=max(batch_size, 64))
-        features = torch.as_tensor(features)
-        targets = torch.as_tensor(self._class_targets())
-        train = getattr(self, "train_indices", None)
-        train = np.arange(len(targets)) if train is None else np.asarray(train)
-        self.module.ood.fit(features[train], targets[train])
-        validation = getattr(self, "validation_indices", None)
-        validation = np.asarray([] if validation is None else validation, dtype=np.int64)
-        validation = validation[self._class_targets()[validation] >= 0]
-        n_classes = len(self.classes_)
-        calibration = {
-            "unknown_rate": UNKNOWN_RATE,
-            "n_validation": len(validation),
-            "confidence_threshold": chance_threshold(n_classes),
-            "rule": "chance",
-        }
-        if len(validation):
-            device = next(self.module.parameters()).device
-            logits = self.module.head(features[validation].to(device))
-            confidence = torch.softmax(logits.double(), dim=1).amax(dim=1).cpu().numpy()
-            ood = self.module.ood(features[validation].to(device)).cpu().numpy()
-            calibration.update(
-                confidence_threshold=float(np.quantile(confidence, UNKNOWN_RATE)),
-                rule="validation",
-                validation_confidence_median=float(np.median(confidence)),
-                validation_ood_median=float(np.median(ood)),
-                validation_ood_q95=float(np.quantile(ood, 1.0 - UNKNOWN_RATE)),
-            )
-        self.calibration_ = calibration
 
     # ------------------------------------------------------------------ queries
     def _outputs(self, adata, indices, batch_size):
