@@ -183,7 +183,7 @@ def coexpression_grn(
         Default: the first of ``adata.obs`` ``"total_counts"`` (scanpy's QC metrics),
         ``"n_counts"``, ``"nCount_RNA"`` or ``"n_counts_original"`` that is at least the counts
         of the given genes in every cell, else the totals over the given genes (logged; on a
-        subset of 2,000 PBMC genes this lowers |Pearson|'s AUPR ratio against TRRUST from 3.18
+        subset of 2,000 PBMC genes this lowers abs. Pearson's AUPR ratio against TRRUST from 3.18
         to 2.56). ``False``: the totals over the given genes. Ignored for data that are not raw
         counts (used as given).
     absolute
@@ -289,7 +289,7 @@ def genie3_grn(
         Default: the first of ``adata.obs`` ``"total_counts"`` (scanpy's QC metrics),
         ``"n_counts"``, ``"nCount_RNA"`` or ``"n_counts_original"`` that is at least the counts
         of the given genes in every cell, else the totals over the given genes (logged; on a
-        subset of 2,000 PBMC genes this lowers |Pearson|'s AUPR ratio against TRRUST from 3.18
+        subset of 2,000 PBMC genes this lowers abs. Pearson's AUPR ratio against TRRUST from 3.18
         to 2.56). ``False``: the totals over the given genes. Ignored for data that are not raw
         counts (used as given).
     tree_method

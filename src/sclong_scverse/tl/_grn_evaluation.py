@@ -400,7 +400,7 @@ def evaluate_grn(
       ``candidate_sources`` when one is given; undirected by default. It was the previous
       default: a curated network's edges all leave a TF, so most of these pairs cannot be
       positive, and co-expression scores closer to chance (measured AUPR ratio 1.43 for
-      |Pearson| on 2,000 PBMC genes against TRRUST, against 3.18 over TF rows x all genes;
+      absolute Pearson on 2,000 PBMC genes against TRRUST, against 3.18 over TF rows x all genes;
       ``docs/grn.md``).
 
     Further rules, for both sets:
