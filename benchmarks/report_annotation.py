@@ -10,23 +10,29 @@ Tasks (reference -> query):
 
 Methods: ``SCLONGClassifier`` in the three fine-tuning modes (frozen, partial = last Performer
 layer, LoRA rank 8) on a tiny scLong backbone pretrained (masked expression, no labels) on the
-cells of the data set; a logistic regression on 50 principal components of the reference; a
-15-nearest-neighbour classifier on a scVI latent space trained on reference and query together
-(the batch as covariate). All methods see the same genes (the most detected ones). Also: the
-parameters each mode trains (tiny: measured; 1B preset: counted on the meta device) and the peak
-memory of a fine-tuning step on the CPU (a fresh process per mode, batch of 32 cells).
+cells of the data set, annotating with ``scl.tl.annotate``'s defaults (calibrated threshold,
+out-of-distribution score); the probe the frozen head must match: a logistic regression on the
+backbone's own embeddings (same pooling, standardised on the reference); a logistic regression
+on 50 principal components of the reference; a 15-nearest-neighbour classifier on a scVI latent
+space trained on reference and query together (the batch as covariate). All methods see the
+same genes (the most detected ones). Also: the parameters each mode trains (tiny: measured; 1B
+preset: counted on the meta device) and the peak memory of a fine-tuning step on the CPU (a
+fresh process per mode, batch of 32 cells).
 
 Usage::
 
     python benchmarks/report_annotation.py           # 384 genes, all cells, pretraining,
                                                      # 12 epochs (not yet run: hours on 2 cores)
-    python benchmarks/report_annotation.py --fast    # 128 genes, 5 epochs, 60 cells per line,
-                                                     # no pretraining: 27 min on 2 shared cores
-                                                     # (load ~8), the committed page
+    python benchmarks/report_annotation.py --fast    # 128 genes, 5 epochs (frozen: up to 200
+                                                     # on cached features), 60 cells per line,
+                                                     # no pretraining: about 15 min on 2
+                                                     # shared cores, the committed page
     python benchmarks/report_annotation.py --resources-only  # re-measure parameters and memory
     python benchmarks/report_annotation.py --page-only       # rewrite the page from the CSVs
 
 Writes ``docs/annotation.md`` and ``docs/annotation_results.csv`` / ``annotation_resources.csv``.
+When ``docs/annotation_results_previous.csv`` exists (the results of an earlier run, kept by
+hand with a note in ``annotation_run.json``'s ``previous_note``), the page compares them.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import sys
 import time
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
@@ -48,6 +55,8 @@ DOCS = REPO / "docs"
 RESULTS = DOCS / "annotation_results.csv"
 RESOURCES = DOCS / "annotation_resources.csv"
 RECORD = DOCS / "annotation_run.json"
+PREVIOUS = DOCS / "annotation_results_previous.csv"
+PROBE = "probe: logistic regression on scLong embedding"
 MODES = ("frozen", "partial", "lora")
 LR = {"frozen": 1e-2, "partial": 3e-3, "lora": 3e-3}
 SEEN_LINES = ("H1975", "H2228", "HCC827")
@@ -117,7 +126,13 @@ def scores(truth, predicted) -> dict:
     }
 
 
-def run_sclong(backbone, reference, query, mode: str, epochs: int) -> tuple[dict, pd.DataFrame]:
+def run_sclong(backbone, reference, query, mode: str, epochs: int) -> tuple[dict, ad.AnnData]:
+    """Fine-tune in ``mode`` and annotate ``query`` with ``tl.annotate``'s defaults.
+
+    Frozen: the classifier's defaults (the head trains on cached features, up to 200 epochs,
+    patience 10, lr 1e-2); partial and LoRA: ``epochs`` epochs, patience 3, lr 3e-3.
+    """
+    import sclong_scverse as scl
     from sclong_scverse.model import SCLONGClassifier
 
     reference = reference.copy()
@@ -125,23 +140,37 @@ def run_sclong(backbone, reference, query, mode: str, epochs: int) -> tuple[dict
     model = SCLONGClassifier.from_sclong(
         backbone, reference, labels_key="label", mode=mode, lora_rank=8
     )
-    started = time.perf_counter()
-    model.train(
-        max_epochs=epochs,
-        batch_size=32,
-        lr=LR[mode],
-        accelerator="cpu",
-        enable_progress_bar=False,
-        early_stopping_patience=3,
+    schedule = (
+        {}
+        if mode == "frozen"
+        else {"max_epochs": epochs, "lr": LR[mode], "early_stopping_patience": 3}
     )
+    started = time.perf_counter()
+    model.train(batch_size=32, accelerator="cpu", enable_progress_bar=False, **schedule)
     seconds = time.perf_counter() - started
-    probabilities = model.predict(query, soft=True)
+    annotated = scl.tl.annotate(query, model, copy=True)
     info = {
         "train_s": seconds,
         "epochs": len(model.history["train_loss"]),
         "trainable": model.module.parameter_counts()["trainable"],
+        "threshold": annotated.uns["sclong_label"]["params"]["threshold"],
     }
-    return info, probabilities
+    return info, annotated
+
+
+def run_embedding_probe(backbone, reference, query) -> np.ndarray:
+    """Logistic regression (balanced) on the backbone's standardised embeddings."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from sclong_scverse.module._module import DEFAULT_POOLING
+
+    train = backbone.get_latent_representation(reference, pooling=DEFAULT_POOLING)
+    test = backbone.get_latent_representation(query, pooling=DEFAULT_POOLING)
+    scaler = StandardScaler().fit(train)
+    probe = LogisticRegression(max_iter=5000, class_weight="balanced")
+    probe.fit(scaler.transform(train), reference.obs["label"].astype(str))
+    return probe.predict(scaler.transform(test))
 
 
 def counts_matrix(adata):
@@ -222,16 +251,26 @@ def tasks(cellbench, pbmc, per_line: int | None):
     ]
 
 
-def evaluate(task, method, truth, predicted, confidence=None, extra=None) -> dict:
+def evaluate(task, method, truth, predicted, annotated=None, extra=None) -> dict:
+    """Accuracy and macro-F1 (seen lines); with ``annotated``, the confidence, the OOD score
+    and the fraction labelled unknown, of seen and of unseen lines."""
     truth = np.asarray(truth, dtype=str)
     seen = np.isin(truth, SEEN_LINES) if task.startswith("CellBench Drop") else None
     mask = np.ones(len(truth), dtype=bool) if seen is None else seen
     record = {"task": task, "method": method, "n_query": int(mask.sum())}
     record.update(scores(truth[mask], np.asarray(predicted, dtype=str)[mask]))
-    if confidence is not None:
-        record["confidence_median"] = float(np.median(confidence[mask]))
-        if seen is not None and (~seen).any():
-            record["confidence_median_unseen_lines"] = float(np.median(confidence[~seen]))
+    if annotated is not None:
+        obs = annotated.obs
+        columns = {
+            "confidence_median": obs["sclong_label_confidence"].to_numpy(),
+            "ood_median": obs["sclong_label_ood"].to_numpy(),
+            "unknown": (obs["sclong_label"].astype(str) == "unknown").to_numpy(float),
+        }
+        for name, values in columns.items():
+            summary = np.mean if name == "unknown" else np.median
+            record[name] = float(summary(values[mask]))
+            if seen is not None and (~seen).any():
+                record[f"{name}_unseen_lines"] = float(summary(values[~seen]))
     record.update(extra or {})
     return record
 
@@ -343,7 +382,85 @@ def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
-def write_page(results: pd.DataFrame, resources_table: pd.DataFrame, record: dict) -> None:
+#: Why the classifier and ``tl.annotate`` behave as they do (issue 27), measured once while
+#: choosing; ``tests/test_annotation.py`` holds the outcome on every run.
+DEFAULTS_SECTION = [
+    "## How the defaults were chosen",
+    "",
+    "**Frozen head.** A reviewer found the frozen classifier below a logistic-regression probe "
+    "on the same backbone's embeddings (0.59 vs 0.71 on a cross-batch pancreas query). The "
+    "cause was under-training: each step ran scLong forward, so runs were short (5-6 epochs, "
+    "learning rate 3e-3 in the tests and 5 epochs here), and the head's standardisation used "
+    "batch statistics. On the tests' seeded tiny backbone (256 genes, not pretrained) the "
+    "previous code scored 0.40-0.54 against the probe's 0.69-0.81 on three cross-batch "
+    "CellBench splits with those settings, and matched it only at its 20-epoch default. With "
+    "the backbone fixed, the pooled decodings are now computed once and the head trains on "
+    "them through the same scvi-tools / Lightning trainer until the validation loss stops "
+    "improving (up to 200 epochs, patience 10, AdamW at 1e-2, balanced class weights), then "
+    "again from its initial weights on every reference cell for the best epoch's number of "
+    "epochs (the probe, too, sees every reference cell), its standardisation fitted on the "
+    "cells it trains on as scikit-learn's `StandardScaler`. Without that refit the head "
+    "matched the probe on average over four seeds on this page's set-up (0.566 vs 0.551 and "
+    "0.596 vs 0.600 on the two CellBench tasks), but 3 of the 8 runs fell more than 0.02 "
+    "below it (which 20% of a small reference is held out matters); with it, over four seeds: "
+    "CEL-seq2 -> Drop-seq 0.578-0.609 vs the probe's 0.551, Drop-seq -> CEL-seq2 0.589-0.622 "
+    "vs 0.600; on the tests' set-up (256 genes, whole batches) Drop-seq -> CEL-seq2 "
+    "0.740-0.807 vs 0.713 and CEL-seq2 (3-line batch) -> Drop-seq 0.751-0.764 vs 0.698. "
+    "`tests/test_annotation.py` holds frozen >= probe - 0.02 on the first of these. Open: on "
+    "pbmc68k (10 types, random 70/30 split, no batch shift) the head stays slightly below its "
+    "probe, 0.487-0.508 over four seeds vs 0.513 (0.451-0.513 without the refit).",
+    "",
+    "**Threshold.** A fixed 0.5 labelled every cell `unknown` with 5 classes and a model "
+    'whose median confidence was 0.36. `threshold="auto"` is calibrated on the validation '
+    "cells (cells like the reference's that the head did not train on): the confidence below "
+    "which 5% of them fall. It follows the number of classes and how sure the model is; with "
+    "no validation cells it is `1/k + 0.25 (1 - 1/k)` for `k` classes.",
+    "",
+    '**Out-of-distribution score.** `obs["sclong_label_ood"]` is the Mahalanobis distance '
+    "(Lee et al. 2018) of a cell's pooled decodings to the nearest training class (standardised "
+    "features, one Ledoit-Wolf-shrunk covariance shared by the classes). Compared on the tiny "
+    "backbone's embeddings in 21 held-out settings (each of the five lines left out of CEL-seq2 "
+    "plates 1-2 and scored on plate 3; Drop-seq -> CEL-seq2 and CEL-seq2 3-line -> 5-line "
+    "plates with A549 and H838 unseen; max, mean and max+mean pooling), the median score of the "
+    "unseen cells was above the seen cells' in 21 of 21 for the Mahalanobis distance, 20 for "
+    "the energy score and for the mean distance to 10 nearest training cells, 18 for the "
+    "relative Mahalanobis distance and 17 for one minus the highest class probability (the "
+    "confidence), which fails across protocols. Through the classifier (frozen, plates 1-2 "
+    "without one line, two seeds per line): 10 of 10 runs rank the held-out line as more "
+    "out-of-distribution by median.",
+    "",
+]
+
+
+def read_previous() -> pd.DataFrame | None:
+    """The results of an earlier run kept for comparison (``None`` when there are none)."""
+    return pd.read_csv(PREVIOUS) if PREVIOUS.exists() else None
+
+
+def previous_section(results: pd.DataFrame, previous: pd.DataFrame, note: str) -> list[str]:
+    """Accuracy of the scLong modes in an earlier run next to this one."""
+    keys = ["task", "method"]
+    merged = previous[keys + ["accuracy"]].merge(
+        results[keys + ["accuracy"]], on=keys, suffixes=("_before", "_now")
+    )
+    merged = merged[merged["method"].str.startswith("scLong")]
+    merged["change"] = merged["accuracy_now"] - merged["accuracy_before"]
+    return [
+        "## Before and after",
+        "",
+        note,
+        "",
+        markdown_table(merged),
+        "",
+    ]
+
+
+def write_page(
+    results: pd.DataFrame,
+    resources_table: pd.DataFrame,
+    record: dict,
+    previous: pd.DataFrame | None = None,
+) -> None:
     parts = [
         "# Cell-type annotation",
         "",
@@ -370,10 +487,22 @@ def write_page(results: pd.DataFrame, resources_table: pd.DataFrame, record: dic
         "reasonable time), so these numbers say how the fine-tuning code behaves, not what "
         "pretrained scLong is worth.",
         "- scLong fine-tuning: `frozen` (head only), `partial` (the decoder's last Performer "
-        "layer and its norm), `lora` (rank-8 adapters on every attention projection); max "
-        f"pooling; balanced class weights; 80/20 validation split; at most {record['epochs']} "
-        "epochs with early stopping (patience 3) and the best epoch's weights kept; learning "
-        "rate 1e-2 (frozen) or 3e-3.",
+        "layer and its norm), `lora` (rank-8 adapters on every attention projection); "
+        f"`{record.get('pooling', 'max')}` pooling (the package default); balanced class "
+        "weights; 80/20 validation split; the best epoch's weights kept. `frozen`: the "
+        "classifier's defaults: the pooled decodings are computed once and the head "
+        "(standardisation fitted on the cells it trains on, linear layer) trains on them, up "
+        "to 200 epochs with early stopping (patience 10), learning rate 1e-2, then again on "
+        "every reference cell for the best epoch's number of epochs (`refit`); `partial` and "
+        f"`lora`: at most {record['epochs']} epochs, patience 3, learning rate 3e-3.",
+        '- Annotation: `scl.tl.annotate` with its defaults: `threshold="auto"` (a cell is '
+        "`unknown` below the confidence under which 5% of the validation cells fall; the "
+        '`threshold` column), and the out-of-distribution score `obs["sclong_label_ood"]` '
+        "(Mahalanobis distance of the pooled decodings to the nearest training class). "
+        "`unknown` = fraction of query cells labelled unknown.",
+        f"- `{PROBE}`: the probe the frozen head must match (issue 27): scikit-learn "
+        "`StandardScaler` + `LogisticRegression` (balanced class weights) on the backbone's "
+        "own embeddings with the same pooling (`get_latent_representation`).",
         (
             f"- CellBench cells: at most {record['per_line']} random cells per cell line in "
             "the CEL-seq2 reference (CEL-seq2 -> Drop-seq) and in the CEL-seq2 query "
@@ -386,18 +515,21 @@ def write_page(results: pd.DataFrame, resources_table: pd.DataFrame, record: dic
         f"classifier on a scVI latent space (10 dimensions, {record['scvi_epochs']} epochs) "
         "trained on reference and query together with the batch as covariate.",
         "- Drop-seq -> CEL-seq2: the CEL-seq2 batches hold two cell lines (A549, H838) that "
-        "Drop-seq lacks; accuracy and macro-F1 are over the three shared lines, and the last "
-        "column gives the median confidence of the cells of the two unseen lines.",
+        "Drop-seq lacks; accuracy and macro-F1 are over the three shared lines, and the "
+        "`*_unseen_lines` columns give the median confidence, the median out-of-distribution "
+        "score and the fraction labelled unknown of the cells of the two unseen lines.",
         f"- Machine: {record['machine']}; total run time {record['minutes']:.1f} min.",
         "",
         "## Accuracy and macro-F1",
         "",
     ]
     for task, frame in results.groupby("task", sort=False):
-        columns = ["method", "accuracy", "macro_f1", "confidence_median"]
-        if frame["confidence_median_unseen_lines"].notna().any():
-            columns.append("confidence_median_unseen_lines")
-        columns += ["train_s", "epochs"]
+        columns = ["method", "accuracy", "macro_f1"]
+        for name in ("confidence_median", "ood_median", "unknown"):
+            columns.append(name)
+            if f"{name}_unseen_lines" in frame and frame[f"{name}_unseen_lines"].notna().any():
+                columns.append(f"{name}_unseen_lines")
+        columns += ["threshold", "train_s", "epochs"]
         table = frame[[c for c in columns if c in frame]].copy()
         if "epochs" in table:
             table["epochs"] = table["epochs"].astype("Int64").astype(str).replace("<NA>", "")
@@ -417,18 +549,34 @@ def write_page(results: pd.DataFrame, resources_table: pd.DataFrame, record: dic
             f"(best scLong {best_sclong:.3f}, best baseline {best_baseline:.3f}).",
             "",
         ]
+        frozen = frame[frame["method"] == "scLong frozen"]["accuracy"]
+        probe = frame[frame["method"] == PROBE]["accuracy"]
+        if len(frozen) and len(probe):
+            gap = float(frozen.iloc[0] - probe.iloc[0])
+            parts += [
+                f"Frozen head vs the probe on its own embeddings: {frozen.iloc[0]:.3f} vs "
+                f"{probe.iloc[0]:.3f} ({gap:+.3f}; the bar is -0.02).",
+                "",
+            ]
         if (
             "confidence_median_unseen_lines" in table
             and table["confidence_median_unseen_lines"].notna().any()
         ):
             sclong = frame[frame["method"].str.startswith("scLong")]
             lower = (sclong["confidence_median_unseen_lines"] < sclong["confidence_median"]).sum()
+            farther = more = 0
+            if "ood_median_unseen_lines" in sclong:  # absent from runs before issue 27
+                farther = (sclong["ood_median_unseen_lines"] > sclong["ood_median"]).sum()
+                more = (sclong["unknown_unseen_lines"] > sclong["unknown"]).sum()
             parts += [
-                f"Cells of the unseen lines got a lower median confidence than the seen lines' "
-                f"in {lower} of {len(sclong)} scLong modes: a threshold on the confidence "
-                "(`scl.tl.annotate(..., threshold=...)`) marks part of them `unknown`.",
+                f"Cells of the unseen lines: a higher median out-of-distribution score than the "
+                f"seen lines' in {farther} of {len(sclong)} scLong modes, a lower median "
+                f"confidence in {lower}, and a larger fraction labelled `unknown` in {more}.",
                 "",
             ]
+    parts += DEFAULTS_SECTION
+    if previous is not None:
+        parts += previous_section(results, previous, record.get("previous_note", ""))
     parts += [
         "## Parameters and memory per fine-tuning mode",
         "",
@@ -486,14 +634,29 @@ def main() -> None:
         record = json.loads(RECORD.read_text())
         table = resources(record["genes"], n_classes=5)
         table.to_csv(RESOURCES, index=False)
-        write_page(pd.read_csv(RESULTS), table, record)
+        write_page(
+            pd.read_csv(RESULTS),
+            table,
+            record,
+            read_previous(),
+        )
         return
     if args.page_only:
-        write_page(pd.read_csv(RESULTS), pd.read_csv(RESOURCES), json.loads(RECORD.read_text()))
+        write_page(
+            pd.read_csv(RESULTS),
+            pd.read_csv(RESOURCES),
+            json.loads(RECORD.read_text()),
+            read_previous(),
+        )
         return
     import warnings
 
     warnings.filterwarnings("ignore")
+    import scvi
+
+    # scvi-tools' train/validation split of the partial and LoRA runs (numpy, unseeded by
+    # default) would change from run to run
+    scvi.settings.seed = 0
     started = time.perf_counter()
     n_genes = 128 if args.fast else 384
     pretrain_epochs = 0 if args.fast else 2
@@ -511,11 +674,22 @@ def main() -> None:
     for task, data, reference, query in tasks(cellbench, pbmc, per_line):
         truth = query.obs["label"].astype(str).to_numpy()
         for mode in MODES:
-            info, probabilities = run_sclong(backbones[data], reference, query, mode, epochs)
+            info, annotated = run_sclong(backbones[data], reference, query, mode, epochs)
+            probabilities = annotated.obsm["sclong_label_probabilities"]
             predicted = np.asarray(probabilities.columns)[probabilities.to_numpy().argmax(axis=1)]
-            confidence = probabilities.to_numpy().max(axis=1)
-            rows.append(evaluate(task, f"scLong {mode}", truth, predicted, confidence, info))
+            rows.append(evaluate(task, f"scLong {mode}", truth, predicted, annotated, info))
             print(rows[-1], flush=True)
+        t0 = time.perf_counter()
+        rows.append(
+            evaluate(
+                task,
+                PROBE,
+                truth,
+                run_embedding_probe(backbones[data], reference, query),
+                extra={"train_s": time.perf_counter() - t0},
+            )
+        )
+        print(rows[-1], flush=True)
         t0 = time.perf_counter()
         rows.append(
             evaluate(
@@ -540,11 +714,16 @@ def main() -> None:
         )
         print(rows[-1], flush=True)
     results = pd.DataFrame(rows)
-    if "confidence_median_unseen_lines" not in results:
-        results["confidence_median_unseen_lines"] = np.nan
+    for column in ("confidence_median_unseen_lines", "ood_median_unseen_lines"):
+        if column not in results:
+            results[column] = np.nan
     resources_table = resources(n_genes, n_classes=5)
+    from sclong_scverse.module._module import DEFAULT_POOLING
+
+    earlier = json.loads(RECORD.read_text()) if RECORD.exists() else {}
     record = {
         "fast": bool(args.fast),
+        "pooling": DEFAULT_POOLING,
         "genes": n_genes,
         "pretrain_epochs": pretrain_epochs,
         "epochs": epochs,
@@ -554,10 +733,12 @@ def main() -> None:
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "minutes": (time.perf_counter() - started) / 60,
     }
+    if earlier.get("previous_note"):
+        record["previous_note"] = earlier["previous_note"]
     results.to_csv(RESULTS, index=False)
     resources_table.to_csv(RESOURCES, index=False)
     RECORD.write_text(json.dumps(record, indent=2) + "\n")
-    write_page(results, resources_table, record)
+    write_page(results, resources_table, record, read_previous())
     print(f"wrote {DOCS / 'annotation.md'} in {record['minutes']:.1f} min")
 
 
