@@ -652,8 +652,13 @@ def test_chem_head_at_least_matches_a_ridge_probe(chem_trained):
     probe = chem_probe(model)  # drug: mean DeepCE atom features, the head's own input
     morgan = chem_probe(model, drug="morgan")
     assert probe["pearson"] > morgan["pearson"] > 0.5  # the bar: the stronger of the two
-    assert head["pearson"] >= probe["pearson"] - PROBE_TOLERANCE  # measured: 0.71 vs 0.69
-    assert head["rmse"] <= probe["rmse"] + PROBE_TOLERANCE  # measured: 0.46 vs 0.49
+    # wide & deep (residual=True): measured over seeds 0-2, 0.79-0.83 vs 0.69; the network
+    # alone (residual=False) 0.57-0.64, and it failed this test in CI (0.65)
+    assert head["pearson"] >= probe["pearson"] + 0.05
+    assert head["rmse"] <= probe["rmse"] - 0.03  # measured: 0.38-0.41 vs 0.50
+    # the head's own "ridge" baseline is that probe
+    ridge = model.evaluate(splits=("test",)).set_index("method").loc["ridge"]
+    assert ridge["pearson"] == pytest.approx(probe["pearson"], abs=1e-4)
 
 
 def test_chem_bad_input(smiles, gene_vectors, line_vectors):

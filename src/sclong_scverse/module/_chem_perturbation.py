@@ -257,6 +257,13 @@ class ChemPerturbationModule(HeadModuleMixin, nn.Module):
     chunk_size
         Profiles per forward pass in :meth:`training_loss` (bounds the memory of large
         validation batches: each profile holds ``n_genes x d_model`` activations).
+    residual
+        Wide & deep: a linear ("wide") part, per gene, over the drug's mean atom features
+        (:meth:`mean_atom_inputs`), the cell line (its feature vector, or a per-line term with
+        learned cell-line vectors) and the dose level, fitted in closed form by the model class
+        (:meth:`set_wide`: the ridge probe on these inputs) and kept fixed; the network's output
+        layer starts at zero and learns the residual, so training starts from the probe.
+        DeepCE: none (``False``).
     """
 
     def __init__(
@@ -279,9 +286,11 @@ class ChemPerturbationModule(HeadModuleMixin, nn.Module):
         learn_missing: bool = True,
         normalize_atoms: bool = True,
         chunk_size: int = 256,
+        residual: bool = False,
     ):
         super().__init__()
         self.chunk_size = int(chunk_size)
+        self.residual = bool(residual)
         gene_features = torch.as_tensor(gene_features, dtype=torch.float32)
         missing = torch.isnan(gene_features).all(dim=1)
         self.register_buffer("gene_features", torch.nan_to_num(gene_features, nan=0.0))
@@ -311,6 +320,55 @@ class ChemPerturbationModule(HeadModuleMixin, nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden_dim, 1),
         )
+        if self.residual:
+            nn.init.zeros_(self.output[-1].weight)
+            nn.init.zeros_(self.output[-1].bias)
+            n_cell_terms = int(n_cell_lines) if n_cell_features is None else int(n_cell_features)
+            # the wide part: fitted in closed form (set_wide), never by the optimiser
+            self.register_buffer("wide_atoms", torch.zeros(int(atom_dim), self.n_genes))
+            self.register_buffer("wide_cells", torch.zeros(n_cell_terms, self.n_genes))
+            self.register_buffer("wide_doses", torch.zeros(int(n_doses), self.n_genes))
+
+    @staticmethod
+    def mean_atom_inputs(graphs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per drug, the mean of its atoms' input features ``(n_drugs, atom_dim)``."""
+        atoms, owner = graphs["atoms"], graphs["owner"]
+        n_drugs = graphs["slots"].shape[0]
+        total = atoms.new_zeros(n_drugs, atoms.shape[1]).index_add_(0, owner, atoms)
+        count = torch.bincount(owner, minlength=n_drugs).clamp(min=1).to(atoms.dtype)
+        return total / count.unsqueeze(1)
+
+    def set_wide(
+        self, atoms: torch.Tensor, cells: torch.Tensor, doses: torch.Tensor, intercept: torch.Tensor
+    ) -> None:
+        """Set the wide part and the offset (the probe's intercept).
+
+        Per-gene coefficients of the mean atom features ``(atom_dim, n_genes)``, of the cell
+        line (its features, or per-line terms) and of the dose levels.
+        """
+        if not self.residual:
+            raise RuntimeError("set_wide needs a module built with residual=True.")
+        for buffer, value in (
+            (self.wide_atoms, atoms),
+            (self.wide_cells, cells),
+            (self.wide_doses, doses),
+            (self.offset, intercept),
+        ):
+            buffer.copy_(torch.as_tensor(value, dtype=torch.float32).reshape(buffer.shape))
+
+    def wide(
+        self,
+        drug_inputs: torch.Tensor,
+        drug_index: torch.Tensor,
+        cells: torch.Tensor,
+        cell_index: torch.Tensor,
+        dose_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """The wide part's profiles ``(batch, n_genes)`` (without the offset)."""
+        out = drug_inputs[drug_index] @ self.wide_atoms + self.wide_doses[dose_index]
+        if self.uses_cell_features:
+            return out + cells[cell_index] @ self.wide_cells
+        return out + self.wide_cells[cell_index]
 
     def atom_vectors(self, graphs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Atom vectors ``(n_atoms, d_model)`` of all packed drugs (:func:`pack_bond_graphs`)."""
@@ -338,6 +396,7 @@ class ChemPerturbationModule(HeadModuleMixin, nn.Module):
         cell_index: torch.Tensor,
         dose_index: torch.Tensor,
         return_attention: bool = False,
+        drug_inputs: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Predicted profiles ``(batch, n_genes)``.
 
@@ -354,6 +413,9 @@ class ChemPerturbationModule(HeadModuleMixin, nn.Module):
             learned cell-line vectors).
         return_attention
             Also return the last layer's attention ``(batch, n_genes, max_atoms)``.
+        drug_inputs
+            ``(n_drugs, atom_dim)`` mean atom features (:meth:`mean_atom_inputs`); needed with
+            ``residual``.
         """
         batch_slots = slots[drug_index]
         padding = batch_slots < 0
@@ -371,6 +433,10 @@ class ChemPerturbationModule(HeadModuleMixin, nn.Module):
         context = torch.cat([drug, cell, dose], dim=1).unsqueeze(1)
         joint = torch.cat([genes, context.expand(-1, genes.shape[1], -1)], dim=-1)
         out = self.output(joint).squeeze(-1) + self.offset
+        if self.residual:
+            if drug_inputs is None:
+                raise ValueError("A residual module needs drug_inputs (mean_atom_inputs).")
+            out = out + self.wide(drug_inputs, drug_index, cells, cell_index, dose_index)
         if return_attention:
             return out, attention
         return out
@@ -384,6 +450,7 @@ class ChemPerturbationModule(HeadModuleMixin, nn.Module):
         """
         graphs = {key: self.context(key) for key in GRAPH_KEYS}
         atoms = self.atom_vectors(graphs)
+        drug_inputs = self.mean_atom_inputs(graphs) if self.residual else None
         cells = self.context("cells")
         n = len(batch["y"])
         total = batch["y"].new_zeros(())
@@ -396,6 +463,7 @@ class ChemPerturbationModule(HeadModuleMixin, nn.Module):
                 cells,
                 batch["cell"][part],
                 batch["dose"][part],
+                drug_inputs=drug_inputs,
             )
             total = total + torch.sum((prediction - batch["y"][part]) ** 2)
         return total / batch["y"].numel()
