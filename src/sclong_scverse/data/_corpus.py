@@ -226,6 +226,16 @@ class ScLongCorpus:
         Cells without counts: ``"skip"`` (default, they carry no signal and are read as zeros
         that enter no loss) or ``"error"``.
 
+    Raises
+    ------
+    FileNotFoundError
+        A path does not exist, or a folder / pattern names no store.
+    KeyError
+        The matrix (``layer``) or the ``gene_id_key`` column is not in a store.
+    ScLongInputError
+        A store's gene ids are duplicated (named, with a few of the names), do not match its
+        matrix, or its values are neither counts nor scLong-normalised.
+
     Examples
     --------
     >>> corpus = scl.data.ScLongCorpus("atlas/*.h5ad")  # doctest: +SKIP
@@ -307,6 +317,17 @@ class ScLongCorpus:
                 )
             if len(ids) != n_vars:
                 raise ScLongInputError(f"{path}: var has {len(ids)} genes but {element} {n_vars}.")
+            if ids.has_duplicates:
+                counts = ids.value_counts()
+                duplicated = counts[counts > 1]
+                examples = ", ".join(f"{g!r} x{n}" for g, n in duplicated.head(5).items())
+                where = "var_names" if key is None else f"var[{key!r}]"
+                raise ScLongInputError(
+                    f"{path}: {where} has {len(duplicated)} duplicated gene names (e.g. "
+                    f"{examples}); only one of each would be read (setup_anndata refuses them "
+                    "too). Make them unique in the store, e.g. sum the duplicated genes or use "
+                    "unique ids (Ensembl) with gene_id_key=, and write it again."
+                )
             sample = _read_rows(matrix, np.arange(min(n_obs, _SAMPLE_ROWS)))
             kind = self._value_kind(path, element, sample, values)
         finally:

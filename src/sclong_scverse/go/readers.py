@@ -17,6 +17,7 @@ from typing import Literal
 
 import pandas as pd
 
+from ..validation import ScLongInputError
 from ._data import _read
 
 PathLike = str | os.PathLike
@@ -238,6 +239,16 @@ def read_gaf(
     Returns
     -------
     ``{gene: set of GO ids}``. Rows with an empty gene id (in ``id_column``) or GO id are skipped.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    ValueError
+        A data line with fewer than 15 columns (not a GAF file), or a bad ``id_column`` or
+        ``ontologies``.
+    ScLongInputError
+        A line whose aspect (column 9) is not P, F or C (the message names the line).
     """
     path = _require_file(path)
     if id_column not in ("symbol", "db_object_id"):
@@ -246,7 +257,7 @@ def read_gaf(
     excluded = _evidence(exclude_evidence)
     rows = []
     with _open_text(path) as handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             if line.startswith("!") or not line.strip():
                 continue
             fields = line.rstrip("\n\r").split("\t")
@@ -254,6 +265,13 @@ def read_gaf(
                 raise ValueError(
                     f"{path} is not a GAF file: a data line has {len(fields)} tab-separated "
                     "columns, GAF has 15 (1.0) or 17 (2.x)."
+                )
+            aspect = fields[8].strip().upper().replace(" ", "_")
+            if aspect not in _ONTOLOGY_NAMES:
+                raise ScLongInputError(
+                    f"{path}, line {number}: unknown aspect (column 9) {fields[8]!r}; GAF "
+                    "aspects are P, F, C (biological process, molecular function, cellular "
+                    "component). Fix or remove the line."
                 )
             rows.append(fields[:13])
     table = pd.DataFrame(rows, columns=_GAF_COLUMNS[:13])

@@ -13,7 +13,7 @@ import torch
 from mudata import MuData
 
 from ..io._lean import convert_state, held_dtype, load_mapped, resolve_dtype
-from ..validation import SCLONG_MAX_VALUE
+from ..validation import SCLONG_MAX_VALUE, ScLongInputError
 from ._anndata import _align_to_genes, _gene_ids, _rna
 
 
@@ -115,15 +115,21 @@ class SaveLoadMixin:
             Also write the registered AnnData (or MuData).
         **anndata_write_kwargs
             Passed to :meth:`anndata.AnnData.write_h5ad`.
+
+        Raises
+        ------
+        ScLongInputError
+            ``dir_path`` is a file, or holds a saved model and ``overwrite`` is ``False`` (a
+            :class:`ValueError`).
         """
         from ._saving import MODEL_FILE, save_model_file, write_manifest
 
         folder = Path(dir_path)
         stem = prefix or ""
         if folder.exists() and not folder.is_dir():
-            raise ValueError(f"{folder} is a file; give a folder to save the model in.")
+            raise ScLongInputError(f"{folder} is a file; give a folder to save the model in.")
         if (folder / f"{stem}{MODEL_FILE}").exists() and not overwrite:
-            raise ValueError(
+            raise ScLongInputError(
                 f"{folder} already holds a saved model; pass overwrite=True to replace it, or "
                 "choose another folder."
             )
@@ -366,7 +372,9 @@ class SaveLoadMixin:
 
         Writes ``model.pt``, ``manifest.json`` (and ``adata.h5ad`` with ``save_anndata``) as
         :meth:`save` does, and ``README.md``, a model card naming the network, gene vocabulary,
-        training data and ``metrics``. Upload the folder with
+        training data and ``metrics``. As :meth:`save` keeps a saved model, an existing
+        ``README.md`` (e.g. the user's own notes) is kept unless ``overwrite=True``: nothing is
+        written then. Upload the folder with
         ``huggingface_hub.upload_folder(folder_path=dir_path, repo_id="org/name")``; users then
         load it with :meth:`from_pretrained`.
 
@@ -380,17 +388,36 @@ class SaveLoadMixin:
             What the model was trained on.
         metrics
             Measured figures for the card.
-        overwrite, save_anndata
+        overwrite
+            Replace the files of a model saved there and an existing ``README.md``.
+        save_anndata
             As in :meth:`save`.
 
         Returns
         -------
         The sha256 of ``manifest.json``: pin it in a
         :class:`~sclong_scverse.model.PretrainedRelease` so the release cannot change unnoticed.
+
+        Raises
+        ------
+        ScLongInputError
+            ``dir_path`` already holds a ``README.md`` or a saved model and ``overwrite`` is
+            ``False`` (a :class:`ValueError`, as :meth:`save` raises).
         """
         from ._pretrained import manifest_checksum, model_card
 
-        self.save(dir_path, overwrite=overwrite, save_anndata=save_anndata)
+        readme = Path(dir_path) / "README.md"
+        if (readme.exists() or readme.is_symlink()) and not overwrite:
+            raise ScLongInputError(
+                f"{readme} exists already; pass overwrite=True to replace it with the model "
+                "card, or choose another folder (nothing was written)."
+            )
         card = model_card(self, name=name, training_data=training_data, metrics=metrics)
-        (Path(dir_path) / "README.md").write_text(card)
+        self.save(dir_path, overwrite=overwrite, save_anndata=save_anndata)
+        temporary = readme.with_name(f".{readme.name}.partial")
+        try:  # as save()'s files: written under a temporary name, renamed when complete
+            temporary.write_text(card)
+            os.replace(temporary, readme)
+        finally:
+            temporary.unlink(missing_ok=True)
         return manifest_checksum(dir_path)

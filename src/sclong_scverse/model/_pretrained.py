@@ -104,16 +104,49 @@ def _repo_folder(cache_dir: Path, repo_id: str) -> Path:
     return cache_dir / ("models--" + repo_id.replace("/", "--"))
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (links followed) lies in ``folder`` (links followed)."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
 def _cached_snapshot(cache_dir: Path, repo_id: str, revision: str) -> Path | None:
-    """The snapshot folder of ``repo_id`` at ``revision`` (a commit or a ref) in the cache."""
+    """The snapshot folder of ``repo_id`` at ``revision`` (a commit or a ref) in the cache.
+
+    A ref file (``refs/<revision>``) must hold a 40-digit commit hash, as ``huggingface_hub``
+    writes them, and the snapshot must lie in the cache: anything else (``../..``, an absolute
+    path) would load a folder from outside the cache and is refused.
+
+    Raises
+    ------
+    ModelIntegrityError
+        The ref file or the revision points outside the cache, or the ref is not a commit hash.
+    """
     repo = _repo_folder(cache_dir, repo_id)
     commit = revision
     if not _COMMIT.match(revision):
-        ref = repo / "refs" / revision
+        refs = repo / "refs"
+        ref = refs / revision
         if not ref.is_file():
             return None
-        commit = ref.read_text().strip()
+        if not _inside(ref, refs):
+            raise ModelIntegrityError(
+                f"revision {revision!r} names {ref}, outside {refs}; pass a branch name or a "
+                "40-digit commit hash."
+            )
+        commit = ref.read_text(errors="replace").strip()
+        if not _COMMIT.match(commit):
+            raise ModelIntegrityError(
+                f"{ref} (refs/{revision} of the hub cache) holds {commit[:80]!r}, not a commit "
+                "hash (40 lower-case hex digits): the cache was edited or is corrupted. Delete "
+                f"{ref} (and download again), or pass revision=<commit>."
+            )
     snapshot = repo / "snapshots" / commit
+    if snapshot.exists() and not _inside(snapshot, cache_dir):
+        raise ModelIntegrityError(
+            f"{snapshot} (the snapshot of {repo_id}@{revision}) resolves to "
+            f"{snapshot.resolve()}, outside the hub cache {cache_dir}; delete it and download "
+            "again."
+        )
     return snapshot if all((snapshot / name).is_file() for name in MODEL_FILES) else None
 
 
@@ -167,7 +200,8 @@ def resolve_pretrained(
         Not a folder, name or cached repository, and no download possible: the message says which
         files to place where.
     ModelIntegrityError
-        ``manifest.json`` differs from the pinned checksum.
+        ``manifest.json`` differs from the pinned checksum, or a ref of the hub cache
+        (``refs/<revision>``) is not a commit hash or points outside the cache.
     """
     path = Path(name_or_path)
     if path.is_dir():

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..validation import ScLongInputError, check_not_view
+from ..validation import ScLongInputError, check_not_view, summarize_values
 
 if TYPE_CHECKING:
     from ..model import SCLONG
@@ -31,6 +31,23 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     out = np.empty(n)
     out[order] = np.minimum(adjusted, 1.0)
     return out
+
+
+def _read_by_model(adata: ad.AnnData, model: SCLONG) -> np.ndarray:
+    """Which of ``adata``'s genes reach ``model``: bool ``(n_vars,)``.
+
+    A gene reaches the model when its id (``adata.var_names`` or the model's ``gene_id_key``
+    column) is one of the genes the model was set up on and that gene is in the model's
+    vocabulary; any other gene enters no forward pass, so perturbing it changes nothing.
+    """
+    from ..model._anndata import _gene_ids, _rna
+
+    key = model._gene_id_key
+    ids = _gene_ids(adata, key) if key is not None else pd.Index(adata.var_names.astype(str))
+    model_ids = _gene_ids(_rna(model.adata, model._modality), key)
+    where = model_ids.get_indexer(ids)
+    positions = np.asarray(model.alignment.var_positions)
+    return (where >= 0) & (positions[np.maximum(where, 0)] >= 0)
 
 
 def in_silico_perturb(
@@ -55,6 +72,12 @@ def in_silico_perturb(
     with a null of random genes in the same expression bin (quantiles of the mean value),
     perturbed the same way: empirical p-value, Benjamini-Hochberg FDR over the tested genes.
     The change of the model's predicted expression of every gene is kept too.
+
+    Every gene in ``genes`` must reach the model (be one of the genes it was set up on and in
+    its vocabulary): a gene the model never reads would show "no effect" (shift 0, p-value 1),
+    which is not a result, so such genes are refused, all of them named, even when only some of
+    the requested genes are missing (drop them and call again). The null genes are drawn from
+    the genes the model reads only.
 
     Reads the values the model was set up with (``adata.layers[layer]`` or ``adata.X``) and
     ``adata.var_names``; writes ``adata.uns[key_added]``: ``params``, ``results`` (the returned
@@ -93,7 +116,8 @@ def in_silico_perturb(
     Raises
     ------
     ScLongInputError
-        Unknown genes, an unknown mode, or too few genes for a null.
+        Genes not in ``adata.var_names``, genes the model does not read (not in its vocabulary
+        or not among the genes it was set up on), an unknown mode, or too few genes for a null.
     """
     check_not_view(adata)
     if mode not in ("delete", "overexpress"):
@@ -103,6 +127,16 @@ def in_silico_perturb(
     unknown = [g for g in genes if g not in names]
     if unknown:
         raise ScLongInputError(f"Genes {unknown[:5]} are not in adata.var_names.")
+    read = _read_by_model(adata, model)
+    outside = [g for g in dict.fromkeys(genes) if not read[names.get_loc(g)]]
+    if outside:
+        raise ScLongInputError(
+            f"Genes {outside[:10]}{' ...' if len(outside) > 10 else ''} ({len(outside)} of "
+            f"the {len(set(genes))} requested) are in adata.var_names but not in the model's "
+            "vocabulary (or not among the genes it was set up on): the model never reads them, so "
+            "perturbing them would show no effect. Leave them out of genes=, or use a model "
+            "whose vocabulary has them."
+        )
     layer = model._setup_args.get("layer")
     values = adata.X if layer is None else adata.layers[layer]
     rows = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
@@ -113,8 +147,13 @@ def in_silico_perturb(
     bins = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, max(len(edges) - 2, 0))
     record = adata.uns.get(layer or "sclong")
 
+    id_key = model._gene_id_key
+    var = pd.DataFrame(index=names.copy())
+    if id_key is not None:  # the query is matched to the model's genes by this column
+        var[id_key] = adata.var[id_key].to_numpy()
+
     def embed_and_predict(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        query = ad.AnnData(X=sparse.csr_matrix(matrix), var=pd.DataFrame(index=names.copy()))
+        query = ad.AnnData(X=sparse.csr_matrix(matrix), var=var.copy())
         if layer is not None:
             query.layers[layer] = query.X
         if record is not None:
@@ -143,7 +182,7 @@ def in_silico_perturb(
         i = int(names.get_loc(gene))
         b = int(bins[i])
         if b not in null_of:
-            pool = np.array([j for j in np.flatnonzero(bins == b) if j not in tested])
+            pool = np.array([j for j in np.flatnonzero((bins == b) & read) if j not in tested])
             if len(pool) < 2:
                 raise ScLongInputError(
                     f"Too few genes in {gene}'s expression bin for a null; lower n_bins."
@@ -238,7 +277,10 @@ def in_silico_vs_screen(
     (the DE genes per condition), ``adata.layers[layer]`` (or ``adata.X``) for the observed
     changes and the model's own input values for the deletion. Writes
     ``adata.uns[key_added]``: ``params``, ``results`` (the returned table as a dict of columns)
-    and ``skipped`` (targets not measured, which cannot be deleted in silico).
+    and ``skipped`` (targets that cannot be deleted in silico: not measured, or, when
+    ``targets`` is not given, measured but not in the model's vocabulary; named ``targets`` the
+    model does not read are refused).
+    The observed values of the control and knock-out cells must be finite.
 
     Parameters
     ----------
@@ -273,8 +315,10 @@ def in_silico_vs_screen(
     Raises
     ------
     ScLongInputError
-        A missing condition column or control label, missing DE genes, or targets that are not
-        measured single-gene conditions.
+        A missing condition column or control label, missing DE genes, targets that are not
+        measured single-gene conditions or that the model does not read (see
+        :func:`in_silico_perturb`), a missing ``layer``, or NaN / infinite observed values in
+        the control and knock-out cells.
     """
     from ..pp._perturbation import condition_genes
 
@@ -305,7 +349,10 @@ def in_silico_vs_screen(
     measured = [g for g in single if g in names]
     skipped = sorted(g for g in single if g not in names)
     if targets is None:
-        targets = sorted(measured)
+        read = _read_by_model(adata, model)
+        unread = {g for g in measured if not read[names.get_loc(g)]}  # not in the model
+        skipped = sorted({*skipped, *unread})
+        targets = sorted(g for g in measured if g not in unread)
     else:
         targets = [str(t) for t in targets]
         bad = [t for t in targets if t not in measured]
@@ -315,9 +362,29 @@ def in_silico_vs_screen(
                 f"adata.obs[{condition_key!r}]; measured targets: {sorted(measured)[:10]}."
             )
     if not targets:
-        raise ScLongInputError("No measured target of a single-gene condition to delete.")
+        raise ScLongInputError(
+            "No measured target of a single-gene condition to delete (skipped, not measured or "
+            f"not in the model's vocabulary: {skipped[:10]})."
+        )
 
+    if layer is not None and layer not in adata.layers:
+        raise ScLongInputError(
+            f"layer={layer!r} is not in adata.layers ({list(adata.layers)}); pass the layer "
+            "of the observed values (e.g. log-normalised), or None for adata.X."
+        )
     values = adata.X if layer is None else adata.layers[layer]
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    used = np.concatenate(
+        [control_rows, *(np.flatnonzero(conditions == single[t]) for t in targets)]
+    )
+    summary = summarize_values(values[np.unique(used)])
+    if summary.n_nan or summary.n_inf:
+        raise ScLongInputError(
+            f"{where} holds {summary.n_nan} NaN and {summary.n_inf} infinite values in the "
+            "control and knock-out cells; the observed changes need finite values. Recompute "
+            "the layer (e.g. sc.pp.normalize_total and sc.pp.log1p on the counts) or pass "
+            "another layer=."
+        )
 
     def mean_of(rows: np.ndarray) -> np.ndarray:
         block = values[rows]
@@ -408,5 +475,5 @@ def in_silico_vs_screen(
         "skipped": np.asarray(skipped, dtype=str),
     }
     if skipped:
-        logger.info("Targets not measured (cannot be deleted in silico): %s", ", ".join(skipped))
+        logger.info("Targets skipped (cannot be deleted in silico): %s", ", ".join(skipped))
     return result
