@@ -88,6 +88,26 @@ EPOCHS = {"cellbench": 4, "pbmc68k": 8, "papalexi": 6}
 BATCH = 64
 
 
+#: What the page says when the per-gene pooling is chosen.
+FEATURE_SUM_COST = (
+    "**What `feature_sum` costs.** Its width is the model's number of genes, not `dim`: "
+    "27,874 values per cell for the official 1B model (111 kB per cell in float32, 1.1 GB for "
+    "10,000 cells; `SCLONG.embed_corpus` writes that much per cell too). "
+    '`sc.pp.neighbors(adata, use_rep="X_sclong")` works on it as on any representation; for a '
+    'compact embedding pass `pooling="max"` (`dim` values) or run `sc.pp.pca` on it. It is '
+    "also the original scLong's own zero-shot embedding, so the default is the faithful one."
+)
+#: ... and why the heads keep ``max`` (``HEAD_POOLING``).
+HEADS_KEEP_MAX = (
+    "**The heads keep `max`** (`HEAD_POOLING`): the annotation classifier and the cell-line "
+    "vectors of the drug heads (`tl.cell_line_embedding`) fit layers on their features, and "
+    "the classifier's out-of-distribution score a covariance of the width squared (27,874² "
+    "values for the 1B model with `feature_sum`, 6 GB); on the tests' untrained backbone "
+    "`feature_sum` also gave the frozen classifier 0.31 accuracy against 0.75 with `max` "
+    '(Drop-seq to CEL-seq2). Pass `pooling="feature_sum"` to a head to try it.'
+)
+
+
 def load(name: str, seed: int = 0) -> tuple[ad.AnnData, dict]:
     """A normalised AnnData with ``obs["batch"]`` and ``obs["label"]``, and its task record."""
     if name == "cellbench":
@@ -320,8 +340,10 @@ def write_page(results: pd.DataFrame, command: str, seconds: float) -> None:
         "scLong gives one vector per gene and cell (the merged decodings, width `dim`); a cell "
         "embedding pools them. `scl.tl.embed(adata, model, pooling=...)`, "
         "`SCLONG.get_latent_representation`, `scl.tl.cell_line_embedding` and the classifier "
-        "head all pool through one routine (`sclong_scverse.module._module.pool_decoded`) and "
-        "share one default, `DEFAULT_POOLING`. The poolings (`POOLINGS`):",
+        "head all pool through one routine (`sclong_scverse.module._module.pool_decoded`); cell "
+        "embeddings (`tl.embed`, `get_latent_representation`, `embed_corpus`, `sclong embed`) "
+        "share one default, `DEFAULT_POOLING`, the heads another, `HEAD_POOLING` (below). The "
+        "poolings (`POOLINGS`):",
         "",
         "| pooling | width | what |",
         "|---|---|---|",
@@ -421,6 +443,8 @@ def write_page(results: pd.DataFrame, command: str, seconds: float) -> None:
             "are further from the best on at least one of the two uses."
         )
     lines += [verdict, ""]
+    if chosen == "feature_sum":
+        lines += [FEATURE_SUM_COST, "", HEADS_KEEP_MAX, ""]
     if chosen != DEFAULT_POOLING:
         lines += [
             f"(The code's `DEFAULT_POOLING` is `{DEFAULT_POOLING}`: it differs from this run's "

@@ -199,7 +199,7 @@ def test_frozen_classifier_matches_a_logistic_regression_probe_across_protocols(
     query = adata[~is_drop & adata.obs["cell_line"].isin(["H1975", "H2228", "HCC827"])].copy()
     torch.manual_seed(0)
     model = SCLONGClassifier.from_sclong(backbone, reference, labels_key="cell_line")
-    assert model.module.pooling == scl.module._module.DEFAULT_POOLING
+    assert model.module.pooling == scl.module._module.HEAD_POOLING == "max"
     model.train(accelerator="cpu", enable_progress_bar=False)  # defaults: cached features
     truth = query.obs["cell_line"].astype(str).to_numpy()
     accuracy = float((model.predict(query) == truth).mean())

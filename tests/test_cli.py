@@ -349,8 +349,9 @@ def test_pretrain_embed_grn_round_trip(capsys, tmp_path, counts_h5ad):
     assert code == 0, err
     assert "\x1b[" not in out + err and "already downloaded" not in out + err
     result = ad.read_h5ad(embedded)
-    assert result.obsm["X_sclong"].shape == (48, 32)
-    assert result.uns["X_sclong"]["params"]["pooling"] == DEFAULT_POOLING
+    # the default pooling: one value per gene of the model (feature_sum, docs/pooling.md)
+    assert result.obsm["X_sclong"].shape == (48, n_genes)
+    assert result.uns["X_sclong"]["params"]["pooling"] == DEFAULT_POOLING == "feature_sum"
     assert np.isfinite(result.obsm["X_sclong"]).all()
 
     # genes named by symbols, the model's Ensembl ids in a var column: --gene-id-key

@@ -19,6 +19,7 @@ from conftest import TEST_DATA
 from sclong_scverse.chem import DrugFeatureError
 from sclong_scverse.model import ModelIntegrityError, SCLONGDrugResponse
 from sclong_scverse.model._drug_response import baseline_predictions, split_pairs
+from sclong_scverse.module._module import HEAD_POOLING
 from sclong_scverse.pp import ScLongInputError
 
 pytest.importorskip("rdkit", reason="the [chem] extra (RDKit) is not installed")
@@ -294,7 +295,7 @@ def test_cell_line_embedding_mean_and_pseudobulk(cellbench_top):
     torch.manual_seed(0)
     model = scl.SCLONG(adata, config="tiny", gene_graph=False)
     table = scl.tl.cell_line_embedding(adata, model, groupby="cell_line", key_added="lines")
-    latent = model.get_latent_representation(adata)
+    latent = model.get_latent_representation(adata, pooling=HEAD_POOLING)  # the heads' pooling
     assert list(table.index) == sorted(CELLBENCH_DEPMAP)
     for line in table.index:
         mine = latent[adata.obs["cell_line"].to_numpy() == line].mean(axis=0)
@@ -312,7 +313,9 @@ def test_cell_line_embedding_mean_and_pseudobulk(cellbench_top):
     scl.pp.normalize(profile, allow_non_integer=True)
     # (up to the FAVOR+ key stabiliser's batch dependence: 5 profiles in one batch vs 1)
     np.testing.assert_allclose(
-        bulk.loc[line].to_numpy(), model.get_latent_representation(profile)[0], rtol=1e-3
+        bulk.loc[line].to_numpy(),
+        model.get_latent_representation(profile, pooling=HEAD_POOLING)[0],
+        rtol=1e-3,
     )
     assert not np.allclose(bulk.to_numpy(), table.to_numpy())
     with pytest.raises(KeyError, match="groupby='tissue'"):

@@ -35,8 +35,9 @@ def test_embed_gene_embeddings_grn_write_documented_keys(trained):
     view_free = adata.copy()
     out = scl.tl.embed(view_free, model, copy=True)
     assert "X_sclong" not in view_free.obsm  # copy=True leaves the input untouched
-    assert out.obsm["X_sclong"].shape == (adata.n_obs, model.module.config.dim)
-    assert out.uns["X_sclong"]["params"]["pooling"] == "max"  # the benchmark's choice
+    # the default pooling (docs/pooling.md): one value per gene, the original's embedding
+    assert out.obsm["X_sclong"].shape == (adata.n_obs, model.module.config.n_genes)
+    assert out.uns["X_sclong"]["params"]["pooling"] == "feature_sum"
     assert scl.tl.embed(view_free, model) is None
     np.testing.assert_allclose(view_free.obsm["X_sclong"], out.obsm["X_sclong"], atol=1e-5)
 
@@ -234,7 +235,7 @@ def test_mudata_rna_modality(cellbench_top):
     SCLONG.setup_mudata(mdata, rna_layer="sclong", modalities={"rna_layer": "rna"})
     model = SCLONG(mdata, config="tiny", gene_graph=False)
     latent = model.get_latent_representation()
-    assert latent.shape == (40, model.module.config.dim)
+    assert latent.shape == (40, model.module.config.n_genes)  # per gene (default pooling)
     reference = rna.copy()
     SCLONG.setup_anndata(reference, layer="sclong")
     same = SCLONG(reference, config="tiny", gene_graph=False)

@@ -44,6 +44,7 @@ from hypothesis import strategies as st
 import sclong_scverse as scl
 from sclong_scverse.go import read_gaf, read_gene2go, read_gmt
 from sclong_scverse.model import SCLONG
+from sclong_scverse.module._module import DEFAULT_POOLING, POOLINGS, pooled_dim
 from sclong_scverse.pp import ScLongInputError
 from sclong_scverse.validation import to_memory
 
@@ -542,7 +543,8 @@ def test_model_construction(data):
     assert ok, model
     assert_unchanged(adata, before)
     latent = model.get_latent_representation()
-    assert latent.shape == (adata.n_obs, model.module.config.dim) and np.isfinite(latent).all()
+    width = pooled_dim(DEFAULT_POOLING, model.module.config.dim, model.module.config.n_genes)
+    assert latent.shape == (adata.n_obs, width) and np.isfinite(latent).all()
     assert_unchanged(adata, before)
 
 
@@ -626,7 +628,7 @@ def test_embed(data):
     model = _model(data.draw(st.sampled_from([1, 7, 25]), label="model genes"))
     query, info = query_anndata(data, model)
     options = dict(
-        pooling=data.draw(st.sampled_from(["max", "mean", "sum"]), label="pooling"),
+        pooling=data.draw(st.sampled_from(list(POOLINGS)), label="pooling"),
         copy=data.draw(st.booleans(), label="copy"),
         key_added=data.draw(st.sampled_from(["X_sclong", "X_pca"]), label="key_added"),
         batch_size=data.draw(st.sampled_from([None, 1, 4]), label="batch_size"),
@@ -650,7 +652,9 @@ def test_embed(data):
             assert_unchanged(target, before, obsm=[key], uns=[key])
             written = target
         latent = written.obsm[key]
-        assert latent.shape == (query.n_obs, model.module.config.dim)
+        config = model.module.config
+        width = pooled_dim(options["pooling"], config.dim, config.n_genes)
+        assert latent.shape == (query.n_obs, width)
         assert latent.dtype == np.float32 and np.isfinite(latent).all()
 
 

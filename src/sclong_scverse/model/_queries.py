@@ -254,12 +254,18 @@ class QueryMixin:
         return torch.cat(pooled).cpu().numpy()
 
     def _pooled(self, outputs: dict, pooling: str, n_genes: int) -> torch.Tensor:
-        """A batch's cell embeddings: decodings pooled over the vocabulary's genes."""
+        """A batch's cell embeddings: decodings pooled over the vocabulary's genes.
+
+        ``"feature_sum"`` adds each gene's predicted value to its summed decoding (the
+        original's recipe; the decodings alone sum to about 0 over their layer-normalised
+        features).
+        """
         decodings = outputs["decodings"][:, :n_genes].float()
         decoded = None
         if not self.module.config.low_expression_branch:
             decoded = outputs["predicted"][:, :n_genes]
-        return pool_decoded(decodings, decoded, pooling)
+        prediction = outputs["prediction"][:, :n_genes].float()
+        return pool_decoded(decodings, decoded, pooling, prediction=prediction)
 
     def _predicted_values(self, outputs: dict) -> torch.Tensor:
         """A batch's predictions on the registered genes (NaN where nothing predicts)."""

@@ -13,12 +13,12 @@ from torch import nn
 
 from ..nn import ScLongConfig, ScLongNetwork
 from ..nn.lora import ATTENTION_PROJECTIONS, add_lora
-from ._module import DEFAULT_POOLING, POOLINGS, pool_decoded
+from ._module import HEAD_POOLING, POOLINGS, Pooling, pool_decoded
 
 FineTuneMode = Literal["frozen", "partial", "lora"]
 TrainScope = Literal["mode", "head", "adapters"]
 #: A pooling name (one of ``module._module.POOLINGS``).
-ClassifierPooling = Literal["max", "mean", "sum", "max+mean", "feature_sum"]
+ClassifierPooling = Pooling
 
 FINE_TUNE_MODES = ("frozen", "partial", "lora")
 _LORA_NAMES = ("lora_A", "lora_B")
@@ -363,7 +363,7 @@ class ScLongClassifierModule(BaseModuleClass):
         Adapter settings (``"lora"`` mode).
     pooling
         Pooling of the decodings over genes (pad token excluded), one of ``POOLINGS``
-        (default ``DEFAULT_POOLING``; :func:`~sclong_scverse.module.pool_decoded`).
+        (default ``HEAD_POOLING``, ``"max"``; :func:`~sclong_scverse.module.pool_decoded`).
     hidden_dim
         Width of a hidden layer of the head (``None``: a linear head).
     dropout
@@ -383,7 +383,7 @@ class ScLongClassifierModule(BaseModuleClass):
         lora_alpha: float = 16.0,
         lora_dropout: float = 0.0,
         lora_targets: tuple[str, ...] = ATTENTION_PROJECTIONS,
-        pooling: ClassifierPooling = DEFAULT_POOLING,
+        pooling: ClassifierPooling = HEAD_POOLING,
         hidden_dim: int | None = None,
         dropout: float = 0.1,
     ):
@@ -508,7 +508,12 @@ class ScLongClassifierModule(BaseModuleClass):
         tokens[:, self.var_positions[kept]] = x[:, kept].to(tokens.dtype)
         return tokens
 
-    def pool(self, decodings: torch.Tensor, decoded: torch.Tensor | None = None) -> torch.Tensor:
+    def pool(
+        self,
+        decodings: torch.Tensor,
+        decoded: torch.Tensor | None = None,
+        prediction: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Pool per-gene decodings over the vocabulary's genes (pad token excluded).
 
         Parameters
@@ -519,17 +524,23 @@ class ScLongClassifierModule(BaseModuleClass):
             ``(batch, n_tokens)`` bool, the positions the network decoded (its ``predicted``
             output): only those are pooled. ``None``: all (the published network decodes
             every gene; a network without the low-expression branch only the top set).
+        prediction
+            ``(batch, n_tokens)`` predicted values (the network's ``prediction``), which
+            ``"feature_sum"`` adds per gene.
 
         Returns
         -------
-        ``(batch, dim)`` cell representations.
+        ``(batch, width)`` cell representations (:func:`~sclong_scverse.module.pooled_dim`).
         """
-        genes = decodings[:, : self.config.n_genes].float()
+        n_genes = self.config.n_genes
+        genes = decodings[:, :n_genes].float()
         if decoded is not None and bool(decoded.all()):
             decoded = None
         if decoded is not None:
-            decoded = decoded[:, : self.config.n_genes]
-        return pool_decoded(genes, decoded, self.pooling)
+            decoded = decoded[:, :n_genes]
+        if prediction is not None:
+            prediction = prediction[:, :n_genes].float()
+        return pool_decoded(genes, decoded, self.pooling, prediction=prediction)
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
         return {"x": tensors[REGISTRY_KEYS.X_KEY]}
@@ -565,7 +576,9 @@ class ScLongClassifierModule(BaseModuleClass):
         else:
             with torch.no_grad():
                 outputs = self.network(tokens)
-        embedding = self.pool(outputs["decodings"], outputs.get("predicted"))
+        embedding = self.pool(
+            outputs["decodings"], outputs.get("predicted"), outputs.get("prediction")
+        )
         return {"embedding": embedding, "logits": self.head(embedding)}
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:

@@ -65,10 +65,20 @@ def choose_masked_positions(
 POOLINGS = ("max", "mean", "sum", "max+mean", "feature_sum")
 #: Type of a pooling name (one of :data:`POOLINGS`).
 Pooling = Literal["max", "mean", "sum", "max+mean", "feature_sum"]
-#: The pooling every cell-embedding query and head uses unless told otherwise; chosen on
-#: integration bio conservation and a cross-batch linear probe (``docs/pooling.md``,
-#: ``benchmarks/bench_pooling.py``).
-DEFAULT_POOLING = "max"
+#: The pooling every cell-embedding query and head uses unless told otherwise: the original
+#: scLong's per-gene ``"feature_sum"``, the only pooling within 0.02 of the best on both
+#: integration bio conservation and a cross-batch linear probe, on CellBench and pbmc68k
+#: (``docs/pooling.md``, ``benchmarks/bench_pooling.py``). Its width is the model's number of
+#: genes (27,874 for the official 1B model: 111 kB per cell in float32); pass
+#: ``pooling="max"`` for a ``dim``-wide embedding.
+DEFAULT_POOLING = "feature_sum"
+#: The pooling of the heads that learn from cell embeddings (the annotation classifier, the
+#: cell-line vectors of the drug heads: :func:`~sclong_scverse.tl.cell_line_embedding`):
+#: ``"max"``, ``dim`` wide. A head's features are fitted on (a linear layer per feature, the
+#: classifier's Mahalanobis out-of-distribution score needs their covariance: width squared,
+#: 6 GB in float64 at the 1B model's 27,874 genes), so heads keep a compact pooling; pass
+#: ``pooling="feature_sum"`` to a head to use the per-gene embedding.
+HEAD_POOLING = "max"
 
 
 def pooled_dim(pooling: str, dim: int, n_genes: int) -> int:

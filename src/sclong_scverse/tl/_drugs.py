@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..module._module import DEFAULT_POOLING, Pooling
+from ..module._module import HEAD_POOLING, Pooling
 from ..validation import ScLongInputError, check_not_view
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ def cell_line_embedding(
     groupby: str,
     *,
     pooling: Literal["mean", "pseudobulk"] = "mean",
-    cell_pooling: Pooling = DEFAULT_POOLING,
+    cell_pooling: Pooling = HEAD_POOLING,
     counts_layer: str | None = None,
     batch_size: int | None = None,
     key_added: str = "sclong_cell_lines",
@@ -60,7 +60,8 @@ def cell_line_embedding(
         How a cell's (or profile's) gene decodings are pooled into a vector: one of
         :data:`~sclong_scverse.module._module.POOLINGS` (``"max"``, ``"mean"``, ``"sum"``,
         ``"max+mean"``, ``"feature_sum"``, see :func:`~sclong_scverse.tl.embed`); default
-        :data:`~sclong_scverse.module._module.DEFAULT_POOLING`.
+        :data:`~sclong_scverse.module._module.HEAD_POOLING` (``"max"``: compact features for
+        the drug heads, which fit a layer on them).
     counts_layer
         Raw counts for ``"pseudobulk"`` (``None``: ``adata.X``).
     batch_size
