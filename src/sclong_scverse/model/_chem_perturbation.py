@@ -20,7 +20,7 @@ from ..metrics import PRECISION_KS, signature_metrics
 from ..module import ChemPerturbationModule, pack_bond_graphs
 from ..validation import ScLongInputError, check_not_view
 from ._drug_response import SPLITS, SplitKind
-from ._head_base import SCLONGHead, fit_ridge
+from ._head_base import SCLONGHead, fit_ridge, train_docstring, training_settings
 
 if TYPE_CHECKING:
     from ._sclong import SCLONG
@@ -336,10 +336,7 @@ class SCLONGChemPerturbation(SCLONGHead):
             "seed": int(seed),
         }
         self._build(spec)
-        profiles["split"] = "train"
-        self.profiles_ = profiles
-        self.history_ = None
-        self.init_params_ = {"non_kwargs": {}, "kwargs": {}}
+        self._init_examples(profiles)
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -551,6 +548,7 @@ class SCLONGChemPerturbation(SCLONGHead):
                 out.append(prediction.cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.spec_["genes"])), np.float32)
 
+    @train_docstring
     def train(
         self,
         max_epochs: int = 100,
@@ -583,12 +581,7 @@ class SCLONGChemPerturbation(SCLONGHead):
             Adam settings (DeepCE: lr 2e-4).
         early_stopping_patience
             Stop after this many epochs without a better validation MSE (``None``: never).
-        accelerator, devices, precision
-            Lightning settings (``"auto"``: a GPU when there is one).
-        seed
-            Seed of the shuffles and dropout.
-        **trainer_kwargs
-            Passed to the Lightning trainer (e.g. ``enable_progress_bar=False``).
+        {lightning_parameters}
 
         Returns
         -------
@@ -617,20 +610,7 @@ class SCLONGChemPerturbation(SCLONGHead):
         self.module.set_context(cells=self._cell_tensor(), **self._graphs)
         d, c, s = self._indices(self.profiles_)
         examples = {"drug": d, "cell": c, "dose": s, "y": torch.as_tensor(targets)}
-        return self._fit(
-            examples,
-            rows,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            early_stopping_patience=early_stopping_patience,
-            accelerator=accelerator,
-            devices=devices,
-            precision=precision,
-            seed=seed,
-            **trainer_kwargs,
-        )
+        return self._fit(examples, rows, **training_settings(locals()))
 
     def _probe_features(self) -> tuple[np.ndarray, list[int]]:
         """Per profile, the wide part's inputs: ``[mean atom features ; cell line ; dose]``.

@@ -17,7 +17,7 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from ..genes import GeneVocabulary
-from ..module import ScLongTrainingPlan
+from ..module import RestoreBestWeights, ScLongTrainingPlan
 from ..module._classifier import (
     FINE_TUNE_MODES,
     ClassifierPooling,
@@ -28,9 +28,9 @@ from ..module._classifier import (
 from ..module._classifier import (
     backbone_sha256 as network_sha256,  # the parameter backbone_sha256 would shadow it
 )
-from ..module._module import DEFAULT_POOLING
+from ..module._module import HEAD_POOLING
 from ..nn import ScLongNetwork
-from ..pp._checks import (
+from ..validation import (
     ScLongInputError,
     check_not_view,
     check_obs_key,
@@ -48,7 +48,6 @@ from ._classifier_training import (
     NETWORK_PATIENCE,
     UNKNOWN_RATE,
     ClassifierTrainingMixin,
-    _RestoreBest,
     chance_threshold,
 )
 from ._sclong import SCLONG, check_model_input, register_fields
@@ -113,9 +112,11 @@ class SCLONGClassifier(
     lora_rank, lora_alpha, lora_dropout
         Adapter rank, scale numerator (the update is scaled by ``alpha / rank``) and dropout.
     pooling
-        Pooling of the decodings over genes, one of ``module._module.POOLINGS`` (default:
-        ``DEFAULT_POOLING``, the package's choice for every cell embedding,
-        ``docs/pooling.md``), the one of ``SCLONG.get_latent_representation``.
+        Pooling of the decodings over genes, one of ``module._module.POOLINGS``, as in
+        ``SCLONG.get_latent_representation``. Default: ``HEAD_POOLING`` (``"max"``, ``dim``
+        wide), not the cell embeddings' per-gene ``DEFAULT_POOLING``: the head and its
+        Mahalanobis out-of-distribution score are fitted on these features (a covariance of
+        width squared), ``docs/pooling.md``.
     hidden_dim
         Hidden width of an MLP head (``None``: per-feature standardisation + dropout + linear).
     dropout
@@ -149,7 +150,7 @@ class SCLONGClassifier(
         lora_rank: int = 8,
         lora_alpha: float = 16.0,
         lora_dropout: float = 0.0,
-        pooling: ClassifierPooling = DEFAULT_POOLING,
+        pooling: ClassifierPooling = HEAD_POOLING,
         hidden_dim: int | None = None,
         dropout: float = 0.1,
         backbone_sha256: str | None = None,
@@ -532,7 +533,11 @@ class SCLONGClassifier(
             trainer_kwargs.setdefault("early_stopping_patience", early_stopping_patience)
         if n_validation:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        restorer = _RestoreBest(self.module) if restore_best else None
+        restorer = (
+            RestoreBestWeights(self.module, self.module.fine_tuned_state_keys)
+            if restore_best
+            else None
+        )
         callbacks = user_callbacks + ([restorer] if restorer is not None else [])
         trainer_kwargs.pop("callbacks", None)
         features = manager = initial = None

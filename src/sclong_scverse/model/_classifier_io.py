@@ -21,7 +21,7 @@ from ..genes import GeneVocabulary
 from ..module._classifier import backbone_sha256 as network_sha256
 from ..module._classifier import copy_network
 from ..nn import ScLongConfig, ScLongNetwork
-from ..pp._checks import ScLongInputError, check_not_view
+from ..validation import ScLongInputError, check_not_view
 from ._saving import ModelIntegrityError
 from ._sclong import SCLONG, _align_to_genes, _gene_ids, _rna
 

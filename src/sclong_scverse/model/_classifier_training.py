@@ -13,11 +13,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback
 from scvi import REGISTRY_KEYS
 
-from ..module._classifier import ScLongClassifierModule
-from ..pp._checks import ScLongInputError
+from ..validation import ScLongInputError
 
 #: Fraction of the validation cells that the calibrated threshold of
 #: :func:`sclong_scverse.tl.annotate` (``threshold="auto"``) labels unknown.
@@ -42,35 +40,6 @@ def chance_threshold(n_classes: int) -> float:
     """
     chance = 1.0 / n_classes
     return chance + 0.25 * (1.0 - chance)
-
-
-class _RestoreBest(Callback):
-    """Keep the fine-tuned weights of the epoch with the lowest validation loss; restore them."""
-
-    def __init__(self, module: ScLongClassifierModule, monitor: str = "validation_loss"):
-        super().__init__()
-        self.module = module
-        self.monitor = monitor
-        self.best = float("inf")
-        self.best_epoch: int | None = None
-        self.state: dict[str, torch.Tensor] | None = None
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        # after the epoch's metrics are aggregated (as EarlyStopping and ModelCheckpoint)
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None or trainer.sanity_checking:
-            return
-        value = float(value)
-        if value < self.best:
-            self.best, self.best_epoch = value, int(trainer.current_epoch)
-            keys = set(self.module.fine_tuned_state_keys())
-            self.state = {
-                k: v.detach().clone() for k, v in self.module.state_dict().items() if k in keys
-            }
-
-    def on_fit_end(self, trainer, pl_module) -> None:
-        if self.state is not None:
-            self.module.load_state_dict(self.state, strict=False)
 
 
 class ClassifierTrainingMixin:

@@ -10,15 +10,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
-from scipy import sparse
-from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager, fields
 
 from ..metrics import synergy_metrics
 from ..module import DrugCombinationModule
 from ..validation import ScLongInputError, check_not_view
-from ._drug_response import _packed
-from ._head_base import SCLONGHead, split_examples
+from ._cell_line_head import CellLineTableHead, packed_drug_graphs
+from ._head_base import split_examples, train_docstring, training_settings
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +93,7 @@ def _combination_groups(
     return drugs, "drugs"
 
 
-class SCLONGDrugCombination(SCLONGHead):
+class SCLONGDrugCombination(CellLineTableHead):
     """DeepDDS-style drug combination model: a shared drug graph network + a cell-line vector.
 
     Classifies a (drug 1, drug 2, cell line) triple as synergistic (1) or not (0). Both drugs go
@@ -192,10 +189,7 @@ class SCLONGDrugCombination(SCLONGHead):
             "seed": int(seed),
         }
         self._build(spec)
-        triples["split"] = "train"
-        self.triples_ = triples
-        self.history_ = None
-        self.init_params_ = {"non_kwargs": {}, "kwargs": {}}
+        self._init_examples(triples)
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -252,40 +246,16 @@ class SCLONGDrugCombination(SCLONGHead):
             raise ScLongInputError("Combination labels must be 0 or 1 (NaN: no label).")
         if labels.notna().sum() == 0:
             raise ScLongInputError(f"adata.uns[{combinations_key!r}] has no labelled triple.")
-        if adata.obs_names.has_duplicates:
-            raise ScLongInputError("adata.obs_names (cell-line ids) have duplicates.")
         unknown = sorted(set(table["cell_line"].astype(str)) - {str(c) for c in adata.obs_names})
         if unknown:
             raise ScLongInputError(
                 f"Unknown cell ids {unknown[:10]} ({len(unknown)}): the combinations name cell "
                 "lines that are not rows of adata (no features); add them or drop those triples."
             )
-        if features_key is not None and features_key not in adata.obsm:
-            raise KeyError(f"features_key={features_key!r} not in adata.obsm ({list(adata.obsm)}).")
-        features = adata.X if features_key is None else adata.obsm[features_key]
-        features = features.toarray() if sparse.issparse(features) else np.asarray(features)
-        if features.ndim != 2 or not np.isfinite(features.astype(np.float64)).all():
-            raise ScLongInputError(
-                "The cell-line features must be a finite 2-d table (NaN or infinite values "
-                "found); impute or drop them first, knowingly."
-            )
         setup_method_args = cls._get_setup_method_args(
             cls=cls, adata=adata, combinations_key=combinations_key, features_key=features_key
         )
-        feature_field = (
-            fields.LayerField(REGISTRY_KEYS.X_KEY, None, is_count_data=False)
-            if features_key is None
-            else fields.ObsmField(REGISTRY_KEYS.X_KEY, features_key, is_count_data=False)
-        )
-        manager = AnnDataManager(fields=[feature_field], setup_method_args=setup_method_args)
-        manager.register_fields(adata, **kwargs)
-        cls.register_manager(manager)
-
-    def _feature_matrix(self) -> np.ndarray:
-        key = self._setup_args["features_key"]
-        values = self.adata.X if key is None else self.adata.obsm[key]
-        values = values.toarray() if sparse.issparse(values) else np.asarray(values)
-        return values.astype(np.float32)
+        cls._register_cell_lines(adata, features_key, setup_method_args, **kwargs)
 
     def _triples(self) -> pd.DataFrame:
         table = self.adata.uns[self._setup_args["combinations_key"]]
@@ -312,15 +282,7 @@ class SCLONGDrugCombination(SCLONGHead):
 
     # ------------------------------------------------------------------ construction
     def _build(self, spec: dict) -> None:
-        from ..chem import featurize_drugs
-
-        self.spec_ = spec
-        graphs = featurize_drugs(
-            dict(zip(spec["drugs"], spec["smiles"], strict=True)), max_atoms=spec["max_atoms"]
-        )
-        self._drug_graphs = _packed(graphs)
-        self._drug_index = {d: i for i, d in enumerate(spec["drugs"])}
-        self._cell_index = {c: i for i, c in enumerate(spec["cell_lines"])}
+        graphs = self._featurize(spec)
         features = self._feature_matrix()
         torch.manual_seed(int(spec["seed"]))
         self.module = DrugCombinationModule(
@@ -381,6 +343,7 @@ class SCLONGDrugCombination(SCLONGHead):
         )
 
     # ------------------------------------------------------------------ training
+    @train_docstring
     def train(
         self,
         max_epochs: int = 100,
@@ -412,12 +375,7 @@ class SCLONGDrugCombination(SCLONGHead):
             Adam settings (DeepDDS: lr 5e-4).
         early_stopping_patience
             Stop after this many epochs without a lower validation loss (``None``: never).
-        accelerator, devices, precision
-            Lightning settings (``"auto"``: a GPU when there is one).
-        seed
-            Seed of the shuffles and dropout.
-        **trainer_kwargs
-            Passed to the Lightning trainer (e.g. ``enable_progress_bar=False``).
+        {lightning_parameters}
 
         Returns
         -------
@@ -444,20 +402,7 @@ class SCLONGDrugCombination(SCLONGHead):
             "cell": triples["cell_line"].map(self._cell_index).to_numpy(dtype=np.int64),
             "y": triples["label"].to_numpy(dtype=np.float32),
         }
-        return self._fit(
-            examples,
-            rows,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            early_stopping_patience=early_stopping_patience,
-            accelerator=accelerator,
-            devices=devices,
-            precision=precision,
-            seed=seed,
-            **trainer_kwargs,
-        )
+        return self._fit(examples, rows, **training_settings(locals()))
 
     # ------------------------------------------------------------------ queries
     def predict(
@@ -503,7 +448,7 @@ class SCLONGDrugCombination(SCLONGHead):
             if unknown:
                 raise ScLongInputError(f"Unknown drugs {unknown[:10]} (no SMILES).")
             used = {n: table[n] for n in names}
-            graphs = _packed(featurize_drugs(used, max_atoms=self.spec_["max_atoms"]))
+            graphs = packed_drug_graphs(featurize_drugs(used, max_atoms=self.spec_["max_atoms"]))
             index = {n: i for i, n in enumerate(used)}
         else:
             unknown = [n for n in names if n not in self._drug_index]
@@ -591,11 +536,3 @@ class SCLONGDrugCombination(SCLONGHead):
         return pd.DataFrame(rows)
 
     # ------------------------------------------------------------------ save / load
-    @classmethod
-    def _check_loaded_data(cls, adata: ad.AnnData, spec: dict, attrs: dict) -> None:
-        """The cell lines must be the saved model's, in the same order."""
-        if [str(c) for c in adata.obs_names] != [str(c) for c in spec["cell_lines"]]:
-            raise ScLongInputError(
-                f"adata's cell lines differ from the saved model's {len(spec['cell_lines'])} "
-                "(order included); subset and reorder it."
-            )

@@ -10,13 +10,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
-from scipy import sparse
-from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager, fields
+from scvi.data import fields
 
-from ..module import DrugResponseModule, pack_graphs
+from ..module import DrugResponseModule
 from ..validation import ScLongInputError, check_not_view
-from ._head_base import SCLONGHead, fit_ridge, ridge_probe, split_examples
+from ._cell_line_head import CellLineTableHead, packed_drug_graphs
+from ._head_base import fit_ridge, ridge_probe, split_examples, train_docstring, training_settings
 
 logger = logging.getLogger(__name__)
 
@@ -136,15 +135,7 @@ def split_pairs(
     )
 
 
-def _packed(graphs: dict) -> tuple:
-    """Packed graphs (:func:`~sclong_scverse.module.pack_graphs`) of ``featurize_drugs``."""
-    n = [int(k) for k in graphs["n_atoms"]]
-    features = [graphs["features"][i, :k] for i, k in enumerate(n)]
-    adjacency = [graphs["adjacency"][i, :k, :k] for i, k in enumerate(n)]
-    return pack_graphs(features, adjacency)
-
-
-class SCLONGDrugResponse(SCLONGHead):
+class SCLONGDrugResponse(CellLineTableHead):
     """DeepCDR-style cancer drug response model: drug graph network + cell-line vector -> ln IC50.
 
     The AnnData holds one row per cell line (or sample): its feature vector in ``adata.X`` or
@@ -237,9 +228,7 @@ class SCLONGDrugResponse(SCLONGHead):
             "seed": int(seed),
         }
         self._build(spec)
-        self.pairs_ = self._measured_pairs()
-        self.history_ = None
-        self.init_params_ = {"non_kwargs": {}, "kwargs": {}}
+        self._init_examples(self._measured_pairs())
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -296,42 +285,15 @@ class SCLONGDrugResponse(SCLONGHead):
             )
         if table.columns.has_duplicates:
             raise ScLongInputError(f"adata.obsm[{response_key!r}] has duplicated drug columns.")
-        if adata.obs_names.has_duplicates:
-            raise ScLongInputError("adata.obs_names (cell-line ids) have duplicates.")
-        if features_key is not None and features_key not in adata.obsm:
-            raise KeyError(f"features_key={features_key!r} not in adata.obsm ({list(adata.obsm)}).")
-        features = adata.X if features_key is None else adata.obsm[features_key]
-        features = features.toarray() if sparse.issparse(features) else np.asarray(features)
-        if features.ndim != 2 or not np.isfinite(features.astype(np.float64)).all():
-            raise ScLongInputError(
-                "The cell-line features must be a finite 2-d table (NaN or infinite values "
-                "found); impute or drop them first, knowingly."
-            )
         setup_method_args = cls._get_setup_method_args(
             cls=cls, adata=adata, response_key=response_key, features_key=features_key
         )
-        feature_field = (
-            fields.LayerField(REGISTRY_KEYS.X_KEY, None, is_count_data=False)
-            if features_key is None
-            else fields.ObsmField(REGISTRY_KEYS.X_KEY, features_key, is_count_data=False)
-        )
-        anndata_fields = [
-            feature_field,
-            fields.ObsmField("response", response_key, is_count_data=False),
-        ]
-        manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
-        manager.register_fields(adata, **kwargs)
-        cls.register_manager(manager)
+        response = fields.ObsmField("response", response_key, is_count_data=False)
+        cls._register_cell_lines(adata, features_key, setup_method_args, [response], **kwargs)
 
     def _response_table(self) -> pd.DataFrame:
         table = self.adata.obsm[self._setup_args["response_key"]]
         return table.set_axis([str(c) for c in table.columns], axis=1)
-
-    def _feature_matrix(self) -> np.ndarray:
-        key = self._setup_args["features_key"]
-        values = self.adata.X if key is None else self.adata.obsm[key]
-        values = values.toarray() if sparse.issparse(values) else np.asarray(values)
-        return values.astype(np.float32)
 
     def _measured_pairs(self) -> pd.DataFrame:
         table = self._response_table()
@@ -354,15 +316,7 @@ class SCLONGDrugResponse(SCLONGHead):
 
     # ------------------------------------------------------------------ construction
     def _build(self, spec: dict) -> None:
-        from ..chem import featurize_drugs
-
-        self.spec_ = spec
-        graphs = featurize_drugs(
-            dict(zip(spec["drugs"], spec["smiles"], strict=True)), max_atoms=spec["max_atoms"]
-        )
-        self._drug_graphs = _packed(graphs)
-        self._drug_index = {d: i for i, d in enumerate(spec["drugs"])}
-        self._cell_index = {c: i for i, c in enumerate(spec["cell_lines"])}
+        graphs = self._featurize(spec)
         features = self._feature_matrix()
         torch.manual_seed(int(spec["seed"]))
         self.module = DrugResponseModule(
@@ -420,6 +374,7 @@ class SCLONGDrugResponse(SCLONGHead):
         )
 
     # ------------------------------------------------------------------ training
+    @train_docstring
     def train(
         self,
         max_epochs: int = 100,
@@ -451,12 +406,7 @@ class SCLONGDrugResponse(SCLONGHead):
             Adam settings (DeepCDR: lr 1e-3).
         early_stopping_patience
             Stop after this many epochs without a better validation MSE (``None``: never).
-        accelerator, devices, precision
-            Lightning settings (``"auto"``: a GPU when there is one).
-        seed
-            Seed of the shuffles and dropout.
-        **trainer_kwargs
-            Passed to the Lightning trainer (e.g. ``enable_progress_bar=False``).
+        {lightning_parameters}
 
         Returns
         -------
@@ -486,20 +436,7 @@ class SCLONGDrugResponse(SCLONGHead):
             "cell": pairs["cell_line"].map(self._cell_index).to_numpy(dtype=np.int64),
             "y": pairs[RESPONSE_KEY].to_numpy(dtype=np.float32),
         }
-        return self._fit(
-            examples,
-            rows,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            early_stopping_patience=early_stopping_patience,
-            accelerator=accelerator,
-            devices=devices,
-            precision=precision,
-            seed=seed,
-            **trainer_kwargs,
-        )
+        return self._fit(examples, rows, **training_settings(locals()))
 
     def _fit_wide(self, rows: dict[str, np.ndarray]) -> None:
         """Set the module's wide part to the ridge probe fitted on the training pairs."""
@@ -595,7 +532,7 @@ class SCLONGDrugResponse(SCLONGHead):
             graphs = featurize_drugs(
                 {str(k): v for k, v in drugs.items()}, max_atoms=self.spec_["max_atoms"]
             )
-            tensors = _packed(graphs)
+            tensors = packed_drug_graphs(graphs)
         else:
             drug_names = [str(d) for d in drugs]
             unknown = [d for d in drug_names if d not in self._drug_index]
@@ -689,10 +626,3 @@ class SCLONGDrugResponse(SCLONGHead):
         return pd.DataFrame(rows)
 
     # ------------------------------------------------------------------ save / load
-    @classmethod
-    def _check_loaded_data(cls, adata: ad.AnnData, spec: dict, attrs: dict) -> None:
-        if [str(c) for c in adata.obs_names] != [str(c) for c in spec["cell_lines"]]:
-            raise ScLongInputError(
-                f"adata's cell lines differ from the saved model's {len(spec['cell_lines'])} "
-                "(order included); subset and reorder it."
-            )

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anndata as ad
@@ -179,6 +179,54 @@ def fit_ridge(
     return coef, intercept, best_alpha
 
 
+#: The ``train`` parameters every head documents alike (``{lightning_parameters}``).
+_LIGHTNING_PARAMETERS = """accelerator, devices, precision
+            Lightning settings (``"auto"``: a GPU when there is one).
+        seed
+            Seed of the shuffles and dropout.
+        **trainer_kwargs
+            Passed to the Lightning trainer (e.g. ``enable_progress_bar=False``)."""
+
+
+def train_docstring(method: Callable) -> Callable:
+    """Fill ``{lightning_parameters}`` in a head's ``train`` docstring (the shared settings)."""
+    if method.__doc__:
+        method.__doc__ = method.__doc__.replace("{lightning_parameters}", _LIGHTNING_PARAMETERS)
+    return method
+
+
+#: The training settings every head's ``train`` takes and hands to :meth:`SCLONGHead._fit`.
+TRAINING_SETTINGS = (
+    "max_epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "early_stopping_patience",
+    "accelerator",
+    "devices",
+    "precision",
+    "seed",
+)
+
+
+def training_settings(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of :data:`TRAINING_SETTINGS` among a head's ``train`` arguments.
+
+    Parameters
+    ----------
+    arguments
+        The ``train`` call's ``locals()``: its named settings and its ``trainer_kwargs``
+        (passed on to the Lightning trainer), as scvi-tools' ``_get_setup_method_args``
+        reads a ``setup_anndata`` call.
+
+    Returns
+    -------
+    Keyword arguments for :meth:`SCLONGHead._fit`.
+    """
+    settings = {name: arguments[name] for name in TRAINING_SETTINGS}
+    return {**settings, **dict(arguments.get("trainer_kwargs") or {})}
+
+
 def ridge_probe(
     features: np.ndarray,
     targets: np.ndarray,
@@ -247,6 +295,13 @@ class SCLONGHead(BaseModelClass):
             "validation_fraction": float(validation_fraction),
             "seed": int(seed),
         }
+
+    def _init_examples(self, examples: pd.DataFrame) -> None:
+        """Finish ``__init__``: the examples (all ``"train"`` until :meth:`split`), no history."""
+        examples["split"] = "train"
+        setattr(self, self._examples_attr, examples)
+        self.history_ = None
+        self.init_params_ = {"non_kwargs": {}, "kwargs": {}}
 
     def _split_rows(self) -> dict[str, np.ndarray]:
         split = self._examples["split"].astype(str).to_numpy()
