@@ -1,7 +1,8 @@
 """Loaders for public single-cell data sets used in tests, tutorials and benchmarks."""
 
-from ._cellbench import CELLBENCH_BATCHES, cellbench, shared_data_dir
+from ._cellbench import CELLBENCH_BATCHES, CELLBENCH_SHA256, cellbench, shared_data_dir
 from ._combinations import DEEPDDS_COLUMNS, read_deepdds_combinations, read_deepdds_drugs
+from ._download import DatasetDownloadError, data_cache_dir, fetch_file
 from ._drugs import CELLBENCH_CCLE_NAMES, depmap_ids, gdsc_deepcdr
 from ._l1000 import (
     DEEPCE_COLUMNS,
@@ -19,6 +20,10 @@ from ._perturb_io import read_gears, read_scperturb
 
 __all__ = [
     "CELLBENCH_BATCHES",
+    "CELLBENCH_SHA256",
+    "DatasetDownloadError",
+    "data_cache_dir",
+    "fetch_file",
     "CELLBENCH_CCLE_NAMES",
     "PAPALEXI_NON_TARGETING",
     "cellbench",

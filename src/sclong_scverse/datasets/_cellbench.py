@@ -19,6 +19,42 @@ CELLBENCH_BATCHES = (
 )
 
 
+#: Where :func:`cellbench` downloads its files: the authors' repository, pinned to a commit.
+CELLBENCH_URL = (
+    "https://raw.githubusercontent.com/LuyiTian/sc_mixology/"
+    "19667e111aac52abbfcaa6fff07da2fd05984709/data/csv"
+)
+#: sha256 of each CellBench file (counts and metadata of every batch), as published.
+CELLBENCH_SHA256 = {
+    "sc_celseq2.count.csv.gz": "a82aa89b8995aed412f4260c0adb343967e33a801af6f2e0aa647c1d897a5a21",
+    "sc_celseq2.metadata.csv.gz": (
+        "78429916bac394d92d8c972059a8f195c5479ce578da04f1eb3ba599585ef3d9"
+    ),
+    "sc_dropseq.count.csv.gz": "98c0bb6a9fbf4b93967ef82cef9985d7691cf59a31dc5b0b3699f70ed1a0fd08",
+    "sc_dropseq.metadata.csv.gz": (
+        "4c48f3e13778e89192d9861095bc102cc0deb9eba1a7f47a093f5a058ce1aa6a"
+    ),
+    "sc_celseq2_5cl_p1.count.csv.gz": (
+        "577324d2fd427685144420536489202c68ae98cb22f5825c40c8cf41c5fe0a07"
+    ),
+    "sc_celseq2_5cl_p1.metadata.csv.gz": (
+        "a6f5b206f891113162d2c9af27860c187a04ccd8848f9bc29be97dfa95eeadc4"
+    ),
+    "sc_celseq2_5cl_p2.count.csv.gz": (
+        "c6ef3df82d9fa44598ee15d8a07113c44a830ee3d2e3205c93590d594240bab5"
+    ),
+    "sc_celseq2_5cl_p2.metadata.csv.gz": (
+        "06d2f3b9fd646b4a3c1e6d1af7205c7eec1017bfab9a4c68853f9a3fc97be836"
+    ),
+    "sc_celseq2_5cl_p3.count.csv.gz": (
+        "e535abac653a5a3ee44eff88345db2315693732f679156ab20ee924b21bced9a"
+    ),
+    "sc_celseq2_5cl_p3.metadata.csv.gz": (
+        "c373869c9d3bbca9dc7773a8b8ef65e6035c939d45b18cb410fede526770eadb"
+    ),
+}
+
+
 def shared_data_dir(path: str | os.PathLike | None = None) -> Path:
     """Folder of the project's shared real data.
 
@@ -69,6 +105,7 @@ def _read_batch(folder: Path, batch: str) -> ad.AnnData:
 def cellbench(
     data_dir: str | os.PathLike | None = None,
     batches: tuple[str, ...] = CELLBENCH_BATCHES,
+    download: bool = True,
 ) -> ad.AnnData:
     """CellBench lung-adenocarcinoma cell-line mixtures (Tian et al. 2019), raw UMI counts.
 
@@ -85,6 +122,12 @@ def cellbench(
         The shared data folder (``scrna/cellbench/`` inside it); see :func:`shared_data_dir`.
     batches
         Which batches to read.
+    download
+        Where no local copy is found (no ``data_dir``, no ``SCLONG_SHARED_DATA`` /
+        ``SCLONG_SHARED``, not in a source checkout: a ``pip install``), download the
+        batches' files (about 12 MB in all) from the authors' repository, pinned to a commit,
+        into ``datasets.data_cache_dir()/cellbench`` once, each verified by its sha256
+        (:data:`CELLBENCH_SHA256`).
 
     Returns
     -------
@@ -92,15 +135,27 @@ def cellbench(
     (demuxlet call), ``obs["n_counts_original"]`` and the source in ``uns["dataset"]``.
     Source: GitHub LuyiTian/sc_mixology, MIT licence.
     """
-    folder = shared_data_dir(data_dir) / "scrna" / "cellbench"
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"CellBench files not found in {folder}. Set SCLONG_SHARED_DATA to the shared data "
-            "folder (with scrna/cellbench/ inside)."
-        )
     unknown = sorted(set(batches) - set(CELLBENCH_BATCHES))
     if unknown:
         raise ValueError(f"Unknown CellBench batches {unknown}; choose from {CELLBENCH_BATCHES}.")
+    folder = shared_data_dir(data_dir) / "scrna" / "cellbench"
+    chosen = data_dir is not None or "SCLONG_SHARED_DATA" in os.environ
+    chosen = chosen or "SCLONG_SHARED" in os.environ
+    if not folder.is_dir() and download and not chosen:
+        from ._download import data_cache_dir, fetch_files
+
+        files = {
+            name: CELLBENCH_SHA256[name]
+            for batch in batches
+            for name in (f"{batch}.count.csv.gz", f"{batch}.metadata.csv.gz")
+        }
+        folder = fetch_files(CELLBENCH_URL, files, data_cache_dir() / "cellbench")
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"CellBench files not found in {folder}. Set SCLONG_SHARED_DATA to the shared data "
+            "folder (with scrna/cellbench/ inside), or call cellbench() without data_dir to "
+            "download them."
+        )
     parts = [_read_batch(folder, batch) for batch in batches]
     adata = ad.concat(parts, join="outer", fill_value=0)
     adata.X = sparse.csr_matrix(adata.X, dtype=np.float32)
