@@ -43,6 +43,7 @@ REPORTS = {
     "GRN": (["report_grn.py", "--quick"], ["report_grn.py"]),
     "perturbation": (["report_perturbation.py", "--quick"], ["report_perturbation.py"]),
     "drug response": (["report_drug_response.py", "--quick"], ["report_drug_response.py"]),
+    "drug heads": (["report_drug_heads.py", "--quick"], ["report_drug_heads.py"]),
 }
 
 
@@ -227,6 +228,36 @@ def drug_rows() -> list[dict]:
     return rows
 
 
+def drug_head_rows() -> list[dict]:
+    path = FIGURES / "drug_heads.csv"
+    if not path.exists():
+        return []
+    table = pd.read_csv(path)
+    rows = []
+    metrics = {
+        "chem": (("pearson", True), ("rmse", False)),
+        "combination": (("auroc", True), ("aupr", True)),
+    }
+    data = {
+        "chem": "L1000 compounds (test data), leave_drug_out",
+        "combination": "drug pairs (test data), leave_drug_out",
+    }
+    for head, part in table.groupby("head", sort=False):
+        task = "chemical perturbation" if head == "chem" else "drug combination"
+        for metric, higher in metrics.get(head, ()):
+            row = _best(
+                part.rename(columns={metric: "value"})[["method", "value"]],
+                task,
+                data[head],
+                f"test {metric}",
+                lambda m: m == "model",
+                higher=higher,
+                source="report_drug_heads.py",
+            )
+            rows += [row] if row else []
+    return rows
+
+
 COLLECTORS = (
     integration_rows,
     pooling_rows,
@@ -234,6 +265,7 @@ COLLECTORS = (
     grn_rows,
     perturbation_rows,
     drug_rows,
+    drug_head_rows,
 )
 
 
