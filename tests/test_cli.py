@@ -383,6 +383,22 @@ def test_pretrain_embed_grn_round_trip(capsys, tmp_path, counts_h5ad):
     assert code == 0, err
     assert "X_sclong" in ad.read_h5ad(copy).obsm and not _leftovers(tmp_path)
 
+    # a query holding 2% of the model's genes: refused in one line; --min-coverage lowers the bar
+    few = ad.read_h5ad(counts_h5ad)
+    keep = max(1, n_genes // 50)
+    detected = np.asarray((few.X > 0).sum(axis=0)).ravel()
+    few = few[:, np.sort(np.argsort(-detected)[:keep])].copy()
+    few = few[np.asarray(few.X.sum(axis=1)).ravel() > 0].copy()
+    few_path = tmp_path / "two_percent.h5ad"
+    few.write_h5ad(few_path)
+    code, _, err = _run(capsys, "embed", few_path, "--model", model_dir, "--out", embedded)
+    assert code == 2
+    _one_line_error(err, f"Only {keep} of the model's {n_genes} genes", "--min-coverage")
+    code, _, err = _run(
+        capsys, "embed", few_path, "--model", model_dir, "--out", embedded, "--min-coverage", 0
+    )
+    assert code == 0, err
+
     network, edges = tmp_path / "grn.h5ad", tmp_path / "edges.csv"
     code, out, err = _run(
         capsys, "grn", counts_h5ad, "--model", model_dir, "--out", network,

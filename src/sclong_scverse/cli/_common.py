@@ -425,6 +425,7 @@ def _query_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
 def _load_for_query(args: argparse.Namespace, source: Path, model_dir: Path):
     """The input, the loaded model, and a function restoring the input's gene names."""
     from ..model import SCLONG
+    from ..model._anndata import MIN_QUERY_COVERAGE
 
     saved = _saved_setup(model_dir)
     adata = _read_h5ad(source)
@@ -445,6 +446,7 @@ def _load_for_query(args: argparse.Namespace, source: Path, model_dir: Path):
             accelerator=args.accelerator,
             device=_devices(args.device),
             dtype=getattr(args, "dtype", None),
+            min_coverage=getattr(args, "min_coverage", MIN_QUERY_COVERAGE),
         )
     return adata, model, restore
 

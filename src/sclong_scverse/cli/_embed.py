@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> None:
         key_added=args.key,
         progress_bar=args.progress,
         precision=args.precision,
+        min_coverage=args.min_coverage,
     )
     restore()
     _say(f"obsm[{args.key!r}]: {adata.obsm[args.key].shape} ({args.pooling} pooling)")
@@ -222,6 +223,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     choices, default = _poolings()
     parser.add_argument("--pooling", default=default, choices=choices, help="over genes")
     parser.add_argument("--key", default="X_sclong", help="obsm key")
+    parser.add_argument(
+        "--min-coverage",
+        type=float,
+        default=0.5,
+        help="one .h5ad: fewest of the model's genes (fraction) it must hold; below it the input "
+        "is refused (lower it knowingly: missing genes enter as 0)",
+    )
     parser.add_argument(
         "--precision",
         choices=("32", "bf16", "16"),

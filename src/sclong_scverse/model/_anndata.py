@@ -151,6 +151,50 @@ def register_fields(
     cls.register_manager(adata_manager)
 
 
+#: Fewest of the model's genes (fraction) a query must hold; below it, queries are refused.
+MIN_QUERY_COVERAGE = 0.5
+
+
+def check_query_coverage(
+    model_ids: pd.Index, query_ids: pd.Index, min_coverage: float = MIN_QUERY_COVERAGE
+) -> float:
+    """Refuse a query that holds fewer than ``min_coverage`` of the model's genes.
+
+    The one rule of every query path (embeddings, predictions, the classifier's queries, the
+    CLI): with most of what the model reads missing (filled with 0), its outputs describe the
+    missing genes more than the cells.
+
+    Parameters
+    ----------
+    model_ids
+        The gene ids the model was set up with.
+    query_ids
+        The query's gene ids (same kind: ``var_names`` or the ``gene_id_key`` column).
+    min_coverage
+        Fewest model genes (fraction) the query must hold (0 accepts any overlap).
+
+    Returns
+    -------
+    The fraction of the model's genes found in the query.
+
+    Raises
+    ------
+    ScLongInputError
+        Fewer than ``min_coverage`` of the model's genes are in the query.
+    """
+    n_found = int(model_ids.isin(query_ids).sum())
+    fraction = n_found / max(len(model_ids), 1)
+    if fraction < min_coverage:
+        raise ScLongInputError(
+            f"Only {n_found} of the model's {len(model_ids)} genes ({fraction:.0%}) are in the "
+            f"query; at least {min_coverage:.0%} are needed (min_coverage= / --min-coverage). "
+            "Check that both use the same kind of gene ids (symbols vs Ensembl ids; set "
+            "gene_id_key in setup_anndata when the ids are in an adata.var column): query "
+            f"genes like {list(query_ids[:3])}, model genes like {list(model_ids[:3])}."
+        )
+    return fraction
+
+
 def _align_to_genes(
     adata: ad.AnnData,
     layer: str | None,

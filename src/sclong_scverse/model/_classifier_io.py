@@ -22,6 +22,7 @@ from ..module._classifier import backbone_sha256 as network_sha256
 from ..module._classifier import copy_network
 from ..nn import ScLongConfig, ScLongNetwork
 from ..validation import ScLongInputError, check_not_view
+from ._anndata import MIN_QUERY_COVERAGE, check_query_coverage
 from ._saving import ModelIntegrityError
 from ._sclong import SCLONG, _align_to_genes, _gene_ids, _rna
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Fewest reference genes a query must hold (fraction) for :meth:`prepare_query_anndata`.
-MIN_QUERY_OVERLAP = 0.5
+MIN_QUERY_OVERLAP = MIN_QUERY_COVERAGE
 
 
 class BackboneMismatchError(ModelIntegrityError):
@@ -467,17 +468,9 @@ def prepare_query_anndata(
     layer = reference_model._layer
     model_ids = _gene_ids(registered, gene_id_key)
     ids = _gene_ids(adata, gene_id_key)
+    check_query_coverage(model_ids, ids, min_overlap)
     found = model_ids.isin(ids)
     n_found = int(found.sum())
-    fraction = n_found / len(model_ids)
-    if fraction < min_overlap:
-        raise ScLongInputError(
-            f"Only {n_found} of the reference model's {len(model_ids)} genes ({fraction:.0%}) "
-            f"are in the query; at least {min_overlap:.0%} are needed. Check that both use the "
-            "same kind of gene ids (symbols vs Ensembl ids; set gene_id_key in setup_anndata "
-            f"when the ids are in an adata.var column): query genes like {list(ids[:3])}, "
-            f"reference genes like {list(model_ids[:3])}."
-        )
     if layer is not None and layer not in adata.layers:
         raise KeyError(
             f"Layer {layer!r} (the reference's) not in adata.layers ({list(adata.layers)}); run "

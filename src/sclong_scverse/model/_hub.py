@@ -14,7 +14,13 @@ from mudata import MuData
 
 from ..io._lean import convert_state, held_dtype, load_mapped, resolve_dtype
 from ..validation import SCLONG_MAX_VALUE, ScLongInputError
-from ._anndata import _align_to_genes, _gene_ids, _rna
+from ._anndata import (
+    MIN_QUERY_COVERAGE,
+    _align_to_genes,
+    _gene_ids,
+    _rna,
+    check_query_coverage,
+)
 
 
 def _read_saved_mapped(folder: Path, prefix: str | None, verify: bool):
@@ -99,7 +105,9 @@ class SaveLoadMixin:
         Writes, in ``dir_path``: ``model.pt`` (weights, gene names, setup registry, training
         history; plain tensors and arrays that load with ``torch.load(weights_only=True)``),
         ``adata.h5ad`` (or ``mdata.h5mu``) when ``save_anndata``, and ``manifest.json`` (sha256
-        of each file, package/torch/scvi-tools versions, the network configuration). Each file
+        of each file, package/torch/scvi-tools versions, the network configuration and, for a
+        model made by :meth:`from_official`, ``"source"``: the official files' names and sha256
+        and whether they were verified). Each file
         is written under a temporary name and renamed when complete. Reads the registered
         AnnData only when ``save_anndata``.
 
@@ -158,12 +166,11 @@ class SaveLoadMixin:
             content["gene_ids"] = np.asarray(_gene_ids(rna, self._gene_id_key), dtype=object)
         save_model_file(content, folder / f"{stem}{MODEL_FILE}")
         files.append(f"{stem}{MODEL_FILE}")
-        write_manifest(
-            folder,
-            files,
-            extra={"model": type(self).__name__, "config": self.module.config.to_dict()},
-            prefix=prefix,
-        )
+        extra = {"model": type(self).__name__, "config": self.module.config.to_dict()}
+        source = getattr(self, "official_source_", None)
+        if source:  # made from official files (from_official): their names and sha256
+            extra["source"] = source
+        write_manifest(folder, files, extra=extra, prefix=prefix)
 
     @classmethod
     def load(
@@ -175,6 +182,7 @@ class SaveLoadMixin:
         prefix: str | None = None,
         verify: bool = True,
         dtype: torch.dtype | str | None = None,
+        min_coverage: float = MIN_QUERY_COVERAGE,
     ) -> Self:
         """Load a saved model safely, aligning ``adata`` to the saved genes when they differ.
 
@@ -207,6 +215,9 @@ class SaveLoadMixin:
             (queries run in bfloat16 autocast; training is refused). ``model.pt`` is then
             memory-mapped and converted tensor by tensor into a network built without weights
             (no float32 copy of the model).
+        min_coverage
+            Fewest of the saved genes (fraction, default 0.5) that ``adata`` must hold when its
+            genes differ; below it ``adata`` is refused (the rule of every query).
 
         Returns
         -------
@@ -219,6 +230,8 @@ class SaveLoadMixin:
             weights are NaN or infinite, or they do not fit the saved configuration.
         UnsafeFileError
             ``model.pt`` refers to code or object types outside the allow-list.
+        ScLongInputError
+            ``adata`` holds fewer than ``min_coverage`` of the saved genes.
         """
         from scvi.model._utils import parse_device_args
         from scvi.model.base._save_load import _initialize_model, _validate_var_names
@@ -266,6 +279,7 @@ class SaveLoadMixin:
             model_ids = pd.Index(np.asarray(var_names).astype(str))
             ids = pd.Index(adata.var_names.astype(str))
             if not ids.equals(model_ids):
+                check_query_coverage(model_ids, ids, min_coverage)
                 setup_args = registry["setup_args"]
                 adata = _align_to_genes(
                     adata,

@@ -23,12 +23,14 @@ from ..validation import (
     validate_adata_input,
 )
 from ._anndata import (
+    MIN_QUERY_COVERAGE,
     Pooling,
     QueryPrecision,
     _align_to_genes,
     _gene_ids,
     _rna,
     _values,
+    check_query_coverage,
     inference_autocast,
 )
 
@@ -44,7 +46,10 @@ class QueryMixin:
     """
 
     def _query(
-        self, adata: ad.AnnData | MuData | None, indices: Sequence[int] | None = None
+        self,
+        adata: ad.AnnData | MuData | None,
+        indices: Sequence[int] | None = None,
+        min_coverage: float = MIN_QUERY_COVERAGE,
     ) -> ad.AnnData | MuData:
         """The data to read, validated as :meth:`setup_anndata` validates the registered data.
 
@@ -109,6 +114,7 @@ class QueryMixin:
             if layer is not None:
                 query.layers[layer] = values
         else:
+            check_query_coverage(model_ids, ids, min_coverage)
             query = _align_to_genes(
                 adata,
                 layer,
@@ -131,7 +137,15 @@ class QueryMixin:
                 )
         return self._validate_anndata(query)
 
-    def _loader(self, adata, indices, batch_size, progress_bar=False, desc="cells"):
+    def _loader(
+        self,
+        adata,
+        indices,
+        batch_size,
+        progress_bar=False,
+        desc="cells",
+        min_coverage: float = MIN_QUERY_COVERAGE,
+    ):
         """Yield the mini-batches of :meth:`_query`'s data, then drop a query's registration.
 
         ``progress_bar``: ``True``/``False``, or ``None`` to show one (cells done, cells/s, time
@@ -141,7 +155,7 @@ class QueryMixin:
             indices = np.asarray(indices)
             if indices.dtype == bool:
                 indices = np.flatnonzero(indices)
-        data = self._query(adata, indices)
+        data = self._query(adata, indices, min_coverage=min_coverage)
         n_cells = len(indices) if indices is not None else data.n_obs
         if progress_bar is None:
             progress_bar = n_cells * self.module.config.n_genes >= _PROGRESS_MIN_VALUES
@@ -171,6 +185,7 @@ class QueryMixin:
         progress_bar=None,
         desc="cells",
         precision=None,
+        min_coverage: float = MIN_QUERY_COVERAGE,
     ):
         """Yield network outputs batch by batch (streaming; nothing cells x genes x d kept).
 
@@ -186,7 +201,10 @@ class QueryMixin:
         # bfloat16-held weights (dtype=torch.bfloat16) run in bfloat16 autocast
         autocast = inference_autocast(self._query_precision(precision), torch.device(self.device))
         with torch.inference_mode(), autocast:
-            for tensors in self._loader(adata, indices, batch_size or 16, progress_bar, desc):
+            loader = self._loader(
+                adata, indices, batch_size or 16, progress_bar, desc, min_coverage=min_coverage
+            )
+            for tensors in loader:
                 inputs = self.module._get_inference_input(tensors)
                 yield self.module.inference(
                     **inputs,
@@ -204,6 +222,7 @@ class QueryMixin:
         pooling: Pooling = DEFAULT_POOLING,
         progress_bar: bool | None = None,
         precision: QueryPrecision | None = None,
+        min_coverage: float = MIN_QUERY_COVERAGE,
     ) -> np.ndarray:
         """Cell embeddings: the merged decodings pooled over the vocabulary's genes.
 
@@ -221,13 +240,14 @@ class QueryMixin:
         batch_size
             Cells per forward pass.
         pooling
-            ``"max"`` (default), ``"mean"`` or ``"sum"`` over all gene positions (pad token
-            excluded). Max pooling is the default because it scored best in the integration
-            benchmark (``docs/benchmarks.md``) and in a cell-line linear probe: mean pooling
-            averages gene vectors that share a large gene-identity part, which dilutes what
-            differs between cells. Sum is mean times the number of genes (same up to scale).
-            Without the low-expression branch only each cell's decoded (top) genes are
-            pooled.
+            One of :data:`~sclong_scverse.module._module.POOLINGS`. Default
+            ``"feature_sum"`` (:data:`~sclong_scverse.module._module.DEFAULT_POOLING`): the
+            original scLong's zero-shot embedding, one value per gene of the model (its
+            decoding summed over the features plus its predicted value), the only pooling
+            within 0.02 of the best on both integration bio conservation and a cross-batch
+            linear probe (``docs/pooling.md``). ``"max"``, ``"mean"``, ``"sum"``: over the
+            genes, ``dim`` values; ``"max+mean"``: both, each scaled to unit norm, ``2 dim``.
+            Without the low-expression branch only each cell's decoded (top) genes count.
         progress_bar
             Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
             call reads at least 10 million cell x gene values (e.g. 400 cells of the whole
@@ -236,18 +256,34 @@ class QueryMixin:
             ``"32"`` (default: float32), ``"bf16"`` (bfloat16 autocast: on GPUs about twice
             as fast and half the activation memory, embeddings within ~1e-2 of float32) or
             ``"16"`` (float16 autocast, GPUs only).
+        min_coverage
+            Fewest of the model's genes (fraction, default 0.5) that a query ``adata`` must
+            hold; below it the query is refused (``model._anndata.check_query_coverage``).
 
         Returns
         -------
-        ``(n_cells, dim)`` float32 array. Computed batch by batch: memory does not grow with the
-        number of cells beyond the result.
+        ``(n_cells, width)`` float32 array (``width``: :func:`~sclong_scverse.module.pooled_dim`
+        of ``pooling``). Computed batch by batch: memory does not grow with the number of cells
+        beyond the result.
+
+        Raises
+        ------
+        ScLongInputError
+            A query with fewer than ``min_coverage`` of the model's genes, or values the model
+            cannot read.
         """
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
         n_genes = self.module.config.n_genes
         pooled = []
         batches = self._batches(
-            adata, indices, batch_size, progress_bar=progress_bar, desc="embed", precision=precision
+            adata,
+            indices,
+            batch_size,
+            progress_bar=progress_bar,
+            desc="embed",
+            precision=precision,
+            min_coverage=min_coverage,
         )
         for outputs in batches:
             pooled.append(self._pooled(outputs, pooling, n_genes))

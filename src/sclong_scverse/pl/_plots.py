@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -252,6 +254,19 @@ def grn(
     return _finish(ax, show, save)
 
 
+def _fingerprint(values) -> str:
+    """A short sha256 of a representation's values and shape (what a UMAP was computed from)."""
+    array = np.ascontiguousarray(np.asarray(values), dtype=np.float32)
+    digest = hashlib.sha256(str(array.shape).encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _recorded_source(adata: ad.AnnData, key: str) -> str | None:
+    record = adata.uns.get(key)
+    return record.get("source_fingerprint") if isinstance(record, dict) else None
+
+
 def embedding(
     adata: ad.AnnData,
     color: str | Sequence[str] | None = None,
@@ -295,7 +310,10 @@ def embedding(
     several colours), or ``None`` when shown. Writes ``adata.obsm[f"{basis}_umap"]`` and, when
     absent, the neighbour graph ``adata.uns[f"{basis}_neighbors"]``,
     ``adata.obsp[f"{basis}_neighbors_distances"]`` and
-    ``adata.obsp[f"{basis}_neighbors_connectivities"]``.
+    ``adata.obsp[f"{basis}_neighbors_connectivities"]``. Both record a fingerprint of the
+    ``obsm[basis]`` they were computed from (``uns[...]["source_fingerprint"]``): when the
+    embedding has changed since (e.g. :func:`~sclong_scverse.tl.embed` ran again), or a cached
+    UMAP has no record, they are computed again, with a warning, never drawn stale.
     """
     import matplotlib.pyplot as plt
     import scanpy as sc
@@ -308,11 +326,23 @@ def embedding(
     plotted = basis
     if np.asarray(adata.obsm[basis]).shape[1] > 2:
         plotted = f"{basis}_umap"
-        if plotted not in adata.obsm:
-            neighbors = f"{basis}_neighbors"
-            if neighbors not in adata.uns:
-                sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep=basis, key_added=neighbors)
+        neighbors = f"{basis}_neighbors"
+        source = _fingerprint(adata.obsm[basis])
+        stale = [key for key in (neighbors, plotted) if _recorded_source(adata, key) != source]
+        if plotted in adata.obsm and stale:
+            warnings.warn(
+                f"adata.obsm[{plotted!r}] was not computed from the current "
+                f"adata.obsm[{basis!r}] (it changed since, e.g. scl.tl.embed ran again, or the "
+                "UMAP was made elsewhere); computing the neighbours and the UMAP again.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if neighbors in stale or neighbors not in adata.uns:
+            sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep=basis, key_added=neighbors)
+            adata.uns[neighbors]["source_fingerprint"] = source
+        if plotted in stale or plotted not in adata.obsm:
             sc.tl.umap(adata, neighbors_key=neighbors, random_state=random_state, key_added=plotted)
+            adata.uns.setdefault(plotted, {})["source_fingerprint"] = source
     axes = sc.pl.embedding(adata, basis=plotted, color=color, show=False, **kwargs)
     if save is not None:
         first = axes[0] if isinstance(axes, list) else axes

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Literal
 
 import anndata as ad
 
+from ..model._anndata import MIN_QUERY_COVERAGE
 from ..module._module import DEFAULT_POOLING, Pooling
 from ..validation import check_not_view
 
@@ -39,6 +40,7 @@ def embed(
     copy: bool = False,
     progress_bar: bool | None = None,
     precision: Literal["32", "bf16", "16"] | None = None,
+    min_coverage: float = MIN_QUERY_COVERAGE,
 ) -> ad.AnnData | None:
     """Cell embeddings from scLong, as ``sc.tl.pca`` writes ``X_pca``.
 
@@ -79,6 +81,10 @@ def embed(
     precision
         ``"32"`` (default, float32), ``"bf16"`` (bfloat16 autocast, for GPUs) or ``"16"``
         (float16, GPUs only); see :meth:`~sclong_scverse.model.SCLONG.get_latent_representation`.
+    min_coverage
+        Fewest of the model's genes (fraction, default 0.5) that ``adata`` must hold when its
+        genes differ from the model's; below it ``adata`` is refused (lower it knowingly: the
+        missing genes enter as 0 and dominate the embedding).
 
     Returns
     -------
@@ -95,8 +101,9 @@ def embed(
     Raises
     ------
     ScLongInputError
-        ``adata`` is a view (pass ``copy=True`` or copy it), has no cells, or values the model
-        cannot read (the message names cells and says what to run).
+        ``adata`` is a view (pass ``copy=True`` or copy it), has no cells, values the model
+        cannot read (the message names cells and says what to run), or fewer than
+        ``min_coverage`` of the model's genes.
     """
     if not copy:
         check_not_view(adata)
@@ -107,6 +114,7 @@ def embed(
         batch_size=batch_size,
         progress_bar=progress_bar,
         precision=precision,
+        min_coverage=min_coverage,
     )
     if key_added in target.obsm:
         _warn_replacing("obsm", key_added, "scl.tl.embed")

@@ -1,0 +1,74 @@
+"""What a new user meets in the first hour (issue 24): queries that barely match, stale UMAPs."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import sclong_scverse as scl
+from sclong_scverse.pp import ScLongInputError
+
+
+@pytest.fixture(scope="module")
+def pbmc():
+    """A tiny untrained scLong on 120 real PBMCs (scanpy's pbmc68k_reduced, 765 genes)."""
+    adata = scl.datasets.pbmc68k_counts(max_cells=120, seed=0)
+    scl.pp.normalize(adata)
+    scl.SCLONG.setup_anndata(adata, layer="sclong")
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = scl.SCLONG(adata, config="tiny", gene_graph=False)
+    return adata, model
+
+
+def test_a_query_holding_few_of_the_models_genes_is_refused(pbmc):
+    adata, model = pbmc
+    detected = np.asarray((adata.layers["sclong"] > 0).sum(axis=0)).ravel()
+    few = adata[:, np.sort(np.argsort(-detected)[:15])].copy()  # 2% of the 765 genes
+    few = few[np.asarray(few.layers["sclong"].sum(axis=1)).ravel() > 0].copy()
+    with pytest.raises(ScLongInputError, match=r"Only 15 of the model's 765 genes \(2%\)"):
+        scl.tl.embed(few, model)
+    assert "X_sclong" not in few.obsm  # nothing written
+    with pytest.raises(ScLongInputError, match="at least 50%"):
+        model.get_latent_representation(few)
+    # lowered knowingly: embedded, the missing genes entering as 0 (with a warning)
+    with pytest.warns(UserWarning, match="absent from this AnnData and enter as 0"):
+        scl.tl.embed(few, model, min_coverage=0.0, pooling="max")
+    assert few.obsm["X_sclong"].shape == (few.n_obs, model.module.config.dim)
+    half = adata[:, : adata.n_vars // 2 + 1].copy()  # just above 50%: accepted
+    scl.tl.embed(half, model, pooling="max")
+    assert np.isfinite(half.obsm["X_sclong"]).all()
+
+
+def test_a_umap_of_a_former_embedding_is_never_drawn(pbmc):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    adata, model = pbmc
+    adata = adata.copy()
+    scl.tl.embed(adata, model, pooling="max")
+    scl.pl.embedding(adata, color="bulk_labels", show=False)
+    first = adata.obsm["X_sclong_umap"].copy()
+    record = adata.uns["X_sclong_umap"]["source_fingerprint"]
+    assert adata.uns["X_sclong_neighbors"]["source_fingerprint"] == record
+    # drawn again unchanged: the cached UMAP is reused, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        scl.pl.embedding(adata, color="bulk_labels", show=False)
+    np.testing.assert_array_equal(adata.obsm["X_sclong_umap"], first)
+    # the embedding replaced (another pooling): the UMAP is computed again, with a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        scl.tl.embed(adata, model, pooling="mean")
+    with pytest.warns(UserWarning, match="not computed from the current"):
+        scl.pl.embedding(adata, color="bulk_labels", show=False)
+    assert adata.uns["X_sclong_umap"]["source_fingerprint"] != record
+    assert not np.allclose(adata.obsm["X_sclong_umap"], first)
+    # a UMAP made elsewhere (no record) is not trusted either
+    adata.uns.pop("X_sclong_umap")
+    with pytest.warns(UserWarning, match="not computed from the current"):
+        scl.pl.embedding(adata, color="bulk_labels", show=False)
