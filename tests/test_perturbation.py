@@ -66,11 +66,14 @@ def trained(screen, backbone):
     adata = screen.copy()
     SCLONGPerturbation.setup_anndata(adata, layer="log1p")
     # the MSE form of GEARS's loss (gamma 0) fits condition means in a few epochs; the GEARS
-    # default (|error|^4) is tested for a falling loss below
+    # default (|error|^4) is tested for a falling loss below. Wide & deep (residual, the
+    # default): lr 3e-4, as at 1e-3 the network's residual drifts by a per-gene offset common
+    # to every condition (L2 ~4 over the pool) and the held-out Pearson delta fell to 0.49-0.50
+    # against the probe's 0.51-0.54 (docs/perturbation.md)
     model = SCLONGPerturbation(
         adata, sclong=backbone, hidden_dim=32, n_control_cells=96, uncertainty_free_gamma=0.0
     )
-    model.train(max_epochs=8, lr=1e-3, batch_size=32, accelerator="cpu", enable_progress_bar=False)
+    model.train(max_epochs=8, lr=3e-4, batch_size=32, accelerator="cpu", enable_progress_bar=False)
     return model, adata
 
 
@@ -199,7 +202,8 @@ def test_model_beats_no_change_on_training_conditions(trained):
         adata, {"sclong": model}, layer="log1p", evaluate="train"
     )
     means = result.groupby("method")[["mse_de", "l2_top_expressed"]].mean()
-    # measured: mse_de model ~0.44 vs no-change 0.93 (5 training targets)
+    # measured: mse_de model ~0.19 vs no-change 0.93 (5 training targets; the network alone,
+    # residual=False, ~0.44)
     assert means.loc["sclong", "mse_de"] < 0.8 * means.loc["no_change", "mse_de"]
     assert means.loc["sclong", "l2_top_expressed"] < means.loc["no_change", "l2_top_expressed"]
 
@@ -287,11 +291,43 @@ def test_head_against_a_linear_probe_on_its_own_features(trained, screen, backbo
     assert not result.loc[result["method"] == "linear_probe", "fallback"].any()
     means = result.groupby("method")[["mse_de", "pearson_delta"]].mean()
     head, probe = means.loc["head"], means.loc["linear_probe"]
-    # measured: MSE top-20 DE 1.21 vs 1.29 (the head matches its probe); Pearson delta 0.46 vs
-    # 0.55: the gap recorded on docs/perturbation.md, held here so that it does not widen
-    assert head["mse_de"] <= 1.05 * probe["mse_de"]
-    assert probe["pearson_delta"] - head["pearson_delta"] < 0.15
+    # wide & deep (the probe fitted inside the head, the network learning its residual),
+    # measured over 4 backbone draws: MSE top-20 DE 1.10-1.12 vs the probe's 1.30-1.35,
+    # Pearson delta 0.62 vs 0.53-0.54 (the network alone, residual=False: 1.21 vs 1.28-1.36,
+    # 0.46 vs 0.52-0.55). The rule: a head at least matches the probe on its own features
+    assert model.module.residual and model.probe_alpha_ is not None
+    assert head["mse_de"] <= probe["mse_de"] + 0.02
+    assert head["pearson_delta"] >= probe["pearson_delta"] - 0.02
     assert head["pearson_delta"] > 0.3
+
+
+def test_wide_part_is_the_probe_before_training(screen, backbone):
+    # wide & deep: before training, the head's prediction is the ridge probe on the perturbed
+    # gene's pooled scLong feature (training conditions, penalty chosen on validation), since
+    # the network's decoder starts at zero
+    from sklearn.linear_model import Ridge
+
+    adata = screen.copy()
+    SCLONGPerturbation.setup_anndata(adata, layer="log1p")
+    model = SCLONGPerturbation(adata, sclong=backbone, hidden_dim=16, n_control_cells=96)
+    assert model.spec_["residual"] and not model.module.indv_w2.any()
+    split, _ = model._cell_split("split", None, None)
+    model._fit_wide(split)
+    assert model.probe_alpha_ in (0.1, 1.0, 10.0, 100.0, 1000.0)
+    features = model.gene_features()
+    values = adata.layers["log1p"].toarray()
+    condition = adata.obs["condition"].astype(str).to_numpy()
+    train = sorted(set(condition[adata.obs["split"] == "train"]) - {"ctrl"})
+    x = features.loc[[scl.pp.condition_genes(c)[0] for c in train]].to_numpy()
+    y = np.stack([values[condition == c].mean(0) for c in train])
+    mean, scale = x.mean(0), np.where(x.std(0) > 1e-8, x.std(0), 1.0)
+    ridge = Ridge(alpha=model.probe_alpha_).fit((x - mean) / scale, y)
+    held = ["STAT1+ctrl", "IFNGR2+ctrl"]
+    probe = ridge.predict((features.loc[["STAT1", "IFNGR2"]].to_numpy() - mean) / scale)
+    pool = values[np.isin(adata.obs_names, model.spec_["control_cells"])]
+    predicted = model.predict([*held, "ctrl"])
+    np.testing.assert_allclose(predicted.X[:2], probe, atol=1e-3)
+    np.testing.assert_allclose(predicted.X[2], pool.mean(0), atol=1e-4)  # no change
 
 
 def test_predict_output(trained, screen):

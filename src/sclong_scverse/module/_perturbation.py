@@ -118,6 +118,17 @@ class PerturbationModule(HeadModuleMixin, nn.Module):
         GEARS compares ``sign(pred - ctrl)`` with ``sign(truth - ctrl)``; ``sign`` has no
         gradient, so the term never trained. Here the prediction's side is
         ``tanh((pred - ctrl) / direction_temperature)``, a differentiable stand-in.
+    residual
+        Wide & deep: a linear ("wide") change per condition, the perturbed genes' input vectors
+        (``wide_dim`` wide, e.g. their pooled scLong features) summed and mapped linearly to
+        the genes, plus an intercept when some gene is perturbed; fitted in closed form by the
+        model class (:meth:`set_wide`: the ridge probe on these inputs), kept fixed (persistent
+        buffers, never optimised) and added to every prediction. The decoder's last weights
+        (``indv_w2``, ``indv_b2``) start at zero, so training starts from the probe and the
+        network learns the residual. GEARS: none (``False``).
+    wide_dim
+        Width of the wide part's input vector per perturbable gene (``0``: an intercept only,
+        the mean change of the training conditions).
     """
 
     def __init__(
@@ -135,6 +146,8 @@ class PerturbationModule(HeadModuleMixin, nn.Module):
         uncertainty_free_gamma: float = 2.0,
         direction_lambda: float = 0.1,
         direction_temperature: float = 0.1,
+        residual: bool = False,
+        wide_dim: int = 0,
     ):
         super().__init__()
         self.n_genes = int(n_genes)
@@ -175,6 +188,55 @@ class PerturbationModule(HeadModuleMixin, nn.Module):
         self.indv_b2 = nn.Parameter(torch.zeros(self.n_genes))
         nn.init.xavier_normal_(self.indv_w1)
         nn.init.xavier_normal_(self.indv_w2)
+        self.residual = bool(residual)
+        self.wide_dim = int(wide_dim)
+        if self.residual:
+            nn.init.zeros_(self.indv_w2)  # the network's change starts at 0: at the probe
+            # the wide part: fitted in closed form (set_wide), never by the optimiser
+            n_inputs = (self.n_perturbation_genes, self.wide_dim)
+            self.register_buffer("wide_inputs", torch.zeros(n_inputs))
+            self.register_buffer("wide_coef", torch.zeros(self.wide_dim, self.n_genes))
+            self.register_buffer("wide_intercept", torch.zeros(self.n_genes))
+
+    def set_wide(self, inputs: torch.Tensor, coef: torch.Tensor, intercept: torch.Tensor) -> None:
+        """Set the wide part: the probe's inputs, coefficients and intercept.
+
+        Parameters
+        ----------
+        inputs
+            ``(n_perturbation_genes, wide_dim)`` input vector of each perturbable gene.
+        coef
+            ``(wide_dim, n_genes)`` coefficients.
+        intercept
+            ``(n_genes,)`` change of any perturbation besides its genes' terms.
+
+        Raises
+        ------
+        RuntimeError
+            The module was built without ``residual``.
+        """
+        if not self.residual:
+            raise RuntimeError("set_wide needs a module built with residual=True.")
+        for buffer, value in (
+            (self.wide_inputs, inputs),
+            (self.wide_coef, coef),
+            (self.wide_intercept, intercept),
+        ):
+            buffer.copy_(torch.as_tensor(value, dtype=torch.float32).reshape(buffer.shape))
+
+    def wide(self, perturbed: torch.Tensor) -> torch.Tensor:
+        """The wide part's change ``(batch, n_genes)`` (zero without a perturbed gene).
+
+        Parameters
+        ----------
+        perturbed
+            ``(batch, n_perturbation_genes)`` 0/1 indicator of the perturbed genes.
+        """
+        perturbed = perturbed.to(self.wide_coef.dtype)
+        has_perturbation = (perturbed.sum(dim=1, keepdim=True) > 0).to(perturbed.dtype)
+        return (perturbed @ self.wide_inputs) @ self.wide_coef + has_perturbation * (
+            self.wide_intercept
+        )
 
     @property
     def uses_backbone(self) -> bool:
@@ -228,7 +290,8 @@ class PerturbationModule(HeadModuleMixin, nn.Module):
 
         Returns
         -------
-        ``(batch, n_genes)`` predictions (control values + predicted change).
+        ``(batch, n_genes)`` predictions (control values + predicted change; with
+        ``residual``, + the wide part's change).
         """
         batch = control.shape[0]
         if self.backbone is not None:
@@ -250,7 +313,10 @@ class PerturbationModule(HeadModuleMixin, nn.Module):
         out = (base * self.indv_w1).sum(dim=-1) + self.indv_b1
         cross = self.cross_gene_state(out).unsqueeze(1).expand(-1, self.n_genes, -1)
         out = (torch.cat([out.unsqueeze(-1), cross], dim=-1) * self.indv_w2).sum(-1)
-        return out + self.indv_b2 + control
+        out = out + self.indv_b2 + control
+        if self.residual:
+            out = out + self.wide(perturbed).to(out.dtype)
+        return out
 
     def loss(
         self,
