@@ -44,6 +44,7 @@ from hypothesis import strategies as st
 import sclong_scverse as scl
 from sclong_scverse.go import read_gaf, read_gene2go, read_gmt
 from sclong_scverse.model import SCLONG
+from sclong_scverse.model._anndata import MIN_QUERY_COVERAGE
 from sclong_scverse.module._module import DEFAULT_POOLING, POOLINGS, pooled_dim
 from sclong_scverse.pp import ScLongInputError
 from sclong_scverse.validation import to_memory
@@ -602,7 +603,9 @@ def query_anndata(data, model: SCLONG, *, same_genes: bool = False) -> tuple[ad.
     query.obs_names_make_unique()
     if data.draw(st.booleans(), label="unseen batches"):
         query.obs["phase"] = query.obs["phase"].astype(str) + "_new"
-    return query, {"values": values, "kind": kind, "genes": genes}
+    # the fraction of the model's genes the query holds (queries need half: check_query_coverage)
+    coverage = float(np.isin(model_genes, base.var_names[positions]).mean())
+    return query, {"values": values, "kind": kind, "genes": genes, "coverage": coverage}
 
 
 def _query_must_fail(info: dict, model: SCLONG) -> bool:
@@ -619,6 +622,7 @@ def _query_must_fail(info: dict, model: SCLONG) -> bool:
         or nothing
         or unscaled
         or info["genes"] == "none"
+        or info["coverage"] < MIN_QUERY_COVERAGE
     )
 
 
@@ -917,6 +921,10 @@ def test_read_gaf(data):
         ok, result = outcome(lambda: read_gaf(path, **options))
     if rows and columns < 15:
         assert not ok
+        return
+    if any(row[5] not in _ASPECTS for row in rows):  # an unknown aspect: refused (issue 23)
+        assert not ok and isinstance(result, ScLongInputError), result
+        assert "unknown aspect" in str(result) and "line " in str(result)
         return
     assert ok, result
     _check_annotations(result)

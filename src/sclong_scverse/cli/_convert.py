@@ -6,8 +6,9 @@ import argparse
 import json
 import os
 import re
+import warnings
 
-from ._common import CliError, _input_at, _input_file, _output_folder, _say
+from ._common import CliError, _input_at, _input_file, _output_folder, _say, _warn
 from ._staging import _staged
 
 NAME = "convert-official"
@@ -16,7 +17,8 @@ DESCRIPTION = (
     "Read an official release (.pth, .pkl, genes .txt) into this package's "
     "network, print its configuration and size, and write it back in the official layout "
     "(readable by the original scripts and by SCLONG.from_official) plus a config JSON, "
-    "checking that the written files read back to identical tensors."
+    "checking that the written files read back to identical tensors. The checkpoint's sha256 "
+    "is always computed and printed; without --sha256 a warning says that nothing verified it."
 )
 
 
@@ -47,8 +49,14 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from ..io import load_official, save_official
+    from ..io.official import unverified_message
 
-    release = load_official(*inputs, expected_sha256=args.sha256)
+    with warnings.catch_warnings():  # said below as one line, with the option to pin it
+        warnings.filterwarnings("ignore", message=".*loaded unverified", category=UserWarning)
+        release = load_official(*inputs, expected_sha256=args.sha256)
+    checkpoint_sha256 = release.sha256["checkpoint"]
+    if "checkpoint" not in release.verified:
+        _warn(unverified_message(inputs[0], checkpoint_sha256, pin=f"--sha256 {checkpoint_sha256}"))
     network, config = release.network, release.network.config
     n_parameters = sum(p.numel() for p in network.parameters())
     n_buffers = sum(b.numel() for b in network.buffers())
@@ -57,7 +65,9 @@ def run(args: argparse.Namespace) -> None:
         save_official(network, files[0], files[1], genes=release.genes, genes_path=files[2])
         files[3].write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         # round trip: read what was written and compare every tensor
-        again = load_official(*files[:3]).network
+        with warnings.catch_warnings():  # the files just written: compared tensor by tensor
+            warnings.filterwarnings("ignore", message=".*loaded unverified", category=UserWarning)
+            again = load_official(*files[:3]).network
         before, after = network.state_dict(), again.state_dict()
         identical = before.keys() == after.keys() and all(
             torch.equal(before[k], after[k].to(before[k].dtype)) for k in before
@@ -68,6 +78,8 @@ def run(args: argparse.Namespace) -> None:
     for key, value in config.to_dict().items():
         _say(f"  {key}: {value}")
     _say(f"  genes: {len(release.genes)}")
+    checked = "verified against --sha256" if "checkpoint" in release.verified else "not verified"
+    _say(f"  checkpoint sha256: {checkpoint_sha256} ({checked})")
     _say(f"  parameters: {n_parameters:,}; buffer elements: {n_buffers:,}")
     _say(f"wrote {', '.join(str(t) for t in targets[:3])} and {names[3]}")
     _say("round trip (write, read back): identical tensors")

@@ -8,7 +8,7 @@ loader of this package goes through this module:
   data);
 - :class:`RestrictedUnpickler` reads plain pickles (the official hyper-parameter ``.pkl``, GO
   annotation ``.pkl``) and refuses any global that is not on its allow-list, naming it;
-- :func:`sha256_file` and :func:`check_finite_tensors` verify what was read.
+- :func:`sha256_file`, :func:`sha256_plain` and :func:`non_finite_tensors` verify what was read.
 """
 
 from __future__ import annotations
@@ -208,6 +208,69 @@ def sha256_file(path: PathLike, chunk_bytes: int = 1 << 24) -> str:
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_plain(value: Any) -> str:
+    """The hex sha256 of plain data (tensors, arrays, dicts, lists, strings, numbers).
+
+    The digest is of the content, not of a file's bytes: each tensor contributes its dtype,
+    shape and raw bytes (read one tensor at a time, on the CPU), each dict its keys in a fixed
+    order, each number its exact value. What :func:`safe_torch_load` reads back from a file
+    ``torch.save`` wrote has the digest the saved object had.
+
+    Parameters
+    ----------
+    value
+        The object to digest.
+
+    Returns
+    -------
+    The 64-digit hexadecimal sha256.
+    """
+    digest = hashlib.sha256()
+    _digest_plain(value, digest)
+    return digest.hexdigest()
+
+
+def _digest_plain(value: Any, digest: Any) -> None:
+    """Feed the canonical form of ``value`` to ``digest`` (see :func:`sha256_plain`)."""
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"T{value.dtype}{tuple(value.shape)}:".encode())
+        if flat.numel():
+            digest.update(flat.view(torch.uint8).numpy())
+    elif isinstance(value, np.ndarray) and value.dtype != object:
+        digest.update(f"A{value.dtype.str}{value.shape}:".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, Mapping):
+        items = sorted(value.items(), key=lambda item: (type(item[0]).__name__, repr(item[0])))
+        digest.update(f"D{len(items)}:".encode())
+        for key, item in items:
+            _digest_plain(key, digest)
+            _digest_plain(item, digest)
+    elif isinstance(value, list | tuple | np.ndarray):
+        digest.update(f"L{len(value)}:".encode())
+        for item in value:
+            _digest_plain(item, digest)
+    elif isinstance(value, set | frozenset):
+        digest.update(f"S{len(value)}:".encode())
+        for item in sorted(value, key=repr):
+            _digest_plain(item, digest)
+    elif isinstance(value, str):
+        data = value.encode("utf-8", "surrogatepass")
+        digest.update(f"s{len(data)}:".encode() + data)
+    elif isinstance(value, bytes | bytearray):
+        digest.update(f"b{len(value)}:".encode() + bytes(value))
+    elif isinstance(value, bool | np.bool_):
+        digest.update(b"B1" if value else b"B0")
+    elif isinstance(value, int | np.integer):
+        digest.update(f"i{int(value)};".encode())
+    elif isinstance(value, float | np.floating):
+        digest.update(f"f{float(value).hex()};".encode())
+    elif value is None:
+        digest.update(b"N")
+    else:  # dtypes, devices and the like: their text is their value
+        digest.update(f"o{type(value).__name__}:{value!r};".encode())
 
 
 def non_finite_tensors(tensors: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> list[str]:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -549,11 +550,18 @@ class OfficialRelease:
         ``None`` when no gene list was given.
     hparams
         The raw hyper-parameters read from the ``.pkl``.
+    sha256
+        The sha256 of each file read (``"checkpoint"``, ``"hparams"``, ``"genes"``), computed
+        while loading.
+    verified
+        The files whose sha256 was checked against ``expected_sha256``.
     """
 
     network: ScLongNetwork
     genes: list[str] | None
     hparams: dict[str, Any]
+    sha256: dict[str, str] = field(default_factory=dict)
+    verified: tuple[str, ...] = ()
 
 
 def load_official(
@@ -594,7 +602,10 @@ def load_official(
         The sha256 (hex) of the checkpoint, or ``{"checkpoint": ..., "hparams": ...,
         "genes": ...}`` for any of the three files: a file whose checksum differs is refused
         (e.g. a truncated download or flipped bytes, which loading alone may not reveal).
-        Checksums are computed reading the files in 16 MB blocks.
+        Without a checksum for the checkpoint it is loaded unverified, with a
+        :class:`UserWarning` that says so and gives its sha256 to pin. The sha256 of every file
+        is computed (reading it in 16 MB blocks: one more pass over the checkpoint) and
+        returned in :attr:`OfficialRelease.sha256`.
     dtype
         What the weights are held in: ``None`` / ``torch.float32`` (default) or
         ``torch.bfloat16``: half the memory, for inference only (queries then run in bfloat16
@@ -611,17 +622,24 @@ def load_official(
 
     Returns
     -------
-    :class:`OfficialRelease` with the network in eval mode, its genes and the raw
-    hyper-parameters. The stored random-feature projection matrices are loaded, never redrawn.
+    :class:`OfficialRelease` with the network in eval mode, its genes, the raw
+    hyper-parameters and the files' sha256. The stored random-feature projection matrices are
+    loaded, never redrawn.
 
     Raises
     ------
     OfficialFormatError
         A file that is not what it should be, refers to code outside the allow-list, differs
         from ``expected_sha256``, holds NaN or infinite weights, or disagrees with another.
+
+    Warns
+    -----
+    UserWarning
+        No ``expected_sha256`` for the checkpoint: nothing verified it; the warning names the
+        file and its sha256.
     """
     held = resolve_dtype(dtype)
-    _verify_checksums(
+    digests, verified = _verify_checksums(
         expected_sha256, {"checkpoint": checkpoint, "hparams": hparams, "genes": genes}
     )
     params = read_hparams(hparams)
@@ -664,29 +682,75 @@ def load_official(
     converted["gene_embedding.edge_weight"] = edge_weight.float()
     network.load_state_dict(converted, assign=True)
     network.gene_embedding.set_graph(edge_index, edge_weight)  # validates the positions
-    return OfficialRelease(network.to(map_location).eval(), gene_list, params)
+    if "checkpoint" not in verified:  # said once the files are known to load
+        warnings.warn(unverified_message(checkpoint, digests["checkpoint"]), UserWarning, 2)
+    return OfficialRelease(
+        network.to(map_location).eval(), gene_list, params, sha256=digests, verified=verified
+    )
+
+
+def unverified_message(checkpoint: PathLike, digest: str, pin: str | None = None) -> str:
+    """The one-line notice that an official checkpoint was loaded without a checksum to check.
+
+    Parameters
+    ----------
+    checkpoint
+        The checkpoint file.
+    digest
+        Its sha256, as computed while loading.
+    pin
+        How to pin it (default ``expected_sha256='<digest>'``, the Python argument).
+
+    Returns
+    -------
+    The notice, naming the file and its sha256.
+    """
+    pin = pin or f"expected_sha256='{digest}'"
+    return (
+        f"{checkpoint} was loaded unverified (no expected sha256 was given); its sha256 is "
+        f"{digest}. Compare it with the checksum published with the release and pin it with "
+        f"{pin} to have it checked."
+    )
 
 
 def _verify_checksums(
     expected: str | Mapping[str, str] | None, paths: Mapping[str, PathLike | None]
-) -> None:
-    if expected is None:
-        return
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The sha256 of every given file, and the names of those checked against ``expected``.
+
+    Raises
+    ------
+    FileNotFoundError
+        A given file does not exist.
+    OfficialFormatError
+        A file's sha256 differs from the one expected.
+    ValueError
+        ``expected`` names a file that is not one of ``paths`` or was not given.
+    """
     if isinstance(expected, str):
         expected = {"checkpoint": expected}
+    expected = dict(expected or {})
     unknown = sorted(set(expected) - set(paths))
     if unknown:
         raise ValueError(f"expected_sha256 keys must be among {sorted(paths)}, got {unknown}.")
-    for name, digest in expected.items():
-        path = paths[name]
-        if path is None:
+    for name in expected:
+        if paths[name] is None:
             raise ValueError(f"expected_sha256 gives a checksum for {name}, but no {name} file.")
-        actual = sha256_file(path)
-        if actual.lower() != str(digest).strip().lower():
+    digests = {}
+    for name, path in paths.items():
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            what = {"hparams": "hyper-parameter", "genes": "gene list"}.get(name, name)
+            raise FileNotFoundError(f"{what} file not found: {path}")
+        digests[name] = sha256_file(path)
+        digest = expected.get(name)
+        if digest is not None and digests[name].lower() != str(digest).strip().lower():
             raise OfficialFormatError(
-                f"{path} has sha256 {actual}, expected {digest}: the file is corrupted, "
+                f"{path} has sha256 {digests[name]}, expected {digest}: the file is corrupted, "
                 "incomplete or another release. Download it again."
             )
+    return digests, tuple(name for name in paths if name in expected)
 
 
 def save_official(

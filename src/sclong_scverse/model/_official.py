@@ -93,9 +93,13 @@ class OfficialMixin:
             ``"faithful"`` (default) or ``"per_cell"``.
         expected_sha256
             sha256 of the checkpoint, or ``{"checkpoint": ..., "hparams": ..., "genes": ...}``:
-            files whose checksum differs are refused. The files are always read without running
-            code from them, cross-checked, and their weights checked to be finite
-            (:func:`sclong_scverse.io.load_official`).
+            files whose checksum differs are refused. Without one for the checkpoint it is
+            loaded unverified, with a :class:`UserWarning` giving its sha256 to pin here. The
+            files are always read without running code from them, cross-checked, and their
+            weights checked to be finite (:func:`sclong_scverse.io.load_official`); their
+            sha256 are kept in ``model.official_source_`` and recorded as ``"source"`` in the
+            ``manifest.json`` of the model once saved (:meth:`save`), whose files every later
+            load verifies.
         dtype
             ``None`` / ``torch.float32`` (default) or ``torch.bfloat16``: hold the weights in
             bfloat16, half the memory (the 1B model: about 2 GB instead of 4), read without a
@@ -109,6 +113,18 @@ class OfficialMixin:
         -------
         The model, its network in eval mode with the official weights (and their stored
         random features and GO graph).
+
+        Raises
+        ------
+        OfficialFormatError
+            A file that is not what it should be, differs from ``expected_sha256``, holds NaN
+            or infinite weights, or disagrees with another (a :class:`ValueError`).
+
+        Warns
+        -----
+        UserWarning
+            No ``expected_sha256`` for the checkpoint: the warning names the file and the
+            sha256 it has, to pin with ``expected_sha256=``.
         """
         from ..io import load_official
 
@@ -128,5 +144,32 @@ class OfficialMixin:
             network=release.network,
             **kwargs,
         )
+        model.official_source_ = official_source(
+            {"checkpoint": checkpoint, "hparams": hparams, "genes": genes}, release
+        )
         logger.info(model.alignment.summary())
         return model
+
+
+def official_source(paths: dict[str, str | os.PathLike], release) -> dict[str, dict]:
+    """What a model made from official files records of them: name, sha256, whether verified.
+
+    Parameters
+    ----------
+    paths
+        ``{"checkpoint": ..., "hparams": ..., "genes": ...}`` as given to ``from_official``.
+    release
+        The :class:`~sclong_scverse.io.official.OfficialRelease` read from them.
+
+    Returns
+    -------
+    ``{name: {"file": file name, "sha256": hex, "verified": bool}}`` for each file read.
+    """
+    return {
+        name: {
+            "file": os.path.basename(os.fspath(paths[name])),
+            "sha256": digest,
+            "verified": name in release.verified,
+        }
+        for name, digest in release.sha256.items()
+    }

@@ -219,6 +219,10 @@ def pretrain_on_corpus(
             ckpt_path = str(last)
         elif not Path(ckpt_path).exists():
             raise FileNotFoundError(f"resume: no checkpoint at {ckpt_path}.")
+        from ._checkpoints import verify_resume_checkpoint
+
+        # before Lightning reads anything: ours, finite, as written, for this configuration
+        verify_resume_checkpoint(ckpt_path, module)
     module.train()
     try:
         with warnings.catch_warnings():
@@ -315,7 +319,8 @@ class PretrainMixin:
         Reads the stores; writes ``model.history["pretrain_masked_mse_step"]`` (the masked MSE
         of every step, all processes together) and, with ``checkpoint_dir``, Lightning
         checkpoints there (``last.ckpt`` and, with ``checkpoint_every_n_steps``, one per that
-        many steps) holding the model, optimiser, schedule, corpus position and random state.
+        many steps) holding the model, optimiser, schedule, corpus position and random state,
+        sealed with the network configuration and a sha256 of their content.
 
         Parameters
         ----------
@@ -343,7 +348,10 @@ class PretrainMixin:
             ``"last"`` (the ``last.ckpt`` of ``checkpoint_dir``) or a checkpoint path: continue
             an interrupted run exactly (same corpus, seed, batch size and process count);
             ``"auto"``: ``"last"`` when ``checkpoint_dir`` has one, else start (for jobs that
-            are requeued). Loaded with ``weights_only=True`` (no code is unpickled).
+            are requeued). Verified first (no code is unpickled: ``weights_only=True``): the
+            file must be a checkpoint written by this method for this configuration, equal to
+            the checksum it carries, its weights and optimiser state finite; a checkpoint
+            written before checkpoints carried a checksum resumes with a warning.
         num_workers
             Reader processes per training process.
         redraw_interval
@@ -363,6 +371,15 @@ class PretrainMixin:
         Returns
         -------
         The masked MSE of every step (``step``, ``masked_mse``, ``lr``) of this process.
+
+        Raises
+        ------
+        FileNotFoundError
+            ``resume`` names a checkpoint that does not exist.
+        ModelIntegrityError
+            The ``resume`` checkpoint is not readable, not one written by this method, holds
+            NaN or infinite values, differs from its checksum, or belongs to another
+            configuration (one line naming the file; nothing was trained).
         """
         return pretrain_on_corpus(
             self,

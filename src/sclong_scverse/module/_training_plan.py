@@ -9,7 +9,35 @@ from scvi import REGISTRY_KEYS
 from scvi.train import TrainingPlan
 
 from .._batch_keys import CHOSEN_KEY, REPLACED_KEY
+from ..io._safe import sha256_plain
 from ._module import ScLongModule
+
+#: the entry of a pretraining checkpoint that records its checksum and configuration
+CHECKPOINT_RECORD_KEY = "sclong_checkpoint"
+#: the format written in that entry
+CHECKPOINT_FORMAT = "sclong-scverse-checkpoint/1"
+
+
+def checkpoint_digest(checkpoint: dict, record: dict) -> str:
+    """The sha256 of a Lightning checkpoint's content and of its record's format and configuration.
+
+    Every entry but :data:`CHECKPOINT_RECORD_KEY` is digested (weights, optimiser and schedule
+    state, loop and corpus positions, random state: :func:`~sclong_scverse.io._safe.sha256_plain`),
+    together with the record's ``format`` and ``config``.
+
+    Parameters
+    ----------
+    checkpoint
+        The checkpoint dict, as Lightning writes it or as it is read back.
+    record
+        The checkpoint's record (``format``, ``config``).
+
+    Returns
+    -------
+    The hexadecimal sha256.
+    """
+    content = {key: value for key, value in checkpoint.items() if key != CHECKPOINT_RECORD_KEY}
+    return sha256_plain([content, record.get("format"), record.get("config")])
 
 
 class ScLongTrainingPlan(TrainingPlan):
@@ -221,10 +249,20 @@ class ScLongPretrainingPlan(ScLongTrainingPlan):
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep the torch random state (CPU and, when used, CUDA) with the checkpoint."""
+        """Keep the random state with the checkpoint, and seal it with a checksum.
+
+        Adds the torch random state (CPU and, when used, CUDA) and, last (Lightning calls this
+        hook after every other entry is in place), :data:`CHECKPOINT_RECORD_KEY`: the
+        network configuration and the sha256 of the whole checkpoint
+        (:func:`checkpoint_digest`), which a resume verifies before Lightning reads anything
+        (:func:`sclong_scverse.model._checkpoints.verify_resume_checkpoint`).
+        """
         checkpoint["sclong_rng"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             checkpoint["sclong_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        record = {"format": CHECKPOINT_FORMAT, "config": self.module.config.to_dict()}
+        record["sha256"] = checkpoint_digest(checkpoint, record)
+        checkpoint[CHECKPOINT_RECORD_KEY] = record
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Restore the random state saved by :meth:`on_save_checkpoint`."""
