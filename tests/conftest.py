@@ -88,6 +88,17 @@ def data_dir() -> Path:
 N_GENES = 2048  # the most frequently detected CellBench genes: keeps CI pretraining in a minute
 
 
+@pytest.fixture(scope="module")
+def two_torch_threads():
+    """Torch on 2 threads for a module (``pytestmark = usefixtures(...)``), restored after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
 def most_detected(adata, n_genes: int = N_GENES):
     """``adata`` restricted to its ``n_genes`` genes detected in the most cells (ties: first)."""
     detected = np.asarray((adata.X > 0).sum(axis=0)).ravel()

@@ -55,12 +55,8 @@ CHEM_SIZES = {
 COMBO_SIZES = {"graph_dims": (32, 32), "cell_dims": (32,), "fusion_dims": (64,), "dropout": 0.1}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+#: torch on 2 threads in this module (the CI machine's cores), restored after
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 @pytest.fixture(scope="module")

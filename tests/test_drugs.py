@@ -36,12 +36,8 @@ CELLBENCH_DEPMAP = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+#: torch on 2 threads in this module (the CI machine's cores), restored after
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,8 @@ from sclong_scverse.pp import ScLongInputError
 TARGETS = ("ATF2", "CD86", "IFNGR1", "IFNGR2", "IRF1", "JAK2", "SMAD4", "STAT1")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+#: torch on 2 threads in this module (the CI machine's cores), restored after
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 @pytest.fixture(scope="module")

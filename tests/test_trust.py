@@ -27,12 +27,8 @@ from sclong_scverse.validation import ScLongInputError
 MISSING = "STAT1"  # measured in the screen, left out of the model's vocabulary
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+#: torch on 2 threads in this module (the CI machine's cores), restored after
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 @pytest.fixture(scope="module")
