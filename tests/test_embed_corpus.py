@@ -24,6 +24,7 @@ import sclong_scverse as scl
 from conftest import REPO, TEST_DATA, most_detected
 from sclong_scverse.data import ScLongCorpus
 from sclong_scverse.model import SCLONG
+from sclong_scverse.module._module import DEFAULT_POOLING
 
 WORKER = REPO / "tests" / "helpers" / "embed_worker.py"
 BATCH, BLOCK = 8, 32
@@ -122,8 +123,9 @@ def test_one_process_embeds_every_cell_in_store_order(stores, one_process):
         source = ad.read_h5ad(path) if path.suffix == ".h5ad" else ad.read_zarr(path)
         assert list(written.obs_names) == list(source.obs_names)
         embedding = written.obsm["X_sclong"]
-        assert embedding.shape == (source.n_obs, 32) and np.isfinite(embedding).all()
-        assert written.uns["X_sclong"]["params"]["pooling"] == "max"
+        # the default pooling: one value per gene of the model (docs/pooling.md)
+        assert embedding.shape == (source.n_obs, len(genes)) and np.isfinite(embedding).all()
+        assert written.uns["X_sclong"]["params"]["pooling"] == DEFAULT_POOLING == "feature_sum"
     assert json.loads((out / "run.json").read_text())["complete"] is True
     # the embeddings are get_latent_representation's on the store normalised in memory, in
     # batches of the same cells (a block of 32 cut in batches of 8)
@@ -179,15 +181,15 @@ def test_resume_checks_and_refusals_in_process(stores, tmp_path):
     model = _model(corpus, genes)
     kwargs = {"batch_size": 8, "block_size": 16, "accelerator": "cpu", "devices": 1}
     kwargs["enable_progress_bar"] = False
-    first = model.embed_corpus(corpus, tmp_path / "out", **kwargs)
+    first = model.embed_corpus(corpus, tmp_path / "out", pooling="max", **kwargs)
     assert list(first["n_embedded"]) == [20, 40]
     # a complete run: nothing to do, nothing forwarded
-    again = model.embed_corpus(corpus, tmp_path / "out", **kwargs)
+    again = model.embed_corpus(corpus, tmp_path / "out", pooling="max", **kwargs)
     assert list(again["n_embedded"]) == [0, 0] and list(again["n_done_before"]) == [20, 40]
     with pytest.raises(ValueError, match="other settings.*pooling"):
         model.embed_corpus(corpus, tmp_path / "out", pooling="mean", **kwargs)
     with pytest.raises(ValueError, match="pass resume=True to continue it"):
-        model.embed_corpus(corpus, tmp_path / "out", resume=False, **kwargs)
+        model.embed_corpus(corpus, tmp_path / "out", pooling="max", resume=False, **kwargs)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="holds no embed_corpus run"):

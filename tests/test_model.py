@@ -116,7 +116,9 @@ def test_per_cell_mode_embeddings_do_not_depend_on_batch_size(trained):
         large = model.get_latent_representation(indices=np.arange(12), batch_size=12)
     finally:
         model.module.network.attention_mode = "faithful"
-    np.testing.assert_allclose(small, large, atol=1e-6)
+    # float32 rounding only: the default per-gene embedding sums 32 decoding features of about
+    # +-6 that cancel, so its absolute rounding is ~6e-6 (max-pooled values agreed to 1e-6)
+    np.testing.assert_allclose(small, large, rtol=0, atol=2e-5)
 
 
 def test_bf16_queries_stay_close_to_float32_and_fp16_needs_a_gpu(trained):
