@@ -72,3 +72,25 @@ def test_a_umap_of_a_former_embedding_is_never_drawn(pbmc):
     adata.uns.pop("X_sclong_umap")
     with pytest.warns(UserWarning, match="not computed from the current"):
         scl.pl.embedding(adata, color="bulk_labels", show=False)
+
+
+def test_a_flat_gene_network_is_flagged(pbmc):
+    """Gene embeddings that share a large component give cosines all near 1: warned (issue 24)."""
+    from sclong_scverse.tl._grn import _warn_if_flat
+
+    adata, model = pbmc
+    embeddings = model.get_gene_embeddings(kind="static").to_numpy()
+    # what a briefly trained model's embeddings look like: one direction shared by every gene
+    shared = embeddings + 50 * np.abs(embeddings).mean() * np.ones(embeddings.shape[1])
+    for top_k in (None, 10):
+        flat = scl.tl.cosine_similarity_graph(shared, top_k=top_k)
+        with pytest.warns(UserWarning, match=r"nearly all equal .*center=True"):
+            _warn_if_flat(flat, center=False)
+        centred = scl.tl.cosine_similarity_graph(shared, top_k=top_k, center=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            _warn_if_flat(centred, center=True)  # the shared part removed: spread again
+    # the model's own network is not flat: tl.grn says nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        scl.tl.grn(adata.copy(), model, top_k=10)

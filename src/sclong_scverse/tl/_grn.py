@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -15,6 +16,46 @@ if TYPE_CHECKING:
     from ..model import SCLONG
 
 _DENSE_LIMIT = 20_000
+
+
+#: Below this spread (1st to 99th percentile) the GRN's scores rank genes by noise.
+FLAT_SPREAD = 0.01
+
+
+def _warn_if_flat(network, center: bool, max_values: int = 1_000_000) -> None:
+    """Warn when a cosine GRN's off-diagonal scores are nearly all equal (a flat network).
+
+    Gene embeddings of a model pretrained briefly share a large common component: their plain
+    cosines are then all close to 1 (e.g. 0.9971-0.9980), and a heatmap's colour bar shows that
+    narrow range as contrast. ``center=True`` removes the shared component.
+    """
+    if sparse.issparse(network):
+        values = np.asarray(network.tocoo().data, dtype=np.float64)
+    else:
+        dense = np.asarray(network)
+        n = dense.shape[0]
+        rng = np.random.default_rng(0)
+        size = min(max_values, max(n * (n - 1), 0))
+        rows, cols = rng.integers(0, n, size), rng.integers(0, n, size)
+        keep = rows != cols
+        values = dense[rows[keep], cols[keep]].astype(np.float64)
+    values = values[np.isfinite(values) & (values != 0)]
+    if values.size < 10:
+        return
+    low, high = np.percentile(values, [1, 99])
+    if high - low < FLAT_SPREAD:
+        hint = (
+            "pass center=True to remove the component every gene embedding shares"
+            if not center
+            else "the model may need more training"
+        )
+        warnings.warn(
+            f"The GRN's scores are nearly all equal ({low:.4f} to {high:.4f} for 98% of the "
+            f"edges): their ranking is mostly noise and a heatmap's colours exaggerate it; "
+            f"{hint} (docs/grn.md).",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _check_top_k(top_k: int | None) -> int | None:
@@ -275,6 +316,7 @@ def grn(
         precision=precision,
     )
     network = cosine_similarity_graph(table.to_numpy(), top_k=top_k, center=center)
+    _warn_if_flat(network, center)
     if key_added in target.varp:
         _warn_replacing("varp", key_added, "scl.tl.grn")
     target.varp[key_added] = network
