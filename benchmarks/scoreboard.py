@@ -337,7 +337,11 @@ def write_page(table: pd.DataFrame, mode: str) -> None:
         "(`docs/pooling.md`); annotation on held-out batches (`docs/annotation.md`); GRN AUPR "
         "ratio over the TF-rows candidate set (`docs/grn.md`); genetic perturbation on "
         "unseen knock-outs (`docs/perturbation.md`); drug response on held-out pairs, drugs "
-        "and cell lines (`docs/drug_response.md`).",
+        "and cell lines (`docs/drug_response.md`); chemical perturbation and drug combination "
+        "on held-out compounds of the test data, targets that are functions of real inputs, "
+        "not biology (`docs/drugs.md`). The genetic perturbation rows come from the last full "
+        "run of `report_perturbation.py`, made before the head became wide & deep (its page "
+        "has the newer quick-run and test figures).",
         "",
     ]
     (DOCS / "scoreboard.md").write_text("\n".join(lines))
