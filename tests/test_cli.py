@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -340,6 +341,8 @@ def test_pretrain_embed_grn_round_trip(capsys, tmp_path, counts_h5ad):
     assert all(line.startswith("sclong: warning: ") for line in err.splitlines()), err
     assert "Tip" not in err and "GPU available" not in err and "\x1b[" not in err
     assert "normalising raw counts from X" in out
+    # the result next to its baseline: the per-gene mean on the same held-out masks
+    assert re.search(r"held-out masked MSE [\d.]+ vs [\d.]+ for the per-gene mean", out), out
     assert (model_dir / "model.pt").exists() and not _leftovers(tmp_path)
     code, _, err = _run(capsys, "pretrain", counts_h5ad, "--out", model_dir, "--epochs", 1)
     assert code == 2 and "--overwrite" in err

@@ -121,6 +121,13 @@ def run(args: argparse.Namespace) -> None:
     for name, value in _final_losses(model.history):
         if value is not None:
             _say(f"final {name} masked MSE: {value:.4f}")
+    with _quiet_training():
+        held_out = model.evaluate_masked_mse(seed=0, batch_size=args.batch_size)
+    _say(
+        f"held-out masked MSE {held_out['model_mse']:.4f} vs {held_out['baseline_mse']:.4f} for "
+        f"the per-gene mean ({held_out['n_masked']:,} masked values; lower is better, the model "
+        "should be below the mean)"
+    )
     _save_model(model, out)
 
 
@@ -214,7 +221,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="tiny", help="preset: tiny, small, bench or 1b")
     parser.add_argument("--epochs", type=int, default=10, metavar="N", help="training epochs")
     parser.add_argument("--batch-size", type=int, default=16, metavar="B", help="cells a step")
-    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=5e-3,
+        help="learning rate (5e-3 for a new model, as the README and sclong demo; about 1e-4 "
+        "to continue from official weights)",
+    )
     _add_accelerator(parser)
     parser.add_argument("--devices", default="auto", help="Lightning devices")
     _add_progress(parser)
