@@ -9,7 +9,8 @@ import pytest
 
 import sclong_scverse as scl
 from sclong_scverse.datasets import _cellbench
-from sclong_scverse.datasets._download import DatasetDownloadError, fetch_file, file_sha256
+from sclong_scverse.datasets._download import DatasetDownloadError, fetch_file
+from sclong_scverse.io._safe import sha256_file as file_sha256
 
 TEST_DATA = Path(__file__).parent / "data"
 MIRROR = TEST_DATA / "scrna" / "cellbench"  # served as file:// URLs: no network in CI

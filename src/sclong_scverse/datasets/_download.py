@@ -10,9 +10,11 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..io._safe import sha256_file
+
 logger = logging.getLogger(__name__)
 
-#: Bytes read per block while downloading and hashing.
+#: Bytes read per block while downloading.
 _BLOCK = 1 << 20
 
 
@@ -34,15 +36,6 @@ def data_cache_dir() -> Path:
         return Path(os.environ["SCLONG_DATA_DIR"])
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "sclong_scverse"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_file(url: str, path: str | os.PathLike, sha256: str, timeout: float = 60.0) -> Path:
@@ -73,7 +66,7 @@ def fetch_file(url: str, path: str | os.PathLike, sha256: str, timeout: float = 
         names the URL and the folder where a manually downloaded copy can be put.
     """
     path = Path(path)
-    if path.is_file() and file_sha256(path) == sha256:
+    if path.is_file() and sha256_file(path) == sha256:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")

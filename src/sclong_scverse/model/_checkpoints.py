@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..io._safe import UnsafeFileError, safe_torch_load
+from ..io._safe import UnsafeFileError, non_finite_tensors, safe_torch_load
 from ..module._training_plan import CHECKPOINT_FORMAT, CHECKPOINT_RECORD_KEY, checkpoint_digest
 from ._saving import ModelIntegrityError
 
@@ -61,18 +61,12 @@ def _floats(value: Any, where: str) -> Iterator[tuple[str, Any]]:
 
 def _non_finite(checkpoint: Mapping[str, Any]) -> list[str]:
     """Names of the weights, optimiser and schedule values that are NaN or infinite."""
-    bad = []
-    for entry in _FINITE_ENTRIES:
-        for name, value in _floats(checkpoint.get(entry), entry):
-            if isinstance(value, float):
-                finite = value == value and abs(value) != float("inf")
-            elif value.is_floating_point() or value.is_complex():
-                finite = bool(torch.isfinite(value).all())
-            else:
-                continue
-            if not finite:
-                bad.append(name)
-    return bad
+    values = (
+        (name, torch.as_tensor(value) if isinstance(value, float) else value)
+        for entry in _FINITE_ENTRIES
+        for name, value in _floats(checkpoint.get(entry), entry)
+    )
+    return non_finite_tensors(values)
 
 
 def _config_differences(saved: Any, current: Mapping[str, Any]) -> list[str]:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -10,6 +9,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 from scipy import sparse
+
+from ..io._safe import sha256_plain
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -256,10 +257,7 @@ def grn(
 
 def _fingerprint(values) -> str:
     """A short sha256 of a representation's values and shape (what a UMAP was computed from)."""
-    array = np.ascontiguousarray(np.asarray(values), dtype=np.float32)
-    digest = hashlib.sha256(str(array.shape).encode())
-    digest.update(array.tobytes())
-    return digest.hexdigest()[:32]
+    return sha256_plain(np.asarray(values, dtype=np.float32))[:32]
 
 
 def _recorded_source(adata: ad.AnnData, key: str) -> str | None:
