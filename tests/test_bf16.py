@@ -9,6 +9,7 @@ are measured by ``benchmarks/bench_1b.py``, not here.
 
 from __future__ import annotations
 
+import copy
 import sys
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ from conftest import most_detected
 from sclong_scverse.io import OfficialFormatError, load_official, read_checkpoint
 from sclong_scverse.io._lean import held_dtype, resolve_dtype
 from sclong_scverse.model import SCLONG
+from sclong_scverse.nn._precision import widened_weights
 
 # the parity release's 511 genes cover a quarter of CellBench's 2,048: expected, not a problem
 pytestmark = pytest.mark.filterwarnings("ignore:only .* genes of the data:UserWarning")
@@ -121,19 +123,99 @@ def test_bf16_embeddings_are_within_cosine_099_of_float32(models):
             np.linalg.norm(embedding, axis=1) * np.linalg.norm(expected, axis=1)
         )
         assert cosine.min() > 0.99, (pooling, cosine.min())  # measured: 0.99999 (max, mean)
-        # a bfloat16-held model computes what precision="bf16" computes with float32 weights
-        autocast = fp32.get_latent_representation(batch_size=16, pooling=pooling, precision="bf16")
-        np.testing.assert_array_equal(embedding, autocast)
+        # at precision="bf16" a bfloat16-held model computes what bfloat16 autocast computes
+        # with float32 weights
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "emulated" on CPUs without bfloat16 instructions
+            autocast = fp32.get_latent_representation(
+                batch_size=16, pooling=pooling, precision="bf16"
+            )
+            held = bf16.get_latent_representation(batch_size=16, pooling=pooling, precision="bf16")
+        np.testing.assert_array_equal(held, autocast)
     assert not np.array_equal(bf16.get_latent_representation(batch_size=16), reference)
     predicted = bf16.predict(batch_size=16)
     covered = ~np.isnan(predicted[0])
     error = np.abs(predicted[:, covered] - fp32.predict(batch_size=16)[:, covered]).max()
     assert error < 0.05  # measured 0.018 on values up to 10
     with pytest.raises(ValueError, match="held in bfloat16"):
-        bf16.get_latent_representation(precision="32")
+        bf16.get_latent_representation(precision="16")
     # static gene embeddings come from the gene tables and GO convolution, held in float32
     static = bf16.get_gene_embeddings()
     np.testing.assert_array_equal(static.to_numpy(), fp32.get_gene_embeddings().to_numpy())
+
+
+def _rounded_float32_network(fp32_network, bf16_network):
+    """A float32 copy of the network whose weights are the bfloat16-held ones, widened."""
+    rounded = copy.deepcopy(fp32_network)
+    held = dict(bf16_network.named_parameters()) | dict(bf16_network.named_buffers())
+    with torch.no_grad():
+        for name, tensor in [*rounded.named_parameters(), *rounded.named_buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(held[name].float())
+    return rounded
+
+
+@pytest.mark.parametrize("budget", [256 * 2**20, 100_000])
+def test_widened_weights_compute_float32_at_the_held_weights(parity_dir, budget):
+    """Widening block by block = the float32 network at the bfloat16-rounded weights."""
+    fp32 = load_official(*_files(parity_dir)).network.eval()
+    bf16 = load_official(*_files(parity_dir), dtype=torch.bfloat16).network.eval()
+    rounded = _rounded_float32_network(fp32, bf16)
+    rounded.zero_token_cache = False  # the widened run skips the first layer's cache
+    x = torch.from_numpy(np.load(parity_dir / "reference_io.npz")["x"])
+    before = {k: (v, v.dtype) for k, v in bf16.state_dict(keep_vars=True).items()}
+    with torch.inference_mode():
+        with widened_weights(bf16, budget=budget):
+            widened = bf16(x)
+        expected, float32 = rounded(x), fp32(x)
+    for key in ("decodings", "prediction", "top_encodings"):
+        assert widened[key].dtype == torch.float32
+        torch.testing.assert_close(widened[key], expected[key], atol=1e-5, rtol=0)
+    # rounding the weights moves the outputs by ~1e-2; widening adds nothing to that
+    assert (widened["decodings"] - float32["decodings"]).abs().max() > 1e-3
+    # the held tensors are back, the very same objects, and no hook is left
+    after = bf16.state_dict(keep_vars=True)
+    for key, (tensor, dtype) in before.items():
+        assert after[key].dtype == dtype, key
+        if isinstance(tensor, torch.nn.Parameter):
+            assert after[key] is tensor and after[key].data.dtype == dtype, key
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in bf16.modules())
+    # a weight read outside its block's forward fails loudly, never silently in bfloat16
+    with torch.inference_mode(), widened_weights(bf16, budget=1):
+        with pytest.raises(RuntimeError, match="dtype"):
+            bf16(x)
+
+
+def test_bf16_held_model_runs_widened_float32_where_the_cpu_emulates_bf16(models, monkeypatch):
+    import sclong_scverse.model._anndata as queries
+
+    fp32, bf16 = models
+    reference = fp32.get_latent_representation(batch_size=16, pooling="mean")
+    widened = bf16.get_latent_representation(batch_size=16, pooling="mean", precision="32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        autocast = bf16.get_latent_representation(batch_size=16, pooling="mean", precision="bf16")
+
+    def error(a):
+        return np.abs(a - reference).max()
+
+    # float32 arithmetic on the rounded weights: closer to float32 than bfloat16 autocast
+    assert error(widened) < error(autocast), (error(widened), error(autocast))
+    assert bf16.weights_dtype == torch.bfloat16  # still held in bfloat16 afterwards
+    # the default, "auto": float32 widened on a CPU without bfloat16 instructions ...
+    monkeypatch.setattr(queries, "native_bf16", lambda device: False)
+    np.testing.assert_array_equal(
+        bf16.get_latent_representation(batch_size=16, pooling="mean"), widened
+    )
+    with pytest.warns(UserWarning, match="emulated"):
+        fp32.get_latent_representation(batch_size=16, indices=[0], precision="bf16")
+    # ... and bfloat16 autocast on one that has them
+    monkeypatch.setattr(queries, "native_bf16", lambda device: True)
+    np.testing.assert_array_equal(
+        bf16.get_latent_representation(batch_size=16, pooling="mean"), autocast
+    )
+    with pytest.raises(ValueError, match="'auto'"):
+        fp32.get_latent_representation(batch_size=16, precision="64")
 
 
 def test_bf16_weights_are_refused_for_training(models, tmp_path):

@@ -232,14 +232,15 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=("32", "bf16", "16"),
-        help="autocast of the forward passes (default: float32; bf16 for --dtype bf16; 16 on "
-        "GPUs only)",
+        choices=("32", "bf16", "16", "auto"),
+        help="of the forward passes (default: float32; auto for --dtype bf16: bf16 where the "
+        "device has bfloat16 instructions, else float32 with the weights widened block by "
+        "block; 16 on GPUs only)",
     )
     parser.add_argument(
         "--dtype",
         choices=("float32", "bf16"),
-        help="hold the weights in this dtype (bf16: half the memory, runs in bf16; default: "
+        help="hold the weights in this dtype (bf16: half the memory, for inference; default: "
         "as saved)",
     )
     corpus = parser.add_argument_group("corpus of stores (--out is a folder)")

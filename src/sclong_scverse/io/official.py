@@ -609,7 +609,8 @@ def load_official(
     dtype
         What the weights are held in: ``None`` / ``torch.float32`` (default) or
         ``torch.bfloat16``: half the memory, for inference only (queries then run in bfloat16
-        autocast; training is refused). In bfloat16 the matrices are (every Linear weight, the
+        autocast or widened to float32 block by block, ``precision="auto"``; training is
+        refused). In bfloat16 the matrices are (every Linear weight, the
         FAVOR+ projections: 99% of the 1B network's weights); the gene-embedding tables, the GO
         convolution and the vectors (LayerNorm weights, biases) stay float32.
     mmap

@@ -21,6 +21,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
 
+from ..nn._precision import holds_bf16, native_bf16, widened_weights
 from ..validation import (
     ScLongInputError,
     check_not_view,
@@ -72,27 +73,60 @@ def _values(adata: ad.AnnData, layer: str | None):
     return adata.layers[layer]
 
 
-QueryPrecision = Literal["32", "bf16", "16"]
+QueryPrecision = Literal["32", "bf16", "16", "auto"]
+
+#: what ``"bf16"`` costs where the CPU emulates it (benchmarks/bench_1b.py, bench preset)
+_EMULATED_BF16_NOTE = "3.5x slower than float32 on a 2-core Xeon without AVX-512 BF16"
 
 
-def inference_autocast(precision: str | int | None, device: torch.device):
-    """Autocast context of a query at ``precision``.
+def resolve_precision(precision: str | int | None, device: torch.device) -> str:
+    """``"32"``, ``"bf16"`` or ``"16"``: the precision a query at ``precision`` runs in.
 
-    ``"32"`` / ``None`` (float32, no autocast), ``"bf16"`` or ``"16"`` (float16, GPUs only);
-    Lightning's spellings (``"bf16-mixed"``, ``"32-true"``) are accepted.
+    ``"auto"`` is ``"bf16"`` where ``device`` has bfloat16 matrix instructions (GPUs from
+    Ampere on, CPUs with AVX-512 BF16 or AMX: :func:`~sclong_scverse.nn._precision.native_bf16`)
+    and ``"32"`` elsewhere. Lightning's spellings (``"bf16-mixed"``, ``"32-true"``) are accepted.
     """
     name = str(precision).removesuffix("-mixed").removesuffix("-true") if precision else "32"
+    if name == "auto":
+        return "bf16" if native_bf16(device) else "32"
+    if name not in ("32", "bf16", "16"):
+        raise ValueError(f"precision must be '32', 'bf16', '16' or 'auto', not {precision!r}.")
+    return name
+
+
+def inference_autocast(
+    precision: str | int | None, device: torch.device, module: torch.nn.Module | None = None
+):
+    """The context a query at ``precision`` runs in.
+
+    ``"32"`` / ``None``: float32. For a ``module`` whose weights are held in bfloat16 that
+    means widening them to float32 one block at a time as it runs
+    (:func:`~sclong_scverse.nn._precision.widened_weights`: half the memory of float32 weights,
+    float32 speed). ``"bf16"``: bfloat16 autocast (warns on a CPU that emulates it);
+    ``"16"``: float16 autocast (GPUs only); ``"auto"``: see :func:`resolve_precision`.
+    """
+    device = torch.device(device)
+    name = resolve_precision(precision, device)
     if name == "32":
+        if module is not None and holds_bf16(module):
+            return widened_weights(module)
         return contextlib.nullcontext()
     if name == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if name == "16":
-        if device.type == "cpu":
-            raise ValueError(
-                "precision='16' (float16) needs a GPU; on a CPU use precision='bf16' or '32'."
+        if device.type == "cpu" and not native_bf16(device):
+            warnings.warn(
+                "precision='bf16' on a CPU without bfloat16 matrix instructions (AVX-512 BF16 "
+                f"or AMX; see `lscpu`): they are emulated, about {_EMULATED_BF16_NOTE}. Use "
+                "precision='32' (or 'auto'); a model held in bfloat16 then runs in float32 "
+                "with its weights widened one block at a time (half the memory, float32 speed).",
+                UserWarning,
+                stacklevel=3,
             )
-        return torch.autocast(device_type=device.type, dtype=torch.float16)
-    raise ValueError(f"precision must be '32', 'bf16' or '16', not {precision!r}.")
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if device.type == "cpu":
+        raise ValueError(
+            "precision='16' (float16) needs a GPU; on a CPU use precision='32' or 'bf16'."
+        )
+    return torch.autocast(device_type=device.type, dtype=torch.float16)
 
 
 def check_model_input(

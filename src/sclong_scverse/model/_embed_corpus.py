@@ -342,7 +342,7 @@ def _lightning_parts(model, corpus, output, blocks, batch_size, num_workers, pin
         def predict_step(self, batch: dict, batch_idx: int) -> None:
             block, store, first, end, last = batch["block"].tolist()
             x = batch["X"]
-            with inference_autocast(step["precision"], x.device):
+            with inference_autocast(step["precision"], x.device, self.sclong.network):
                 outputs = self.sclong.inference(x, mask=False)
             pooled = model._pooled(outputs, step["pooling"], self.sclong.config.n_genes)
             self.pending.append(pooled.float().cpu().numpy())
@@ -391,7 +391,7 @@ class EmbedCorpusMixin:
         (``devices`` x ``num_nodes``; launch them with ``torchrun`` or ``srun``, or let
         Lightning start them from a script). Each block is cut into mini-batches of
         ``batch_size`` cells, embedded as :meth:`get_latent_representation` embeds (the same
-        pooling and precision; a bfloat16-held model runs in bfloat16), and written to the
+        pooling and precision; a bfloat16-held model runs as ``"auto"``), and written to the
         output folder; a cell's embedding does not depend on the number of processes.
 
         Reads the stores (never the model's registered AnnData); writes, in ``out``, one
@@ -414,10 +414,11 @@ class EmbedCorpusMixin:
             Consecutive cells per block: the unit shared between processes, written (one zarr
             chunk) and recorded as done. A killed run loses at most the blocks in progress.
         pooling
-            Over genes, as :meth:`get_latent_representation` (default ``"max"``).
+            Over genes, as :meth:`get_latent_representation` (default ``"feature_sum"``).
         precision
-            ``"32"``, ``"bf16"`` or ``"16"`` (GPUs) autocast, as the queries; ``None``: float32,
-            or bfloat16 for a bfloat16-held model.
+            ``"32"``, ``"bf16"``, ``"16"`` (GPUs) or ``"auto"``, as the queries; ``None``:
+            float32, or ``"auto"`` for a bfloat16-held model (bfloat16 where the device has
+            bfloat16 instructions, else float32 with the weights widened block by block).
         key
             ``obsm`` key (and ``uns`` key of the parameters) of the output stores.
         resume

@@ -212,9 +212,10 @@ class SaveLoadMixin:
         dtype
             ``None`` (default): float32 (a model saved while held in bfloat16 is widened);
             ``torch.bfloat16``: hold the weights in bfloat16, half the memory, for inference
-            (queries run in bfloat16 autocast; training is refused). ``model.pt`` is then
-            memory-mapped and converted tensor by tensor into a network built without weights
-            (no float32 copy of the model).
+            (queries run in bfloat16 where the hardware has bfloat16 instructions, else in
+            float32 with the weights widened block by block; training is refused).
+            ``model.pt`` is then memory-mapped and converted tensor by tensor into a network
+            built without weights (no float32 copy of the model).
         min_coverage
             Fewest of the saved genes (fraction, default 0.5) that ``adata`` must hold when its
             genes differ; below it ``adata`` is refused (the rule of every query).

@@ -20,8 +20,9 @@ class OfficialMixin:
 
     Also what a model whose weights are held in bfloat16 (``dtype=torch.bfloat16`` on
     :meth:`from_official`, :meth:`load`, :meth:`from_pretrained`) may do: queries run in
-    bfloat16 autocast (:meth:`_query_precision`); :meth:`train` and :meth:`pretrain` are
-    refused, naming the fix (load the weights in float32).
+    bfloat16 autocast where the hardware has bfloat16 instructions and in float32 with the
+    weights widened block by block elsewhere (:meth:`_query_precision`); :meth:`train` and
+    :meth:`pretrain` are refused, naming the fix (load the weights in float32).
     """
 
     @property
@@ -30,18 +31,23 @@ class OfficialMixin:
         return weights_dtype(self.module)
 
     def _query_precision(self, precision: str | int | None) -> str | int | None:
-        """The autocast precision of a query: bfloat16 weights run in ``"bf16"`` (only)."""
+        """The precision of a query: a bfloat16-held model defaults to ``"auto"``.
+
+        ``"auto"``: bfloat16 autocast where the device has bfloat16 matrix instructions,
+        float32 with the weights widened block by block elsewhere (see
+        :func:`~sclong_scverse.model._anndata.inference_autocast`). ``"32"`` and ``"bf16"``
+        force one of the two; float16 is refused.
+        """
         if self.weights_dtype != torch.bfloat16:
             return precision
         name = str(precision).removesuffix("-mixed").removesuffix("-true") if precision else None
-        if name not in (None, "bf16"):
+        if name == "16":
             raise ValueError(
                 f"precision={precision!r}: this model's weights are held in bfloat16 (loaded "
-                "with dtype=torch.bfloat16), so its queries run in bfloat16. Leave precision "
-                "unset (or 'bf16'), or load the model again without dtype (float32) for "
-                f"precision={precision!r}."
+                "with dtype=torch.bfloat16); float16 is not supported on them. Use "
+                "precision='bf16', '32' or 'auto' (the default)."
             )
-        return "bf16"
+        return name or "auto"
 
     def _refuse_low_precision_training(self, what: str) -> None:
         if self.weights_dtype == torch.bfloat16:
@@ -104,8 +110,10 @@ class OfficialMixin:
             ``None`` / ``torch.float32`` (default) or ``torch.bfloat16``: hold the weights in
             bfloat16, half the memory (the 1B model: about 2 GB instead of 4), read without a
             float32 copy of the model (the checkpoint is memory-mapped and converted tensor by
-            tensor). For inference: queries run in bfloat16 autocast (cell embeddings within
-            cosine 0.99 of float32), training is refused. See ``docs/official_1b.md``.
+            tensor). For inference: queries run in bfloat16 autocast where the hardware has
+            bfloat16 instructions (cell embeddings within cosine 0.99 of float32) and in
+            float32 with the weights widened block by block elsewhere (``precision="auto"``);
+            training is refused. See ``docs/official_1b.md``.
         **kwargs
             Passed to :class:`SCLONG` (e.g. ``mask_fraction``).
 

@@ -198,8 +198,10 @@ class QueryMixin:
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
         mask = bool(mask_fraction)
-        # bfloat16-held weights (dtype=torch.bfloat16) run in bfloat16 autocast
-        autocast = inference_autocast(self._query_precision(precision), torch.device(self.device))
+        # bfloat16-held weights: bfloat16 autocast or float32 widened block by block ("auto")
+        autocast = inference_autocast(
+            self._query_precision(precision), torch.device(self.device), self.module.network
+        )
         with torch.inference_mode(), autocast:
             loader = self._loader(
                 adata, indices, batch_size or 16, progress_bar, desc, min_coverage=min_coverage
@@ -253,9 +255,12 @@ class QueryMixin:
             call reads at least 10 million cell x gene values (e.g. 400 cells of the whole
             27,874-gene vocabulary).
         precision
-            ``"32"`` (default: float32), ``"bf16"`` (bfloat16 autocast: on GPUs about twice
-            as fast and half the activation memory, embeddings within ~1e-2 of float32) or
-            ``"16"`` (float16 autocast, GPUs only).
+            ``"32"`` (default: float32), ``"bf16"`` (bfloat16 autocast: on GPUs and CPUs with
+            bfloat16 instructions about twice as fast, embeddings within ~1e-2 of float32; on
+            other CPUs emulated and slower), ``"16"`` (float16 autocast, GPUs only) or
+            ``"auto"`` (``"bf16"`` where the device has bfloat16 instructions, else ``"32"``).
+            A model held in bfloat16 defaults to ``"auto"``; at ``"32"`` it runs in float32
+            with its weights widened block by block (half the memory, float32 speed).
         min_coverage
             Fewest of the model's genes (fraction, default 0.5) that a query ``adata`` must
             hold; below it the query is refused (``model._anndata.check_query_coverage``).
@@ -358,9 +363,12 @@ class QueryMixin:
             call reads at least 10 million cell x gene values (e.g. 400 cells of the whole
             27,874-gene vocabulary).
         precision
-            ``"32"`` (default: float32), ``"bf16"`` (bfloat16 autocast: on GPUs about twice
-            as fast and half the activation memory, results within ~1e-2 of float32) or
-            ``"16"`` (float16 autocast, GPUs only).
+            ``"32"`` (default: float32), ``"bf16"`` (bfloat16 autocast: on GPUs and CPUs with
+            bfloat16 instructions about twice as fast, results within ~1e-2 of float32; on
+            other CPUs emulated and slower), ``"16"`` (float16 autocast, GPUs only) or
+            ``"auto"`` (``"bf16"`` where the device has bfloat16 instructions, else ``"32"``).
+            A model held in bfloat16 defaults to ``"auto"``; at ``"32"`` it runs in float32
+            with its weights widened block by block (half the memory, float32 speed).
 
         Returns
         -------
@@ -442,9 +450,12 @@ class QueryMixin:
             call reads at least 10 million cell x gene values (e.g. 400 cells of the whole
             27,874-gene vocabulary).
         precision
-            ``"32"`` (default: float32), ``"bf16"`` (bfloat16 autocast: on GPUs about twice
-            as fast and half the activation memory, predictions within ~1e-2 of float32) or
-            ``"16"`` (float16 autocast, GPUs only).
+            ``"32"`` (default: float32), ``"bf16"`` (bfloat16 autocast: on GPUs and CPUs with
+            bfloat16 instructions about twice as fast, predictions within ~1e-2 of float32; on
+            other CPUs emulated and slower), ``"16"`` (float16 autocast, GPUs only) or
+            ``"auto"`` (``"bf16"`` where the device has bfloat16 instructions, else ``"32"``).
+            A model held in bfloat16 defaults to ``"auto"``; at ``"32"`` it runs in float32
+            with its weights widened block by block (half the memory, float32 speed).
 
         Returns
         -------
@@ -506,8 +517,8 @@ class QueryMixin:
             call reads at least 10 million cell x gene values (e.g. 400 cells of the whole
             27,874-gene vocabulary).
         precision
-            Of the model's forward passes: ``"32"`` (default), ``"bf16"`` or ``"16"`` (GPUs
-            only), see :meth:`get_latent_representation`.
+            Of the model's forward passes: ``"32"`` (default), ``"bf16"``, ``"16"`` (GPUs
+            only) or ``"auto"``, see :meth:`get_latent_representation`.
 
         Returns
         -------

@@ -158,7 +158,8 @@ class ScLongNetwork(nn.Module):
         ``nn.Embedding(1, d, max_norm=1)`` renormalises its row in place at every lookup; this
         gives the same vector without modifying the parameter.
         """
-        vector = self.mask_embedding.weight[0]
+        # in float32 also where the weights are held in bfloat16 (a no-op in float32)
+        vector = self.mask_embedding.weight[0].float()
         max_norm = self.config.mask_max_norm
         if max_norm is None:
             return vector
@@ -220,7 +221,18 @@ class ScLongNetwork(nn.Module):
             and not torch.is_autocast_enabled(low.device.type)
             and len(self.mini_encoder.layers) > 0
             and self.mini_encoder.chunk_size is not None
+            and self._first_attention_held_in_float32()
         )
+
+    def _first_attention_held_in_float32(self) -> bool:
+        """Whether the cache may fingerprint the first attention's weights: float32, held.
+
+        Not while they are held in bfloat16 or widened for one forward
+        (:func:`~sclong_scverse.nn._precision.widened_weights`: inference tensors, new each
+        time); the mini encoder then runs without the cache.
+        """
+        weight = self.mini_encoder.layers[0].attention.to_q.weight
+        return weight.dtype == torch.float32 and not weight.is_inference()
 
     def _zero_token_cache(self, gene_embedding: torch.Tensor) -> ZeroTokenCache:
         """The mini encoder's first-layer cache, rebuilt when a weight it depends on changed."""

@@ -79,8 +79,9 @@ def embed(
         Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
         call reads at least 10 million cell x gene values.
     precision
-        ``"32"`` (default, float32), ``"bf16"`` (bfloat16 autocast, for GPUs) or ``"16"``
-        (float16, GPUs only); see :meth:`~sclong_scverse.model.SCLONG.get_latent_representation`.
+        ``"32"`` (default, float32), ``"bf16"`` (bfloat16 autocast, for GPUs and CPUs with
+        bfloat16 instructions), ``"auto"`` or ``"16"`` (float16, GPUs only); see
+        :meth:`~sclong_scverse.model.SCLONG.get_latent_representation`.
     min_coverage
         Fewest of the model's genes (fraction, default 0.5) that ``adata`` must hold when its
         genes differ from the model's; below it ``adata`` is refused (lower it knowingly: the
@@ -164,8 +165,9 @@ def gene_embeddings(
         Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
         call reads at least 10 million cell x gene values.
     precision
-        ``"32"`` (default, float32), ``"bf16"`` (bfloat16 autocast, for GPUs) or ``"16"``
-        (float16, GPUs only), for ``"contextual"``; see
+        ``"32"`` (default, float32), ``"bf16"`` (bfloat16 autocast, for GPUs and CPUs with
+        bfloat16 instructions), ``"auto"`` or ``"16"`` (float16, GPUs only), for
+        ``"contextual"``; see
         :meth:`~sclong_scverse.model.SCLONG.get_latent_representation`.
 
     Returns
