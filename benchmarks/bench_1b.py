@@ -24,7 +24,8 @@ are dominated by fixed costs). The table starts with the machine: CPU model, bf1
 machine changes every figure here.
 
 Usage: python benchmarks/bench_1b.py [--preset 1b|bench|small|tiny] [--cells 4]
-       [--batch-size 2] [--warmup N] [--threads N] [--only load|query] [--out DIR]
+       [--batch-size 2] [--warmup N] [--threads N] [--only load|query] [--modes 0,3]
+       [--out DIR]
 
 ``--preset bench`` (a 2-layer, 256-wide large encoder on the official vocabulary) runs in a few
 minutes; the ``1b`` preset takes about 40 GB-minutes: 4 GB of weights, a 4 GB file, minutes per
@@ -235,6 +236,12 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     parser.add_argument("--only", choices=("load", "query"), help="one half of the table")
+    parser.add_argument(
+        "--modes",
+        help="comma-separated query modes (default: all): "
+        + ", ".join(f"{i}={m}" for i, m in enumerate(QUERY_MODES))
+        + "; by number, e.g. 0,3 (fp32 always runs first: the reference of the cosines)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     import torch
@@ -294,7 +301,10 @@ def main() -> None:
         )
         print("|---|---:|---:|---:|---:|---:|")
         reference = None
-        for mode in QUERY_MODES:
+        chosen = {0} | {int(i) for i in args.modes.split(",")} if args.modes else None
+        for number, mode in enumerate(QUERY_MODES):
+            if chosen is not None and number not in chosen:
+                continue
             row = in_fresh_process(
                 measure_query, str(folder), mode, args.cells, args.batch_size, warmup, threads
             )

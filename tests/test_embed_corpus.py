@@ -205,6 +205,23 @@ def test_resume_checks_and_refusals_in_process(stores, tmp_path):
     assert (written <= maximum + 1e-6).all()  # the mean over genes never exceeds the max
 
 
+def test_bf16_held_model_embeds_a_corpus_as_its_queries_do(stores, tmp_path):
+    """A model held in bfloat16 embeds a corpus in its queries' default precision ("auto")."""
+    paths, genes = stores
+    corpus = ScLongCorpus(paths[:1])  # CellBench, 96 cells
+    _model(corpus, genes).save(tmp_path / "model")
+    cellbench = ad.read_h5ad(paths[0])
+    scl.pp.normalize(cellbench)
+    query = ad.AnnData(cellbench.layers["sclong"], obs=cellbench.obs[[]], var=cellbench.var[[]])
+    held = SCLONG.load(tmp_path / "model", adata=query, dtype=torch.bfloat16)
+    kwargs = {"batch_size": 8, "block_size": 32, "accelerator": "cpu", "devices": 1}
+    held.embed_corpus(corpus, tmp_path / "out", pooling="mean", enable_progress_bar=False, **kwargs)
+    written = ad.read_zarr(tmp_path / "out" / "cellbench.zarr").obsm["X_sclong"]
+    expected = held.get_latent_representation(query, batch_size=8, pooling="mean")
+    np.testing.assert_allclose(written, expected, atol=1e-5, rtol=0)
+    assert held.weights_dtype == torch.bfloat16  # still held in bfloat16
+
+
 def test_command_line_embeds_a_corpus(stores, one_process, tmp_path, capsys):
     from sclong_scverse import cli
 
