@@ -9,7 +9,9 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-_SUBMODULES = {
+__all__ = [
+    "SCLONG",
+    "ScLongConfig",
     "chem",
     "data",
     "datasets",
@@ -22,7 +24,13 @@ _SUBMODULES = {
     "pl",
     "pp",
     "tl",
-}
+    "SCLONGClassifier",
+    "SCLONGPerturbation",
+    "SCLONGDrugResponse",
+    "SCLONGChemPerturbation",
+    "SCLONGDrugCombination",
+]
+_SUBMODULES = {name for name in __all__ if name.islower()}  # the subpackages
 _ATTRIBUTES = {"SCLONG": "model", "ScLongConfig": "nn"}
 _ATTRIBUTES["SCLONGClassifier"] = "model"  # cell-type annotation (fine-tuning)
 _ATTRIBUTES["SCLONGPerturbation"] = "model"  # genetic perturbation (GEARS-style head)
@@ -58,26 +66,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | _SUBMODULES | set(_ATTRIBUTES))
-
-
-__all__ = [
-    "SCLONG",
-    "ScLongConfig",
-    "chem",
-    "data",
-    "datasets",
-    "genes",
-    "go",
-    "io",
-    "model",
-    "module",
-    "nn",
-    "pl",
-    "pp",
-    "tl",
-    "SCLONGClassifier",
-    "SCLONGPerturbation",
-    "SCLONGDrugResponse",
-    "SCLONGChemPerturbation",
-    "SCLONGDrugCombination",
-]

@@ -49,8 +49,6 @@ _FIXED_KEYS = {
     "exp_to_out.": "expression_head.",
 }
 _PERFORMERS = {"large_encoder", "mini_encoder", "decoder"}
-_PERFORMER_LAYER = re.compile(r"^(\w+)\.net\.layers\.(\d+)\.([01])\.(.+)$")
-_GO_CONV = re.compile(r"^go_conv\.sim_layers\.(\d+)\.(.+)$")
 _ATTENTION_PARTS = {
     "norm.": "norm.",
     "fn.to_q.": "to_q.",
@@ -66,88 +64,59 @@ class OfficialFormatError(ValueError):
     """An official scLong file does not have the expected content."""
 
 
+def _key_rules() -> list[tuple[str, str]]:
+    """(official, ours) name prefixes, ``{i}`` a layer number; first match wins.
+
+    A prefix ending in ``.`` takes any rest of the key (kept as it is); any other is a whole
+    name.
+    """
+    rules = list(_FIXED_KEYS.items())
+    rules.append(("go_conv.sim_layers.{i}.", "gene_embedding.go_convs.{i}."))
+    for encoder in sorted(_PERFORMERS):
+        for index, block, parts in (
+            ("0", "attention", _ATTENTION_PARTS),
+            ("1", "feed_forward", _FEED_FORWARD_PARTS),
+        ):
+            rules += [
+                (
+                    f"{encoder}.net.layers.{{i}}.{index}.{official}",
+                    f"{encoder}.layers.{{i}}.{block}.{ours}",
+                )
+                for official, ours in parts.items()
+            ]
+        rules.append((f"{encoder}.calls_since_last_redraw",) * 2)
+    return rules
+
+
+def _compiled(prefix: str) -> re.Pattern:
+    pattern = re.escape(prefix).replace(re.escape("{i}"), r"(?P<i>\d+)")
+    return re.compile("^" + pattern + ("" if prefix.endswith(".") else "$"))
+
+
+_KEY_RULES = [(_compiled(o), o, _compiled(u), u) for o, u in _key_rules()]
+
+
+def _rename(key: str, to_ours: bool) -> str | None:
+    for official_pattern, official, ours_pattern, ours in _KEY_RULES:
+        pattern, target = (official_pattern, ours) if to_ours else (ours_pattern, official)
+        match = pattern.match(key)
+        if match:
+            index = match.groupdict().get("i")
+            return (target if index is None else target.replace("{i}", index)) + key[match.end() :]
+    return None
+
+
 def official_to_ours(key: str) -> str | None:
     """Map an official state-dict key to this package's name (``None`` if unknown)."""
-    for prefix, ours in _FIXED_KEYS.items():
-        if key.startswith(prefix):
-            return ours + key[len(prefix) :]
-    match = _GO_CONV.match(key)
-    if match:
-        return f"gene_embedding.go_convs.{match[1]}.{match[2]}"
-    match = _PERFORMER_LAYER.match(key)
-    if match and match[1] in _PERFORMERS:
-        block, parts = (
-            ("attention", _ATTENTION_PARTS)
-            if match[3] == "0"
-            else (
-                "feed_forward",
-                _FEED_FORWARD_PARTS,
-            )
-        )
-        for prefix, ours in parts.items():
-            if match[4].startswith(prefix):
-                return f"{match[1]}.layers.{match[2]}.{block}.{ours}{match[4][len(prefix) :]}"
-        return None
-    name, _, rest = key.partition(".")
-    if name in _PERFORMERS and rest == "calls_since_last_redraw":
-        return key
-    return None
+    return _rename(key, to_ours=True)
 
 
 def ours_to_official(key: str) -> str | None:
     """Map one of this package's state-dict keys to the official name (``None`` if it has none)."""
-    for prefix, official in _FIXED_KEYS.items():
-        if key.startswith(official):
-            return prefix + key[len(official) :]
-    match = re.match(r"^gene_embedding\.go_convs\.(\d+)\.(.+)$", key)
-    if match:
-        return f"go_conv.sim_layers.{match[1]}.{match[2]}"
-    match = re.match(r"^(\w+)\.layers\.(\d+)\.(attention|feed_forward)\.(.+)$", key)
-    if match and match[1] in _PERFORMERS:
-        index, parts = (
-            ("0", _ATTENTION_PARTS)
-            if match[3] == "attention"
-            else (
-                "1",
-                _FEED_FORWARD_PARTS,
-            )
-        )
-        for official, ours in parts.items():
-            if match[4].startswith(ours):
-                return f"{match[1]}.net.layers.{match[2]}.{index}.{official}{match[4][len(ours) :]}"
-        return None
-    name, _, rest = key.partition(".")
-    if name in _PERFORMERS and rest == "calls_since_last_redraw":
-        return key
-    return None
+    return _rename(key, to_ours=False)
 
 
-#: the constructor arguments of the original ``DualEncoderSCFM`` that this package reproduces
-KNOWN_HPARAMS = frozenset(
-    {
-        "max_seq_len",
-        "top_seq_len",
-        "base_dim",
-        "mini_enc_depth",
-        "mini_enc_heads",
-        "mini_enc_dim_head",
-        "large_dim",
-        "large_enc_depth",
-        "large_enc_heads",
-        "large_enc_dim_head",
-        "dec_depth",
-        "dec_heads",
-        "dec_dim_head",
-        "mask_token_thres",
-        "g2v_position_emb",
-        "G_go",
-        "G_go_weight",
-        "go_num_layers",
-        "device",
-        "go_use_gene2vec",
-        "gene2vec_file",
-    }
-)
+#: the integer constructor arguments of the original ``DualEncoderSCFM``
 _INTEGER_HPARAMS = (
     "max_seq_len",
     "top_seq_len",
@@ -164,6 +133,16 @@ _INTEGER_HPARAMS = (
     "dec_dim_head",
     "go_num_layers",
 )
+#: the constructor arguments of the original ``DualEncoderSCFM`` that this package reproduces
+KNOWN_HPARAMS = frozenset(_INTEGER_HPARAMS) | {
+    "mask_token_thres",
+    "g2v_position_emb",
+    "G_go",
+    "G_go_weight",
+    "device",
+    "go_use_gene2vec",
+    "gene2vec_file",
+}
 #: key of this package's record of the hyper-parameters inside checkpoints it writes
 RECORD_KEY = "sclong_scverse_hparams"
 

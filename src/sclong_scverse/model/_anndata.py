@@ -76,7 +76,7 @@ def _values(adata: ad.AnnData, layer: str | None):
 QueryPrecision = Literal["32", "bf16", "16", "auto"]
 
 #: what ``"bf16"`` costs where the CPU emulates it (benchmarks/bench_1b.py, bench preset)
-_EMULATED_BF16_NOTE = "3.5x slower than float32 on a 2-core Xeon without AVX-512 BF16"
+_EMULATED_BF16_NOTE = "3-5x slower than float32 (2-core Xeon without AVX-512 BF16)"
 
 
 def resolve_precision(precision: str | int | None, device: torch.device) -> str:
@@ -102,7 +102,7 @@ def inference_autocast(
     ``"32"`` / ``None``: float32. For a ``module`` whose weights are held in bfloat16 that
     means widening them to float32 one block at a time as it runs
     (:func:`~sclong_scverse.nn._precision.widened_weights`: half the memory of float32 weights,
-    float32 speed). ``"bf16"``: bfloat16 autocast (warns on a CPU that emulates it);
+    nearly float32 speed). ``"bf16"``: bfloat16 autocast (warns on a CPU that emulates it);
     ``"16"``: float16 autocast (GPUs only); ``"auto"``: see :func:`resolve_precision`.
     """
     device = torch.device(device)
@@ -117,7 +117,8 @@ def inference_autocast(
                 "precision='bf16' on a CPU without bfloat16 matrix instructions (AVX-512 BF16 "
                 f"or AMX; see `lscpu`): they are emulated, about {_EMULATED_BF16_NOTE}. Use "
                 "precision='32' (or 'auto'); a model held in bfloat16 then runs in float32 "
-                "with its weights widened one block at a time (half the memory, float32 speed).",
+                "with its weights widened one block at a time (half the memory, nearly "
+                "float32 speed).",
                 UserWarning,
                 stacklevel=3,
             )
@@ -165,20 +166,30 @@ def check_model_input(
     return normalization
 
 
-def register_fields(
-    cls: type,
-    adata: ad.AnnData,
-    setup_method_args: dict,
-    layer: str | None,
-    batch_key: str | None,
-    labels_key: str | None,
-    **kwargs,
-) -> None:
-    """Register the values layer and the batch / label columns with an scvi-tools manager."""
+def register_cell_values(cls: type, adata: ad.AnnData, arguments: dict, **kwargs) -> None:
+    """Check the values scLong reads and register them with the batch / label columns.
+
+    The one registration of :meth:`SCLONG.setup_anndata` and the heads on cells. ``arguments``
+    is the ``setup_anndata`` call's ``locals()`` taken first thing (as scvi-tools'
+    ``_get_setup_method_args(**locals())``): ``layer``, ``batch_key``, ``labels_key``,
+    ``gene_id_key``, ``check_normalization``, ``normalization`` and the model's own settings.
+    The values are checked (:func:`check_model_input`), the normalisation record resolved and
+    kept with the setup arguments, and an scvi-tools manager registers ``adata``.
+    """
+    args = {k: v for k, v in arguments.items() if k not in ("cls", "adata", "kwargs")}
+    args["check_normalization"] = bool(args["check_normalization"])
+    args["normalization"] = check_model_input(
+        adata,
+        args["layer"],
+        args["gene_id_key"],
+        args["normalization"],
+        args["check_normalization"],
+    )
+    setup_method_args = cls._get_setup_method_args(cls=cls, adata=adata, **args)
     anndata_fields = [
-        fields.LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
-        fields.CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-        fields.CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+        fields.LayerField(REGISTRY_KEYS.X_KEY, args["layer"], is_count_data=False),
+        fields.CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, args["batch_key"]),
+        fields.CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, args["labels_key"]),
     ]
     adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
     adata_manager.register_fields(adata, **kwargs)

@@ -9,11 +9,13 @@ model gets the same cell lines.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anndata as ad
 import numpy as np
+import pandas as pd
+import torch
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
@@ -74,6 +76,76 @@ class CellLineTableHead(SCLONGHead):
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
+    def _cell_line_spec(
+        self, drugs: list[str], smiles: Mapping[str, str], missing_hint: str, **settings: Any
+    ) -> dict:
+        """The plain-data spec of the drugs (with their SMILES), cell lines and ``settings``.
+
+        ``settings``: the widths (``graph_dims``, ``cell_dims``, ``fusion_dims``), ``dropout``,
+        ``standardize``, ``max_atoms``, ``seed`` and the head's own options.
+
+        Raises
+        ------
+        ScLongInputError
+            A drug without SMILES (``missing_hint`` says where the drugs come from).
+        """
+        smiles = {str(k): v for k, v in dict(smiles).items()}
+        missing = [d for d in drugs if d not in smiles]
+        if missing:
+            raise ScLongInputError(
+                f"{len(missing)} drugs of {missing_hint} have no SMILES (e.g. {missing[:5]}); "
+                "pass smiles for them or drop them from the data."
+            )
+        spec = {
+            "drugs": list(drugs),
+            "smiles": [str(smiles[d]) for d in drugs],
+            "cell_lines": [str(c) for c in self.adata.obs_names],
+        }
+        for name, value in settings.items():
+            kind = {"dropout": float, "standardize": bool, "max_atoms": int, "seed": int}
+            if name.endswith("_dims"):
+                spec[name] = [int(d) for d in value]
+            else:
+                spec[name] = kind.get(name, type(value))(value)
+        return spec
+
+    def _branches(self, spec: dict) -> dict:
+        """The module's shared arguments, after featurising the drugs and seeding.
+
+        The cell-line feature width, the atom width, the branch widths and the dropout.
+        """
+        graphs = self._featurize(spec)
+        torch.manual_seed(int(spec["seed"]))
+        return {
+            "n_cell_features": self._feature_matrix().shape[1],
+            "atom_dim": int(graphs["features"].shape[2]),
+            **{key: spec[key] for key in ("graph_dims", "cell_dims", "fusion_dims", "dropout")},
+        }
+
+    def _finish_build(self, n_features: int, network: str) -> None:
+        """No feature scaling yet, and the model summary (``network``: the drug branch)."""
+        self._reset_feature_scaling(n_features)
+        spec = self.spec_
+        self._model_summary_string = (
+            f"{type(self).__name__}: {network} + cell-line branch; {len(spec['drugs'])} drugs, "
+            f"{len(spec['cell_lines'])} cell lines, {n_features} cell-line features."
+        )
+
+    def _fit_cell_line_scaling(self, lines: Sequence[str]) -> np.ndarray:
+        """The feature matrix, its scaling fitted first on ``lines`` with ``standardize``.
+
+        ``lines``: the cell lines of the training examples.
+        """
+        features = self._feature_matrix()
+        if self.spec_["standardize"]:
+            rows = [self._cell_index[c] for c in sorted(set(lines))]
+            self._fit_feature_scaling(features, rows)
+        return features
+
+    def _graph_context(self) -> dict:
+        """The drugs' packed graphs as the module's context (``atoms``, ``adjacency``, ...)."""
+        return dict(zip(("atoms", "adjacency", "pooling"), self._drug_graphs, strict=True))
+
     def _feature_matrix(self) -> np.ndarray:
         """The registered cell-line features, ``(n_cell_lines, n_features)`` float32."""
         key = self._setup_args["features_key"]
@@ -96,6 +168,40 @@ class CellLineTableHead(SCLONGHead):
         self._drug_index = {d: i for i, d in enumerate(spec["drugs"])}
         self._cell_index = {c: i for i, c in enumerate(spec["cell_lines"])}
         return graphs
+
+    # ------------------------------------------------------------------ evaluation
+    #: :meth:`evaluate`: the examples' target column, the baselines (:meth:`baselines`'
+    #: columns) and the metrics, ``metrics(truth, prediction) -> dict`` (a staticmethod)
+    _target_column: str = "y"
+    _baseline_names: tuple[str, ...] = ()
+
+    def _predict_examples(self) -> np.ndarray:
+        """The model's prediction for every example (a head's own)."""
+        raise NotImplementedError
+
+    def evaluate(self, splits: Sequence[str] = ("validation", "test")) -> pd.DataFrame:
+        """The model's and the baselines' scores on each split, with the head's metrics.
+
+        Parameters
+        ----------
+        splits
+            Splits to score (``"train"``, ``"validation"``, ``"test"``).
+
+        Returns
+        -------
+        Long DataFrame: ``method`` (``"model"`` and the baselines of :meth:`baselines`),
+        ``split`` and the head's metrics (drug response: ``pearson``, ``spearman``, ``rmse``,
+        ``n_pairs``; drug combinations: ``auroc``, ``aupr``, ``accuracy``, ``n``,
+        ``positive_fraction``).
+        """
+        table = self.baselines()
+        table["model"] = self._predict_examples()
+        truth = table[self._target_column]
+        return self._score_splits(
+            ("model", *self._baseline_names),
+            splits,
+            lambda method, rows: self._metrics(truth[rows], table[method][rows]),
+        )
 
     @classmethod
     def _check_loaded_data(cls, adata: ad.AnnData, spec: dict, attrs: dict) -> None:

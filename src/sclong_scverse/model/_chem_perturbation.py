@@ -19,8 +19,8 @@ from ..datasets._l1000 import check_not_signatures, parse_dose
 from ..metrics import PRECISION_KS, signature_metrics
 from ..module import ChemPerturbationModule, pack_bond_graphs
 from ..validation import ScLongInputError, check_not_view
-from ._drug_response import SPLITS, SplitKind
-from ._head_base import SCLONGHead, fit_ridge, train_docstring, training_settings
+from ._drug_response import SCLONGDrugResponse
+from ._head_base import SCLONGHead, fit_ridge
 
 if TYPE_CHECKING:
     from ._sclong import SCLONG
@@ -172,8 +172,12 @@ class SCLONGChemPerturbation(SCLONGHead):
     and chooses the epoch. :meth:`evaluate` scores the model next to three mean baselines
     (mean training profile, cell-line mean, drug mean) and the ridge probe on the head's own
     inputs (``ridge``) with DeepCE's metrics
-    (:func:`~sclong_scverse.tl.signature_metrics`). :meth:`train` runs scvi-tools'
-    ``TrainRunner`` (Lightning), as ``SCVI.train`` does.
+    (:func:`~sclong_scverse.tl.signature_metrics`). :meth:`split` defaults to DeepCE's de
+    novo setting, ``leave_drug_out`` with 20% / 20% of the compounds for test / validation.
+    :meth:`train` (MSE) runs scvi-tools' ``TrainRunner`` (Lightning), as ``SCVI.train`` does,
+    by default 100 epochs of 64 profiles at Adam lr 2e-4 (DeepCE: batches of 16), after
+    fitting on the training profiles the output offset (their mean profile), the cell-line
+    feature scaling and, with ``residual``, the wide part (the ridge probe).
 
     :meth:`save` writes ``model.pt`` (weights, drugs and SMILES, genes and their feature table,
     cell lines and their feature table, doses, the profiles and their split, feature scaling,
@@ -228,6 +232,10 @@ class SCLONGChemPerturbation(SCLONGHead):
 
     _examples_attr = "profiles_"
     _text_columns = ("drug", "cell_line", "split")
+    _example_noun = "profiles"
+    split_kinds = SCLONGDrugResponse.split_kinds
+    split_defaults = {"kind": "leave_drug_out", "test_fraction": 0.2, "validation_fraction": 0.2}
+    train_defaults = {"max_epochs": 100, "batch_size": 64, "lr": 2e-4}
 
     def __init__(
         self,
@@ -459,9 +467,7 @@ class SCLONGChemPerturbation(SCLONGHead):
             normalize_atoms=spec.get("normalize_atoms", False),  # models saved before: none
             residual=spec.get("residual", False),
         )
-        width = 0 if cells is None else np.asarray(cells).shape[1]
-        self.feature_mean_ = np.zeros(width, dtype=np.float32)
-        self.feature_scale_ = np.ones(width, dtype=np.float32)
+        self._reset_feature_scaling(0 if cells is None else np.asarray(cells).shape[1])
         n_missing = int(np.isnan(np.asarray(spec["gene_features"])).all(axis=1).sum())
         self._model_summary_string = (
             f"SCLONGChemPerturbation: DeepCE-style drug atoms x gene attention; "
@@ -484,46 +490,6 @@ class SCLONGChemPerturbation(SCLONGHead):
             return torch.zeros(len(self.spec_["cell_lines"]), 0)
         table = np.asarray(table, dtype=np.float32)
         return torch.as_tensor((table - self.feature_mean_) / self.feature_scale_)
-
-    # ------------------------------------------------------------------ splits
-    def split(
-        self,
-        kind: SplitKind = "leave_drug_out",
-        test_fraction: float = 0.2,
-        validation_fraction: float = 0.2,
-        seed: int = 0,
-    ) -> pd.DataFrame:
-        """Assign the profiles to train / validation / test (grouped, leakage-free).
-
-        ``random``: profiles drawn at random; ``leave_drug_out``: whole compounds (DeepCE's de
-        novo setting, 60/20/20 by compound); ``leave_cell_line_out``: whole cell lines
-        (the head base's seeded draw, as the drug response head's). Writes
-        ``model.profiles_["split"]``.
-
-        Parameters
-        ----------
-        kind
-            ``"random"``, ``"leave_drug_out"`` or ``"leave_cell_line_out"``.
-        test_fraction, validation_fraction
-            Fractions of profiles, drugs or cell lines.
-        seed
-            Seed of the draw.
-
-        Returns
-        -------
-        Counts of profiles, drugs and cell lines per split.
-        """
-        if kind not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, not {kind!r}.")
-        column = {"leave_drug_out": "drug", "leave_cell_line_out": "cell_line"}.get(kind)
-        groups = None if column is None else [self.profiles_[column].to_numpy()]
-        what = f"{column.replace('_', ' ')}s" if column else "groups"
-        self._assign_split(groups, kind, test_fraction, validation_fraction, seed, what)
-        return self.profiles_.groupby("split").agg(
-            profiles=("drug", "size"),
-            drugs=("drug", "nunique"),
-            cell_lines=("cell_line", "nunique"),
-        )
 
     # ------------------------------------------------------------------ training
     def _indices(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -548,55 +514,8 @@ class SCLONGChemPerturbation(SCLONGHead):
                 out.append(prediction.cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.spec_["genes"])), np.float32)
 
-    @train_docstring
-    def train(
-        self,
-        max_epochs: int = 100,
-        batch_size: int = 64,
-        lr: float = 2e-4,
-        weight_decay: float = 0.0,
-        early_stopping_patience: int | None = 10,
-        accelerator: str = "auto",
-        devices: int | list[int] | str = "auto",
-        precision: str | int | None = None,
-        seed: int = 0,
-        **trainer_kwargs,
-    ) -> pd.DataFrame:
-        """Train on the training profiles (MSE); keep the epoch with the lowest validation MSE.
-
-        Trains through scvi-tools' ``TrainRunner`` (Lightning), as ``SCVI.train`` does. The
-        test profiles are not read. The output offset (the mean training profile), the
-        cell-line feature scaling and, with ``residual``, the wide part (the ridge probe) are
-        fitted on the training profiles. Writes nothing into
-        ``adata``; the history goes to ``model.history`` (``train_loss``, ``validation_loss``:
-        MSE per epoch), the best epoch to ``model.best_epoch_``.
-
-        Parameters
-        ----------
-        max_epochs
-            Most passes over the training profiles.
-        batch_size
-            Profiles per step (DeepCE: 16).
-        lr, weight_decay
-            Adam settings (DeepCE: lr 2e-4).
-        early_stopping_patience
-            Stop after this many epochs without a better validation MSE (``None``: never).
-        {lightning_parameters}
-
-        Returns
-        -------
-        ``train_loss``, ``validation_loss`` (MSE over genes and profiles) per epoch.
-
-        Raises
-        ------
-        ScLongInputError
-            No training profiles.
-        """
-        rows = self._split_rows()
-        if not len(rows["train"]):
-            raise ScLongInputError(
-                "No training profiles; call model.split(...) with fractions < 1."
-            )
+    def _training_examples(self, rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """Cell-line scaling, offset (mean training profile) and wide part on the training rows."""
         targets = self._targets()
         if self.spec_["cell_features"] is not None:
             lines = self.profiles_["cell_line"].to_numpy()[rows["train"]]
@@ -609,8 +528,7 @@ class SCLONGChemPerturbation(SCLONGHead):
             self._fit_wide(targets, rows)
         self.module.set_context(cells=self._cell_tensor(), **self._graphs)
         d, c, s = self._indices(self.profiles_)
-        examples = {"drug": d, "cell": c, "dose": s, "y": torch.as_tensor(targets)}
-        return self._fit(examples, rows, **training_settings(locals()))
+        return {"drug": d, "cell": c, "dose": s, "y": torch.as_tensor(targets)}
 
     def _probe_features(self) -> tuple[np.ndarray, list[int]]:
         """Per profile, the wide part's inputs: ``[mean atom features ; cell line ; dose]``.
@@ -685,22 +603,10 @@ class SCLONGChemPerturbation(SCLONGHead):
         """
         from ..chem import featurize_drugs
 
-        graphs = self._graphs
-        if drugs is None:
-            drug_names = list(self.spec_["drugs"])
-            drug_rows = np.array([self._drug_index[x] for x in drug_names], dtype=np.int64)
-        elif isinstance(drugs, Mapping):
-            drug_names = [str(x) for x in drugs]
-            graphs = self._pack(featurize_drugs({str(k): v for k, v in drugs.items()}, "deepce"))
-            drug_rows = np.arange(len(drug_names))
-        else:
-            drug_names = [str(x) for x in drugs]
-            unknown = [x for x in drug_names if x not in self._drug_index]
-            if unknown:
-                raise ScLongInputError(
-                    f"Unknown drugs {unknown[:10]}; pass a mapping id -> SMILES for new drugs."
-                )
-            drug_rows = np.array([self._drug_index[x] for x in drug_names], dtype=np.int64)
+        drug_names, drug_rows, graphs = self._resolve_drugs(
+            drugs, lambda table: self._pack(featurize_drugs(table, "deepce"))
+        )
+        graphs = self._graphs if graphs is None else graphs
         names = (
             list(self.spec_["cell_lines"]) if cell_lines is None else [str(x) for x in cell_lines]
         )
@@ -786,13 +692,13 @@ class SCLONGChemPerturbation(SCLONGHead):
         predictions = {"model": self.predict_profiles(), **self.baselines()}
         ks = [k for k in ks if k <= targets.shape[1]]
         n_true = min(100, targets.shape[1])
-        rows = []
-        for method, values in predictions.items():
-            for split in splits:
-                part = (self.profiles_["split"] == split).to_numpy()
-                metrics = signature_metrics(targets[part], values[part], ks=ks, n_true=n_true)
-                rows.append({"method": method, "split": split, **metrics})
-        return pd.DataFrame(rows)
+        return self._score_splits(
+            list(predictions),
+            splits,
+            lambda method, rows: signature_metrics(
+                targets[rows], predictions[method][rows], ks=ks, n_true=n_true
+            ),
+        )
 
     # ------------------------------------------------------------------ save / load
     def _saved_spec(self) -> dict:

@@ -35,6 +35,7 @@ from ..validation import (
     check_not_view,
     check_obs_key,
 )
+from ._anndata import register_cell_values
 from ._classifier_io import (
     MIN_QUERY_OVERLAP,
     BackboneMismatchError,
@@ -50,7 +51,7 @@ from ._classifier_training import (
     ClassifierTrainingMixin,
     chance_threshold,
 )
-from ._sclong import SCLONG, check_model_input, register_fields
+from ._sclong import SCLONG
 
 __all__ = [
     "MIN_QUERY_OVERLAP",
@@ -271,6 +272,7 @@ class SCLONGClassifier(
         KeyError
             ``labels_key``, ``batch_key``, ``layer`` or ``gene_id_key`` not found.
         """
+        arguments = locals().copy()
         check_not_view(adata)
         if labels_key is None:
             raise ScLongInputError(
@@ -299,21 +301,7 @@ class SCLONGClassifier(
                 f"adata.obs[{labels_key!r}] has {len(classes)} class(es) besides the unlabelled "
                 f"category ({classes}); a classifier needs at least 2."
             )
-        normalization = check_model_input(
-            adata, layer, gene_id_key, normalization, bool(check_normalization)
-        )
-        setup_method_args = cls._get_setup_method_args(
-            cls=cls,
-            adata=adata,
-            labels_key=labels_key,
-            unlabeled_category=unlabeled_category,
-            layer=layer,
-            batch_key=batch_key,
-            gene_id_key=gene_id_key,
-            check_normalization=bool(check_normalization),
-            normalization=normalization,
-        )
-        register_fields(cls, adata, setup_method_args, layer, batch_key, labels_key, **kwargs)
+        register_cell_values(cls, adata, arguments, **kwargs)
 
     @classmethod
     def from_sclong(

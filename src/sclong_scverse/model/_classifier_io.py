@@ -17,6 +17,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .._docs import fill_doc
 from ..genes import GeneVocabulary
 from ..module._classifier import backbone_sha256 as network_sha256
 from ..module._classifier import copy_network
@@ -165,6 +166,7 @@ class ClassifierIOMixin:
         return model
 
     # ------------------------------------------------------------------ save / load
+    @fill_doc
     def save(
         self,
         dir_path: str | os.PathLike,
@@ -186,12 +188,7 @@ class ClassifierIOMixin:
 
         Parameters
         ----------
-        dir_path
-            Folder to write (created).
-        prefix
-            Prefix of the file names.
-        overwrite
-            Replace a model saved there.
+        {save_folder}
         save_anndata
             Also write the registered AnnData.
         save_backbone
@@ -199,61 +196,39 @@ class ClassifierIOMixin:
         **anndata_write_kwargs
             Passed to :meth:`anndata.AnnData.write_h5ad`.
         """
-        from ._saving import MODEL_FILE, save_model_file, write_manifest
+        from ._saving import save_model_folder
 
-        folder = Path(dir_path)
-        stem = prefix or ""
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(f"{folder} is a file; give a folder to save the model in.")
-        if (folder / f"{stem}{MODEL_FILE}").exists() and not overwrite:
-            raise ValueError(
-                f"{folder} already holds a saved model; pass overwrite=True to replace it, or "
-                "choose another folder."
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        files = []
-        if save_anndata:
-            target = folder / f"{stem}adata.h5ad"
-            temporary = folder / f".{target.name}.partial"
-            try:
-                self.adata.write(temporary, **anndata_write_kwargs)
-                os.replace(temporary, target)
-            finally:
-                temporary.unlink(missing_ok=True)
-            files.append(target.name)
         state = self.module.state_dict()
         if not save_backbone:
             keys = set(self.module.fine_tuned_state_keys())
             state = {k: v for k, v in state.items() if k in keys}
-        attributes = {
-            name: value for name, value in self._get_user_attributes() if name.endswith("_")
-        }
-        content = {
-            "model_state_dict": {k: v.detach().cpu() for k, v in state.items()},
-            "var_names": self.get_var_names(),
-            "attr_dict": attributes,
-            "backbone": {
-                "sha256": self.backbone_sha256_,
-                "included": bool(save_backbone),
-                "config": self.module.config.to_dict(),
-                "vocabulary": list(self.vocabulary.genes),
-            },
-        }
+        config = self.module.config.to_dict()
+        gene_ids = None
         if self._gene_id_key is not None:
-            content["gene_ids"] = np.asarray(_gene_ids(self.adata, self._gene_id_key), dtype=object)
-        save_model_file(content, folder / f"{stem}{MODEL_FILE}")
-        files.append(f"{stem}{MODEL_FILE}")
-        write_manifest(
-            folder,
-            files,
-            extra={
-                "model": type(self).__name__,
+            gene_ids = _gene_ids(self.adata, self._gene_id_key)
+        backbone = {"sha256": self.backbone_sha256_, "included": bool(save_backbone)}
+        save_model_folder(
+            self,
+            dir_path,
+            prefix,
+            overwrite,
+            save_anndata,
+            anndata_write_kwargs,
+            state=state,
+            gene_ids=gene_ids,
+            content={
+                "backbone": {
+                    **backbone,
+                    "config": config,
+                    "vocabulary": list(self.vocabulary.genes),
+                }
+            },
+            manifest={
                 "mode": self.mode,
                 "backbone_sha256": self.backbone_sha256_,
                 "backbone_included": bool(save_backbone),
-                "config": self.module.config.to_dict(),
+                "config": config,
             },
-            prefix=prefix,
         )
 
     @classmethod

@@ -15,7 +15,7 @@ from ..metrics import synergy_metrics
 from ..module import DrugCombinationModule
 from ..validation import ScLongInputError, check_not_view
 from ._cell_line_head import CellLineTableHead, packed_drug_graphs
-from ._head_base import split_examples, train_docstring, training_settings
+from ._head_base import split_examples
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,10 @@ class SCLONGDrugCombination(CellLineTableHead):
     ``leave_cell_line_out``; validation kept apart from test chooses the epoch. :meth:`evaluate`
     scores AUROC and AUPR of the model next to three rate baselines (the training synergy rate
     of the cell line, of the two drugs, of the drug pair), which a random split flatters.
-    :meth:`train` runs scvi-tools' ``TrainRunner`` (Lightning), as ``SCVI.train`` does.
+    :meth:`split` defaults to ``leave_drug_out`` with 20% / 10% of the drugs for test /
+    validation. :meth:`train` (binary cross-entropy) runs scvi-tools' ``TrainRunner``
+    (Lightning), as ``SCVI.train`` does, by default with DeepDDS's recipe (100 epochs of 256
+    triples at Adam lr 5e-4), the feature scaling fitted on the training triples' cell lines.
 
     :meth:`save` writes ``model.pt`` (weights, drugs and SMILES, cell-line ids, feature scaling,
     the triples and their split, the history) and ``manifest.json``; :meth:`load` needs the
@@ -152,6 +155,13 @@ class SCLONGDrugCombination(CellLineTableHead):
 
     _examples_attr = "triples_"
     _text_columns = ("drug1", "drug2", "cell_line", "split")
+    _example_noun = "triples"
+    split_kinds = {kind: None for kind in COMBINATION_SPLITS}  # groups: _split_groups
+    split_defaults = {"kind": "leave_drug_out", "test_fraction": 0.2, "validation_fraction": 0.1}
+    train_defaults = {"max_epochs": 100, "batch_size": 256, "lr": 5e-4}
+    _target_column = "label"
+    _baseline_names = COMBINATION_BASELINES
+    _metrics = staticmethod(synergy_metrics)
 
     def __init__(
         self,
@@ -169,25 +179,19 @@ class SCLONGDrugCombination(CellLineTableHead):
         super().__init__(adata)
         triples = self._triples()
         drugs = sorted(set(triples["drug1"]) | set(triples["drug2"]))
-        smiles = {str(k): v for k, v in dict(smiles).items()}
-        missing = [d for d in drugs if d not in smiles]
-        if missing:
-            raise ScLongInputError(
-                f"{len(missing)} drugs of the combinations have no SMILES (e.g. {missing[:5]})."
-            )
-        spec = {
-            "drugs": drugs,
-            "smiles": [str(smiles[d]) for d in drugs],
-            "cell_lines": [str(c) for c in self.adata.obs_names],
-            "graph_dims": [int(d) for d in graph_dims],
-            "cell_dims": [int(d) for d in cell_dims],
-            "fusion_dims": [int(d) for d in fusion_dims],
-            "dropout": float(dropout),
-            "symmetric": bool(symmetric),
-            "standardize": bool(standardize),
-            "max_atoms": int(max_atoms),
-            "seed": int(seed),
-        }
+        spec = self._cell_line_spec(
+            drugs,
+            smiles,
+            "the combinations",
+            graph_dims=graph_dims,
+            cell_dims=cell_dims,
+            fusion_dims=fusion_dims,
+            dropout=dropout,
+            symmetric=bool(symmetric),
+            standardize=standardize,
+            max_atoms=max_atoms,
+            seed=seed,
+        )
         self._build(spec)
         self._init_examples(triples)
 
@@ -282,58 +286,19 @@ class SCLONGDrugCombination(CellLineTableHead):
 
     # ------------------------------------------------------------------ construction
     def _build(self, spec: dict) -> None:
-        graphs = self._featurize(spec)
-        features = self._feature_matrix()
-        torch.manual_seed(int(spec["seed"]))
-        self.module = DrugCombinationModule(
-            n_cell_features=features.shape[1],
-            atom_dim=int(graphs["features"].shape[2]),
-            graph_dims=spec["graph_dims"],
-            cell_dims=spec["cell_dims"],
-            fusion_dims=spec["fusion_dims"],
-            dropout=spec["dropout"],
-            symmetric=spec["symmetric"],
-        )
-        self.feature_mean_ = np.zeros(features.shape[1], dtype=np.float32)
-        self.feature_scale_ = np.ones(features.shape[1], dtype=np.float32)
-        self._model_summary_string = (
-            f"SCLONGDrugCombination: DeepDDS-style shared drug graph network + cell-line branch; "
-            f"{len(spec['drugs'])} drugs, {len(spec['cell_lines'])} cell lines, "
-            f"{features.shape[1]} cell-line features."
-        )
+        branches = self._branches(spec)
+        self.module = DrugCombinationModule(**branches, symmetric=spec["symmetric"])
+        self._finish_build(branches["n_cell_features"], "DeepDDS-style shared drug graph network")
 
     # ------------------------------------------------------------------ splits
-    def split(
-        self,
-        kind: CombinationSplit = "leave_drug_out",
-        test_fraction: float = 0.2,
-        validation_fraction: float = 0.1,
-        seed: int = 0,
-    ) -> pd.DataFrame:
-        """Assign the labelled triples to train / validation / test (:func:`split_combinations`).
+    def _split_groups(self, kind: str) -> tuple[list[np.ndarray] | None, str]:
+        return _combination_groups(self.triples_, kind)
 
-        Writes ``model.triples_["split"]``; nothing in ``adata``.
-
-        Parameters
-        ----------
-        kind
-            ``"random"``, ``"leave_combination_out"``, ``"leave_drug_out"`` or
-            ``"leave_cell_line_out"``.
-        test_fraction, validation_fraction
-            Fractions of triples, drug pairs, drugs or cell lines.
-        seed
-            Seed of the draw.
-
-        Returns
-        -------
-        Counts of triples, synergistic triples, drugs and cell lines per split.
-        """
-        groups, what = _combination_groups(self.triples_, kind)
-        self._assign_split(groups, kind, test_fraction, validation_fraction, seed, what)
-        frame = self.triples_.assign(
-            drugs=[
-                {a, b} for a, b in zip(self.triples_["drug1"], self.triples_["drug2"], strict=True)
-            ]
+    def _split_summary(self) -> pd.DataFrame:
+        """Per split: triples, synergistic triples, drugs (either position), cell lines."""
+        triples = self.triples_
+        frame = triples.assign(
+            drugs=[{a, b} for a, b in zip(triples["drug1"], triples["drug2"], strict=True)]
         )
         return frame.groupby("split").agg(
             triples=("label", "size"),
@@ -343,66 +308,17 @@ class SCLONGDrugCombination(CellLineTableHead):
         )
 
     # ------------------------------------------------------------------ training
-    @train_docstring
-    def train(
-        self,
-        max_epochs: int = 100,
-        batch_size: int = 256,
-        lr: float = 5e-4,
-        weight_decay: float = 0.0,
-        early_stopping_patience: int | None = 10,
-        accelerator: str = "auto",
-        devices: int | list[int] | str = "auto",
-        precision: str | int | None = None,
-        seed: int = 0,
-        **trainer_kwargs,
-    ) -> pd.DataFrame:
-        """Train on the training triples (binary cross-entropy); keep the best validation epoch.
-
-        Trains through scvi-tools' ``TrainRunner`` (Lightning), as ``SCVI.train`` does. The
-        test triples are not read; the cell-line feature scaling is fitted on the training
-        triples' cell lines. Writes nothing into ``adata``; the history goes to
-        ``model.history`` (``train_loss``, ``validation_loss``: binary cross-entropy per
-        epoch), the best epoch to ``model.best_epoch_``.
-
-        Parameters
-        ----------
-        max_epochs
-            Most passes over the training triples.
-        batch_size
-            Triples per step.
-        lr, weight_decay
-            Adam settings (DeepDDS: lr 5e-4).
-        early_stopping_patience
-            Stop after this many epochs without a lower validation loss (``None``: never).
-        {lightning_parameters}
-
-        Returns
-        -------
-        ``train_loss``, ``validation_loss`` (binary cross-entropy) per epoch.
-
-        Raises
-        ------
-        ScLongInputError
-            No training triples.
-        """
-        rows = self._split_rows()
+    def _training_examples(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Feature scaling on the training triples' cell lines; the drugs' graphs as context."""
         triples = self.triples_
-        if not len(rows["train"]):
-            raise ScLongInputError("No training triples; call model.split(...) with fractions < 1.")
-        features = self._feature_matrix()
-        if self.spec_["standardize"]:
-            lines = triples["cell_line"].to_numpy()[rows["train"]]
-            self._fit_feature_scaling(features, [self._cell_index[c] for c in sorted(set(lines))])
-        graphs = dict(zip(("atoms", "adjacency", "pooling"), self._drug_graphs, strict=True))
-        self.module.set_context(cells=self._standardized(features), **graphs)
-        examples = {
+        features = self._fit_cell_line_scaling(triples["cell_line"].to_numpy()[rows["train"]])
+        self.module.set_context(cells=self._standardized(features), **self._graph_context())
+        return {
             "drug1": triples["drug1"].map(self._drug_index).to_numpy(dtype=np.int64),
             "drug2": triples["drug2"].map(self._drug_index).to_numpy(dtype=np.int64),
             "cell": triples["cell_line"].map(self._cell_index).to_numpy(dtype=np.int64),
             "y": triples["label"].to_numpy(dtype=np.float32),
         }
-        return self._fit(examples, rows, **training_settings(locals()))
 
     # ------------------------------------------------------------------ queries
     def predict(
@@ -507,32 +423,7 @@ class SCLONGDrugCombination(CellLineTableHead):
         out["combination_rate"] = pd.Series(_pair_keys(frame)).map(pair).fillna(overall).to_numpy()
         return out
 
-    def evaluate(self, splits: Sequence[str] = ("validation", "test")) -> pd.DataFrame:
-        """AUROC, AUPR and accuracy of the model and the baselines on each split.
-
-        Parameters
-        ----------
-        splits
-            Splits to score (``"train"``, ``"validation"``, ``"test"``).
-
-        Returns
-        -------
-        Long DataFrame: ``method`` (``"model"`` and :data:`COMBINATION_BASELINES`), ``split``,
-        ``auroc``, ``aupr``, ``accuracy``, ``n``, ``positive_fraction``.
-        """
-        table = self.baselines()
-        table["model"] = self.predict()
-        rows = []
-        for method in ("model", *COMBINATION_BASELINES):
-            for split in splits:
-                part = table[table["split"] == split]
-                rows.append(
-                    {
-                        "method": method,
-                        "split": split,
-                        **synergy_metrics(part["label"], part[method]),
-                    }
-                )
-        return pd.DataFrame(rows)
+    def _predict_examples(self) -> np.ndarray:
+        return self.predict()
 
     # ------------------------------------------------------------------ save / load

@@ -15,7 +15,7 @@ from scvi.data import fields
 from ..module import DrugResponseModule
 from ..validation import ScLongInputError, check_not_view
 from ._cell_line_head import CellLineTableHead, packed_drug_graphs
-from ._head_base import fit_ridge, ridge_probe, split_examples, train_docstring, training_settings
+from ._head_base import fit_ridge, ridge_probe, split_examples
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,10 @@ class SCLONGDrugResponse(CellLineTableHead):
     model selection (the best epoch, early stopping) the validation pairs only, and the test pairs
     are read only by :meth:`evaluate`. :meth:`evaluate` scores the model next to three mean
     baselines (drug mean, cell-line mean, drug + cell-line mean), which are strong on the random
-    split (see ``docs/drug_response.md``).
+    split (see ``docs/drug_response.md``). :meth:`split` defaults to ``leave_drug_out`` with
+    10% / 10% of the drugs for test / validation; :meth:`train` (MSE) to DeepCDR's recipe, 100
+    epochs of 256 pairs at Adam lr 1e-3, and first fits on the training pairs the feature
+    scaling (their cell lines), the output offset (their mean ln IC50) and the wide part.
 
     Parameters
     ----------
@@ -190,6 +193,17 @@ class SCLONGDrugResponse(CellLineTableHead):
 
     _examples_attr = "pairs_"
     _text_columns = ("drug", "cell_line", "split")
+    _example_noun = "pairs"
+    split_kinds = {
+        "random": None,
+        "leave_drug_out": ("drug",),
+        "leave_cell_line_out": ("cell_line",),
+    }
+    split_defaults = {"kind": "leave_drug_out", "test_fraction": 0.1, "validation_fraction": 0.1}
+    train_defaults = {"max_epochs": 100, "batch_size": 256, "lr": 1e-3}
+    _target_column = RESPONSE_KEY
+    _baseline_names = BASELINES
+    _metrics = staticmethod(regression_metrics)
 
     def __init__(
         self,
@@ -207,26 +221,19 @@ class SCLONGDrugResponse(CellLineTableHead):
         super().__init__(adata)
         response = self._response_table()
         drugs = [str(d) for d in response.columns]
-        smiles = {str(k): v for k, v in dict(smiles).items()}
-        missing = [d for d in drugs if d not in smiles]
-        if missing:
-            raise ScLongInputError(
-                f"{len(missing)} drugs of the response table have no SMILES (e.g. {missing[:5]}); "
-                "pass smiles for them or drop their columns from adata.obsm[response_key]."
-            )
-        spec = {
-            "drugs": drugs,
-            "smiles": [str(smiles[d]) for d in drugs],
-            "cell_lines": [str(c) for c in self.adata.obs_names],
-            "graph_dims": [int(d) for d in graph_dims],
-            "cell_dims": [int(d) for d in cell_dims],
-            "fusion_dims": [int(d) for d in fusion_dims],
-            "dropout": float(dropout),
-            "standardize": bool(standardize),
-            "max_atoms": int(max_atoms),
-            "residual": bool(residual),
-            "seed": int(seed),
-        }
+        spec = self._cell_line_spec(
+            drugs,
+            smiles,
+            "the response table",
+            graph_dims=graph_dims,
+            cell_dims=cell_dims,
+            fusion_dims=fusion_dims,
+            dropout=dropout,
+            standardize=standardize,
+            max_atoms=max_atoms,
+            residual=bool(residual),
+            seed=seed,
+        )
         self._build(spec)
         self._init_examples(self._measured_pairs())
 
@@ -316,127 +323,26 @@ class SCLONGDrugResponse(CellLineTableHead):
 
     # ------------------------------------------------------------------ construction
     def _build(self, spec: dict) -> None:
-        graphs = self._featurize(spec)
-        features = self._feature_matrix()
-        torch.manual_seed(int(spec["seed"]))
+        branches = self._branches(spec)
         self.module = DrugResponseModule(
-            n_cell_features=features.shape[1],
-            atom_dim=int(graphs["features"].shape[2]),
-            graph_dims=spec["graph_dims"],
-            cell_dims=spec["cell_dims"],
-            fusion_dims=spec["fusion_dims"],
-            dropout=spec["dropout"],
-            n_drugs=len(spec["drugs"]),
-            residual=bool(spec.get("residual", False)),
+            **branches, n_drugs=len(spec["drugs"]), residual=bool(spec.get("residual", False))
         )
-        self.feature_mean_ = np.zeros(features.shape[1], dtype=np.float32)
-        self.feature_scale_ = np.ones(features.shape[1], dtype=np.float32)
-        self._model_summary_string = (
-            f"SCLONGDrugResponse: DeepCDR-style drug graph network + cell-line branch; "
-            f"{len(spec['drugs'])} drugs, {len(spec['cell_lines'])} cell lines, "
-            f"{features.shape[1]} cell-line features."
-        )
-
-    # ------------------------------------------------------------------ splits
-    def split(
-        self,
-        kind: SplitKind = "leave_drug_out",
-        test_fraction: float = 0.1,
-        validation_fraction: float = 0.1,
-        seed: int = 0,
-    ) -> pd.DataFrame:
-        """Assign the measured pairs to train / validation / test (:func:`split_pairs`).
-
-        Writes ``model.pairs_["split"]``; nothing in ``adata``.
-
-        Parameters
-        ----------
-        kind
-            ``"random"`` (pairs), ``"leave_drug_out"`` (whole drugs held out) or
-            ``"leave_cell_line_out"`` (whole cell lines held out).
-        test_fraction, validation_fraction
-            Fractions of pairs (random) or of drugs / cell lines.
-        seed
-            Seed of the draw.
-
-        Returns
-        -------
-        Counts of pairs, drugs and cell lines per split.
-        """
-        if kind not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, not {kind!r}.")
-        column = {"leave_drug_out": "drug", "leave_cell_line_out": "cell_line"}.get(kind)
-        groups = None if column is None else [self.pairs_[column].to_numpy()]
-        what = f"{column.replace('_', ' ')}s" if column else "groups"
-        self._assign_split(groups, kind, test_fraction, validation_fraction, seed, what)
-        return self.pairs_.groupby("split").agg(
-            pairs=("drug", "size"), drugs=("drug", "nunique"), cell_lines=("cell_line", "nunique")
-        )
+        self._finish_build(branches["n_cell_features"], "DeepCDR-style drug graph network")
 
     # ------------------------------------------------------------------ training
-    @train_docstring
-    def train(
-        self,
-        max_epochs: int = 100,
-        batch_size: int = 256,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        early_stopping_patience: int | None = 10,
-        accelerator: str = "auto",
-        devices: int | list[int] | str = "auto",
-        precision: str | int | None = None,
-        seed: int = 0,
-        **trainer_kwargs,
-    ) -> pd.DataFrame:
-        """Train on the training pairs; keep the epoch with the lowest validation MSE.
-
-        Trains through scvi-tools' ``TrainRunner`` (Lightning), as ``SCVI.train`` does. The
-        test pairs are not read. The feature standardisation and the output offset (mean ln
-        IC50) are fitted on the training pairs' cell lines and values. Writes nothing into
-        ``adata``; the history goes to ``model.history`` (``train_loss``, ``validation_loss``:
-        MSE per epoch), the best epoch to ``model.best_epoch_``.
-
-        Parameters
-        ----------
-        max_epochs
-            Most passes over the training pairs.
-        batch_size
-            Pairs per step.
-        lr, weight_decay
-            Adam settings (DeepCDR: lr 1e-3).
-        early_stopping_patience
-            Stop after this many epochs without a better validation MSE (``None``: never).
-        {lightning_parameters}
-
-        Returns
-        -------
-        ``train_loss``, ``validation_loss`` (MSE) per epoch.
-
-        Raises
-        ------
-        ScLongInputError
-            No training pairs.
-        """
-        rows = self._split_rows()
+    def _training_examples(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Scaling on the training pairs' cell lines, offset (their mean ln IC50), wide part."""
         pairs = self.pairs_
-        train = pairs.iloc[rows["train"]]
-        if not len(train):
-            raise ScLongInputError("No training pairs; call model.split(...) with fractions < 1.")
-        features = self._feature_matrix()
-        if self.spec_["standardize"]:
-            self._fit_feature_scaling(
-                features, [self._cell_index[c] for c in sorted(set(train["cell_line"]))]
-            )
-        self.module.offset.fill_(float(train[RESPONSE_KEY].mean()))
+        features = self._fit_cell_line_scaling(pairs["cell_line"].to_numpy()[rows["train"]])
+        self.module.offset.fill_(float(pairs[RESPONSE_KEY].to_numpy()[rows["train"]].mean()))
         if self.module.residual:
             self._fit_wide(rows)
         self.module.set_context(cells=self._standardized(features), **self._graph_context())
-        examples = {
+        return {
             "drug": pairs["drug"].map(self._drug_index).to_numpy(dtype=np.int64),
             "cell": pairs["cell_line"].map(self._cell_index).to_numpy(dtype=np.int64),
             "y": pairs[RESPONSE_KEY].to_numpy(dtype=np.float32),
         }
-        return self._fit(examples, rows, **training_settings(locals()))
 
     def _fit_wide(self, rows: dict[str, np.ndarray]) -> None:
         """Set the module's wide part to the ridge probe fitted on the training pairs."""
@@ -450,9 +356,6 @@ class SCLONGDrugResponse(CellLineTableHead):
             torch.as_tensor(coef[n_cell + n_drugs :]),
             float(intercept),
         )
-
-    def _graph_context(self) -> dict[str, torch.Tensor]:
-        return dict(zip(("atoms", "adjacency", "pooling"), self._drug_graphs, strict=True))
 
     # ------------------------------------------------------------------ queries
     def _predict_pairs(
@@ -524,26 +427,11 @@ class SCLONGDrugResponse(CellLineTableHead):
                     "); pass their features as a DataFrame instead."
                 )
             table = features[[self._cell_index[c] for c in names]]
-        tensors = None
-        if drugs is None:
-            drug_names = list(self.spec_["drugs"])
-        elif isinstance(drugs, Mapping):
-            drug_names = [str(d) for d in drugs]
-            graphs = featurize_drugs(
-                {str(k): v for k, v in drugs.items()}, max_atoms=self.spec_["max_atoms"]
-            )
-            tensors = packed_drug_graphs(graphs)
-        else:
-            drug_names = [str(d) for d in drugs]
-            unknown = [d for d in drug_names if d not in self._drug_index]
-            if unknown:
-                raise ScLongInputError(
-                    f"Unknown drugs {unknown[:10]}; pass a mapping name -> SMILES for new drugs."
-                )
-        drug_rows = (
-            np.arange(len(drug_names))
-            if tensors is not None
-            else np.array([self._drug_index[d] for d in drug_names], dtype=np.int64)
+        drug_names, drug_rows, tensors = self._resolve_drugs(
+            drugs,
+            lambda table: packed_drug_graphs(
+                featurize_drugs(table, max_atoms=self.spec_["max_atoms"])
+            ),
         )
         grid_d = np.repeat(drug_rows, len(names))
         grid_c = np.tile(np.arange(len(names)), len(drug_rows))
@@ -602,27 +490,7 @@ class SCLONGDrugResponse(CellLineTableHead):
         )
         return prediction
 
-    def evaluate(self, splits: Sequence[str] = ("validation", "test")) -> pd.DataFrame:
-        """Pearson, Spearman and RMSE of the model and the baselines on each split.
-
-        Parameters
-        ----------
-        splits
-            Splits to score (``"train"``, ``"validation"``, ``"test"``).
-
-        Returns
-        -------
-        Long DataFrame: ``method`` (``"model"`` and :data:`BASELINES`), ``split``, ``pearson``,
-        ``spearman``, ``rmse``, ``n_pairs``.
-        """
-        table = self.baselines()
-        table["model"] = self.predict_pairs(self.pairs_)
-        rows = []
-        for method in ("model", *BASELINES):
-            for split in splits:
-                part = table[table["split"] == split]
-                metrics = regression_metrics(part[RESPONSE_KEY], part[method])
-                rows.append({"method": method, "split": split, **metrics})
-        return pd.DataFrame(rows)
+    def _predict_examples(self) -> np.ndarray:
+        return self.predict_pairs(self.pairs_)
 
     # ------------------------------------------------------------------ save / load

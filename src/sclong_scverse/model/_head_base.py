@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 from scvi.model.base import BaseModelClass
 
+from .._docs import fill_doc
 from ..validation import ScLongInputError
 
 logger = logging.getLogger(__name__)
@@ -179,22 +180,6 @@ def fit_ridge(
     return coef, intercept, best_alpha
 
 
-#: The ``train`` parameters every head documents alike (``{lightning_parameters}``).
-_LIGHTNING_PARAMETERS = """accelerator, devices, precision
-            Lightning settings (``"auto"``: a GPU when there is one).
-        seed
-            Seed of the shuffles and dropout.
-        **trainer_kwargs
-            Passed to the Lightning trainer (e.g. ``enable_progress_bar=False``)."""
-
-
-def train_docstring(method: Callable) -> Callable:
-    """Fill ``{lightning_parameters}`` in a head's ``train`` docstring (the shared settings)."""
-    if method.__doc__:
-        method.__doc__ = method.__doc__.replace("{lightning_parameters}", _LIGHTNING_PARAMETERS)
-    return method
-
-
 #: The training settings every head's ``train`` takes and hands to :meth:`SCLONGHead._fit`.
 TRAINING_SETTINGS = (
     "max_epochs",
@@ -251,6 +236,19 @@ class SCLONGHead(BaseModelClass):
     _examples_attr: str = "pairs_"
     #: Columns of the examples table saved as text.
     _text_columns: tuple[str, ...] = ("split",)
+    #: What one example is, in messages (``"pairs"``, ``"profiles"``, ``"triples"``).
+    _example_noun: str = "examples"
+    #: :meth:`split`'s kinds: kind -> columns of the examples table held out together
+    #: (``None``: examples at random). A head with other groups overrides :meth:`_split_groups`.
+    split_kinds: Mapping[str, tuple[str, ...] | None] = {"random": None}
+    #: :meth:`split`'s defaults for this head.
+    split_defaults: Mapping[str, Any] = {
+        "kind": "random",
+        "test_fraction": 0.1,
+        "validation_fraction": 0.1,
+    }
+    #: :meth:`train`'s defaults for this head (the published recipe it follows).
+    train_defaults: Mapping[str, Any] = {"max_epochs": 100, "batch_size": 256, "lr": 1e-3}
 
     # ------------------------------------------------------------------ small shared parts
     @property
@@ -307,7 +305,146 @@ class SCLONGHead(BaseModelClass):
         split = self._examples["split"].astype(str).to_numpy()
         return {name: np.flatnonzero(split == name) for name in SPLIT_NAMES}
 
+    def _reset_feature_scaling(self, width: int) -> None:
+        """No scaling yet (:meth:`train` fits it): mean 0, scale 1 for ``width`` features."""
+        self.feature_mean_ = np.zeros(width, dtype=np.float32)
+        self.feature_scale_ = np.ones(width, dtype=np.float32)
+
+    # ------------------------------------------------------------------ splits
+    def _split_groups(self, kind: str) -> tuple[list[np.ndarray] | None, str]:
+        """Group-key columns that ``kind`` holds out together (``None``: random), their name."""
+        if kind not in self.split_kinds:
+            raise ValueError(f"split must be one of {tuple(self.split_kinds)}, not {kind!r}.")
+        columns = self.split_kinds[kind]
+        if columns is None:
+            return None, "groups"
+        names = dict.fromkeys(c.rstrip("12").replace("_", " ") for c in columns)  # drug1 -> drug
+        what = " and ".join(f"{name}s" for name in names)
+        return [self._examples[c].to_numpy() for c in columns], what
+
+    def _split_summary(self) -> pd.DataFrame:
+        """Per split: examples and distinct values of each group column."""
+        table = self._examples
+        columns = dict.fromkeys(c for cols in self.split_kinds.values() if cols for c in cols)
+        summary = {self._example_noun: ("split", "size")}
+        summary |= {f"{c}s": (c, "nunique") for c in columns}
+        return table.groupby("split").agg(**summary)
+
+    def split(
+        self,
+        kind: str | None = None,
+        test_fraction: float | None = None,
+        validation_fraction: float | None = None,
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """Assign the examples to train / validation / test, whole groups held out.
+
+        ``"random"`` draws examples at random; the other kinds of the head
+        (:attr:`split_kinds`, e.g. ``"leave_drug_out"``, ``"leave_cell_line_out"``) draw whole
+        groups (:func:`split_examples`): an example with a test group is a test example, so
+        that test groups are seen neither in training nor in model selection. Writes the
+        ``"split"`` column of the examples table (``model.pairs_``, ``model.profiles_``,
+        ``model.triples_``) and ``model.split_``; nothing in ``adata``.
+
+        Parameters
+        ----------
+        kind
+            One of :attr:`split_kinds` (default: the head's :attr:`split_defaults`).
+        test_fraction, validation_fraction
+            Fractions of examples (random) or of groups (default: :attr:`split_defaults`).
+        seed
+            Seed of the draw.
+
+        Returns
+        -------
+        Per split: the number of examples and of distinct drugs, cell lines, ...
+
+        Raises
+        ------
+        ValueError
+            An unknown ``kind`` or fractions out of range.
+        ScLongInputError
+            Fewer than 3 groups to hold out.
+        """
+        defaults = self.split_defaults
+        kind = defaults["kind"] if kind is None else kind
+        groups, what = self._split_groups(kind)
+        self._assign_split(
+            groups,
+            kind,
+            defaults["test_fraction"] if test_fraction is None else test_fraction,
+            defaults["validation_fraction"] if validation_fraction is None else validation_fraction,
+            seed,
+            what,
+        )
+        return self._split_summary()
+
     # ------------------------------------------------------------------ training
+    def _training_examples(self, rows: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The example tensors of :meth:`_fit`, after fitting what the training rows fit.
+
+        A head's own: feature scaling, output offset, the wide part, the module's context.
+        """
+        raise NotImplementedError
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        weight_decay: float = 0.0,
+        early_stopping_patience: int | None = 10,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        precision: str | int | None = None,
+        seed: int = 0,
+        **trainer_kwargs: Any,
+    ) -> pd.DataFrame:
+        """Train on the training examples; keep the epoch with the lowest validation loss.
+
+        Trains through scvi-tools' ``TrainRunner`` (Lightning), as ``SCVI.train`` does. The
+        test examples are not read: what the head fits before training (feature scaling,
+        output offset, the wide part with ``residual``: see the class notes) is fitted on the
+        training examples. Writes nothing into ``adata``; the history goes to
+        ``model.history`` (``train_loss``, ``validation_loss``: the head's loss per epoch),
+        the best epoch to ``model.best_epoch_``.
+
+        Parameters
+        ----------
+        max_epochs, batch_size, lr
+            Most passes over the training examples, examples per step and Adam's learning
+            rate; ``None``: the head's :attr:`train_defaults` (its published recipe).
+        weight_decay
+            Adam's weight decay.
+        early_stopping_patience
+            Stop after this many epochs without a lower validation loss (``None``: never).
+        accelerator, devices, precision
+            Lightning settings (``"auto"``: a GPU when there is one).
+        seed
+            Seed of the shuffles and dropout.
+        **trainer_kwargs
+            Passed to the Lightning trainer (e.g. ``enable_progress_bar=False``).
+
+        Returns
+        -------
+        ``train_loss``, ``validation_loss`` per epoch.
+
+        Raises
+        ------
+        ScLongInputError
+            No training examples.
+        """
+        rows = self._split_rows()
+        if not len(rows["train"]):
+            raise ScLongInputError(
+                f"No training {self._example_noun}; call model.split(...) with fractions < 1."
+            )
+        settings = training_settings(locals())
+        for name, value in self.train_defaults.items():
+            if settings.get(name) is None:
+                settings[name] = value
+        return self._fit(self._training_examples(rows), rows, **settings)
+
     def _fit(
         self,
         examples: dict[str, torch.Tensor | np.ndarray],
@@ -419,6 +556,41 @@ class SCLONGHead(BaseModelClass):
         self.best_epoch_ = None if restorer is None else restorer.best_epoch
         return self.history_frame()
 
+    # ------------------------------------------------------------------ evaluation
+    def _score_splits(
+        self,
+        methods: Sequence[str],
+        splits: Sequence[str],
+        score: Callable[[str, np.ndarray], Mapping[str, Any]],
+    ) -> pd.DataFrame:
+        """One row per method and split: ``score(method, mask of the split's examples)``."""
+        split = self._examples["split"].astype(str).to_numpy()
+        rows = [
+            {"method": method, "split": name, **score(method, split == name)}
+            for method in methods
+            for name in splits
+        ]
+        return pd.DataFrame(rows)
+
+    def _resolve_drugs(
+        self, drugs: Sequence[str] | Mapping[str, str] | None, featurize: Callable[[dict], Any]
+    ) -> tuple[list[str], np.ndarray, Any]:
+        """A query's drugs: names, rows, and their graphs (``None``: the model's own graphs).
+
+        ``drugs``: ``None`` (the model's), names the model knows, or a mapping name -> SMILES
+        (featurised by ``featurize``; rows are then positions in those graphs).
+        """
+        if isinstance(drugs, Mapping):
+            names = [str(d) for d in drugs]
+            return names, np.arange(len(names)), featurize({str(k): v for k, v in drugs.items()})
+        names = list(self.spec_["drugs"]) if drugs is None else [str(d) for d in drugs]
+        unknown = [d for d in names if d not in self._drug_index]
+        if unknown:
+            raise ScLongInputError(
+                f"Unknown drugs {unknown[:10]}; pass a mapping name -> SMILES for new drugs."
+            )
+        return names, np.array([self._drug_index[d] for d in names], dtype=np.int64), None
+
     def history_frame(self) -> pd.DataFrame:
         """``train_loss`` and ``validation_loss`` per epoch (NaN where not computed)."""
         history = self.history_ or {}
@@ -466,6 +638,7 @@ class SCLONGHead(BaseModelClass):
     def _check_loaded_data(cls, adata: ad.AnnData, spec: dict, attrs: dict) -> None:
         """Refuse an AnnData that is not the one the saved model was built on (raise)."""
 
+    @fill_doc
     def save(
         self,
         dir_path: str | os.PathLike,
@@ -480,12 +653,7 @@ class SCLONGHead(BaseModelClass):
 
         Parameters
         ----------
-        dir_path
-            Folder to write (created).
-        prefix
-            Prefix of the file names.
-        overwrite
-            Replace a model saved there.
+        {save_folder}
         """
         from ._saving import save_head
 

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from mudata import MuData
 
+from .._docs import fill_doc
 from ..io._lean import convert_state, held_dtype, load_mapped, resolve_dtype
 from ..validation import SCLONG_MAX_VALUE, ScLongInputError
 from ._anndata import (
@@ -30,25 +31,9 @@ def _read_saved_mapped(folder: Path, prefix: str | None, verify: bool):
     left in the mapping, to be converted and checked one by one (:func:`_initialize_lean`).
     Returns the content and the page-release function of :func:`~..io._lean.load_mapped`.
     """
-    import pickle
+    from ._saving import from_plain, open_saved_model
 
-    from ._saving import MODEL_FILE, ModelIntegrityError, from_plain, verify_manifest
-
-    name = f"{prefix or ''}{MODEL_FILE}"
-    path = folder / name
-    if not path.exists():
-        raise FileNotFoundError(f"{folder} is not a saved scLong model: {name} not found.")
-    if verify:
-        verify_manifest(folder, [name], prefix=prefix)
-    try:
-        content, release = load_mapped(path)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
-        raise ModelIntegrityError(f"{path} is not a readable torch file ({error}).") from None
-    if not isinstance(content, dict) or not {"model_state_dict", "attr_dict"} <= set(content):
-        raise ModelIntegrityError(
-            f"{path} is not a saved model (expected the keys model_state_dict, var_names, "
-            "attr_dict)."
-        )
+    _, content, release = open_saved_model(folder, prefix, verify, load_mapped)
     return from_plain(content), release
 
 
@@ -92,6 +77,7 @@ class SaveLoadMixin:
     and :meth:`save_pretrained` resolve and write releases by name or hub repository.
     """
 
+    @fill_doc
     def save(
         self,
         dir_path: str | os.PathLike,
@@ -113,12 +99,7 @@ class SaveLoadMixin:
 
         Parameters
         ----------
-        dir_path
-            Folder to write (created).
-        prefix
-            Prefix of the file names (several models in one folder).
-        overwrite
-            Replace the files of a model already saved there.
+        {save_folder}
         save_anndata
             Also write the registered AnnData (or MuData).
         **anndata_write_kwargs
@@ -130,47 +111,26 @@ class SaveLoadMixin:
             ``dir_path`` is a file, or holds a saved model and ``overwrite`` is ``False`` (a
             :class:`ValueError`).
         """
-        from ._saving import MODEL_FILE, save_model_file, write_manifest
+        from ._saving import save_model_folder
 
-        folder = Path(dir_path)
-        stem = prefix or ""
-        if folder.exists() and not folder.is_dir():
-            raise ScLongInputError(f"{folder} is a file; give a folder to save the model in.")
-        if (folder / f"{stem}{MODEL_FILE}").exists() and not overwrite:
-            raise ScLongInputError(
-                f"{folder} already holds a saved model; pass overwrite=True to replace it, or "
-                "choose another folder."
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        files = []
-        if save_anndata:
-            suffix = "mdata.h5mu" if isinstance(self.adata, MuData) else "adata.h5ad"
-            target = folder / f"{stem}{suffix}"
-            temporary = folder / f".{target.name}.partial"
-            try:
-                self.adata.write(temporary, **anndata_write_kwargs)
-                os.replace(temporary, target)
-            finally:
-                temporary.unlink(missing_ok=True)
-            files.append(target.name)
-        attributes = {
-            name: value for name, value in self._get_user_attributes() if name.endswith("_")
-        }
-        content = {
-            "model_state_dict": self.module.state_dict(),
-            "var_names": self.get_var_names(),
-            "attr_dict": attributes,
-        }
-        if self._gene_id_key is not None:  # to register aligned queries on load
-            rna = _rna(self.adata, self._modality)
-            content["gene_ids"] = np.asarray(_gene_ids(rna, self._gene_id_key), dtype=object)
-        save_model_file(content, folder / f"{stem}{MODEL_FILE}")
-        files.append(f"{stem}{MODEL_FILE}")
-        extra = {"model": type(self).__name__, "config": self.module.config.to_dict()}
+        gene_ids = None
+        if self._gene_id_key is not None:
+            gene_ids = _gene_ids(_rna(self.adata, self._modality), self._gene_id_key)
+        manifest = {"config": self.module.config.to_dict()}
         source = getattr(self, "official_source_", None)
         if source:  # made from official files (from_official): their names and sha256
-            extra["source"] = source
-        write_manifest(folder, files, extra=extra, prefix=prefix)
+            manifest["source"] = source
+        save_model_folder(
+            self,
+            dir_path,
+            prefix,
+            overwrite,
+            save_anndata,
+            anndata_write_kwargs,
+            state=self.module.state_dict(),
+            gene_ids=gene_ids,
+            manifest=manifest,
+        )
 
     @classmethod
     def load(

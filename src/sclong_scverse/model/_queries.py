@@ -14,6 +14,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS, settings
 from tqdm.auto import tqdm
 
+from .._docs import fill_doc
 from ..module._module import DEFAULT_POOLING, POOLINGS, pool_decoded
 from ..validation import (
     SCLONG_MAX_VALUE,
@@ -216,6 +217,7 @@ class QueryMixin:
                     replace_fraction=replace_fraction,
                 )
 
+    @fill_doc
     def get_latent_representation(
         self,
         adata: ad.AnnData | None = None,
@@ -250,17 +252,7 @@ class QueryMixin:
             linear probe (``docs/pooling.md``). ``"max"``, ``"mean"``, ``"sum"``: over the
             genes, ``dim`` values; ``"max+mean"``: both, each scaled to unit norm, ``2 dim``.
             Without the low-expression branch only each cell's decoded (top) genes count.
-        progress_bar
-            Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
-            call reads at least 10 million cell x gene values (e.g. 400 cells of the whole
-            27,874-gene vocabulary).
-        precision
-            ``"32"`` (default: float32), ``"bf16"`` (bfloat16 autocast: on GPUs and CPUs with
-            bfloat16 instructions about twice as fast, embeddings within ~1e-2 of float32; on
-            other CPUs emulated and slower), ``"16"`` (float16 autocast, GPUs only) or
-            ``"auto"`` (``"bf16"`` where the device has bfloat16 instructions, else ``"32"``).
-            A model held in bfloat16 defaults to ``"auto"``; at ``"32"`` it runs in float32
-            with its weights widened block by block (half the memory, float32 speed).
+        {query_progress_precision}
         min_coverage
             Fewest of the model's genes (fraction, default 0.5) that a query ``adata`` must
             hold; below it the query is refused (``model._anndata.check_query_coverage``).
@@ -334,6 +326,7 @@ class QueryMixin:
             predictions.append(self._predicted_values(outputs))
         return torch.cat(pooled).cpu().numpy(), torch.cat(predictions).numpy()
 
+    @fill_doc
     def get_gene_embeddings(
         self,
         kind: Literal["static", "contextual"] = "static",
@@ -358,17 +351,7 @@ class QueryMixin:
             where the gene is among the decoded top genes; NaN for a gene that never is).
         adata, indices, batch_size
             Cells for ``"contextual"`` (default: all registered cells).
-        progress_bar
-            Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
-            call reads at least 10 million cell x gene values (e.g. 400 cells of the whole
-            27,874-gene vocabulary).
-        precision
-            ``"32"`` (default: float32), ``"bf16"`` (bfloat16 autocast: on GPUs and CPUs with
-            bfloat16 instructions about twice as fast, results within ~1e-2 of float32; on
-            other CPUs emulated and slower), ``"16"`` (float16 autocast, GPUs only) or
-            ``"auto"`` (``"bf16"`` where the device has bfloat16 instructions, else ``"32"``).
-            A model held in bfloat16 defaults to ``"auto"``; at ``"32"`` it runs in float32
-            with its weights widened block by block (half the memory, float32 speed).
+        {query_progress_precision}
 
         Returns
         -------
@@ -418,6 +401,7 @@ class QueryMixin:
         names = _rna(self.adata, self._modality).var_names
         return pd.DataFrame(out, index=names.copy())
 
+    @fill_doc
     def predict(
         self,
         adata: ad.AnnData | None = None,
@@ -445,17 +429,7 @@ class QueryMixin:
             Seed of the masks.
         return_mask
             Also return the ``(n_cells, n_vars)`` boolean array of masked values.
-        progress_bar
-            Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
-            call reads at least 10 million cell x gene values (e.g. 400 cells of the whole
-            27,874-gene vocabulary).
-        precision
-            ``"32"`` (default: float32), ``"bf16"`` (bfloat16 autocast: on GPUs and CPUs with
-            bfloat16 instructions about twice as fast, predictions within ~1e-2 of float32; on
-            other CPUs emulated and slower), ``"16"`` (float16 autocast, GPUs only) or
-            ``"auto"`` (``"bf16"`` where the device has bfloat16 instructions, else ``"32"``).
-            A model held in bfloat16 defaults to ``"auto"``; at ``"32"`` it runs in float32
-            with its weights widened block by block (half the memory, float32 speed).
+        {query_progress_precision}
 
         Returns
         -------
@@ -489,6 +463,7 @@ class QueryMixin:
         result = torch.cat(predictions).numpy()
         return (result, torch.cat(masks).numpy()) if return_mask else result
 
+    @fill_doc
     def evaluate_masked_mse(
         self,
         adata: ad.AnnData | None = None,
@@ -512,13 +487,7 @@ class QueryMixin:
             training cells after training, else all registered cells).
         seed
             Seed of the masks (same masks for model and baseline).
-        progress_bar
-            Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
-            call reads at least 10 million cell x gene values (e.g. 400 cells of the whole
-            27,874-gene vocabulary).
-        precision
-            Of the model's forward passes: ``"32"`` (default), ``"bf16"``, ``"16"`` (GPUs
-            only) or ``"auto"``, see :meth:`get_latent_representation`.
+        {query_progress_precision}
 
         Returns
         -------

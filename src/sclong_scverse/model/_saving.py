@@ -15,7 +15,7 @@ import os
 import pickle
 import tempfile
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from ..io._safe import UnsafeFileError, non_finite_tensors, safe_torch_load, sha256_file
+from ..validation import ScLongInputError
 
 MODEL_FILE = "model.pt"
 MANIFEST_FILE = "manifest.json"
@@ -237,6 +238,122 @@ def save_model_file(content: dict, path: str | os.PathLike) -> None:
         raise
 
 
+def prepare_save_folder(
+    dir_path: str | os.PathLike, prefix: str | None, overwrite: bool
+) -> tuple[Path, str]:
+    """The folder to save a model in (created) and the file-name stem of ``prefix``.
+
+    Raises
+    ------
+    ScLongInputError
+        ``dir_path`` is a file, or already holds a saved model (``model.pt``) and
+        ``overwrite`` is ``False`` (a :class:`ValueError`).
+    """
+    folder = Path(dir_path)
+    stem = prefix or ""
+    if folder.exists() and not folder.is_dir():
+        raise ScLongInputError(f"{folder} is a file; give a folder to save the model in.")
+    if (folder / f"{stem}{MODEL_FILE}").exists() and not overwrite:
+        raise ScLongInputError(
+            f"{folder} already holds a saved model; pass overwrite=True to replace it, or "
+            "choose another folder."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder, stem
+
+
+def write_registered_data(model, folder: Path, stem: str, **write_kwargs) -> str:
+    """Write ``model.adata`` (``adata.h5ad``, or ``mdata.h5mu`` for a MuData) atomically.
+
+    Written under a temporary name and renamed when complete. Returns the file name.
+    """
+    from mudata import MuData
+
+    suffix = "mdata.h5mu" if isinstance(model.adata, MuData) else "adata.h5ad"
+    target = folder / f"{stem}{suffix}"
+    temporary = folder / f".{target.name}.partial"
+    try:
+        model.adata.write(temporary, **write_kwargs)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return target.name
+
+
+def save_model_folder(
+    model,
+    dir_path: str | os.PathLike,
+    prefix: str | None,
+    overwrite: bool,
+    save_anndata: bool,
+    write_kwargs: dict,
+    *,
+    state: Mapping[str, torch.Tensor],
+    gene_ids=None,
+    content: dict | None = None,
+    manifest: dict | None = None,
+) -> None:
+    """Save a scvi-tools model of this package as plain data with a checksum manifest.
+
+    Writes ``model.pt`` (``state``, ``var_names``, the attributes ending in ``_``, the
+    ``gene_ids`` of the registered genes when given, and ``content``), the registered AnnData
+    when ``save_anndata`` (:func:`write_registered_data`), and ``manifest.json`` (the class
+    name and ``manifest``), each file under a temporary name renamed when complete.
+    """
+    folder, stem = prepare_save_folder(dir_path, prefix, overwrite)
+    files = []
+    if save_anndata:
+        files.append(write_registered_data(model, folder, stem, **write_kwargs))
+    attributes = {name: value for name, value in model._get_user_attributes() if name.endswith("_")}
+    saved = {
+        "model_state_dict": {k: v.detach().cpu() for k, v in state.items()},
+        "var_names": model.get_var_names(),
+        "attr_dict": attributes,
+        **(content or {}),
+    }
+    if gene_ids is not None:  # to register aligned queries on load
+        saved["gene_ids"] = np.asarray(gene_ids, dtype=object)
+    save_model_file(saved, folder / f"{stem}{MODEL_FILE}")
+    files.append(f"{stem}{MODEL_FILE}")
+    extra = {"model": type(model).__name__, **(manifest or {})}
+    write_manifest(folder, files, extra=extra, prefix=prefix)
+
+
+def open_saved_model(
+    dir_path: str | os.PathLike, prefix: str | None, verify: bool, reader: Callable[[Path], Any]
+) -> tuple[Path, dict, Any]:
+    """``model.pt`` of a saved folder: found, checked against the manifest, read by ``reader``.
+
+    ``reader`` gets the path and returns ``(content, extra)``: what :func:`torch.load` returns
+    (safely: with ``weights_only=True``), which must be a saved model's dict, and anything
+    else it has (e.g. the page release of a memory-mapped read). Returns the path, the content
+    (not yet converted from plain data) and ``extra``, or raises as :func:`read_saved_model`.
+    """
+    folder = Path(dir_path)
+    name = f"{prefix or ''}{MODEL_FILE}"
+    path = folder / name
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} is not a saved scLong model: {name} not found.")
+    if verify:
+        verify_manifest(folder, [name], prefix=prefix)
+    try:
+        content, extra = reader(path)
+    except UnsafeFileError as error:
+        raise UnsafeFileError(
+            f"{error} (Models saved by sclong-scverse before safe saving pickled pandas objects: "
+            "load them with the version that wrote them, in an environment you trust, and "
+            "save them again.)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+        raise ModelIntegrityError(f"{path} is not a readable torch file ({error}).") from None
+    if not isinstance(content, dict) or not {"model_state_dict", "attr_dict"} <= set(content):
+        raise ModelIntegrityError(
+            f"{path} is not a saved model (expected the keys model_state_dict, var_names, "
+            "attr_dict)."
+        )
+    return path, content, extra
+
+
 def read_saved_model(
     dir_path: str | os.PathLike,
     prefix: str | None = None,
@@ -271,28 +388,12 @@ def read_saved_model(
     UnsafeFileError
         The file refers to code or object types outside the allow-list; nothing was run.
     """
-    folder = Path(dir_path)
-    name = f"{prefix or ''}{MODEL_FILE}"
-    path = folder / name
-    if not path.exists():
-        raise FileNotFoundError(f"{folder} is not a saved scLong model: {name} not found.")
-    if verify:
-        verify_manifest(folder, [name], prefix=prefix)
-    try:
-        content = safe_torch_load(path, map_location=map_location)
-    except UnsafeFileError as error:
-        raise UnsafeFileError(
-            f"{error} (Models saved by sclong-scverse before safe saving pickled pandas objects: "
-            "load them with the version that wrote them, in an environment you trust, and "
-            "save them again.)"
-        ) from None
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
-        raise ModelIntegrityError(f"{path} is not a readable torch file ({error}).") from None
-    if not isinstance(content, dict) or not {"model_state_dict", "attr_dict"} <= set(content):
-        raise ModelIntegrityError(
-            f"{path} is not a saved model (expected the keys model_state_dict, var_names, "
-            "attr_dict)."
-        )
+    path, content, _ = open_saved_model(
+        dir_path,
+        prefix,
+        verify,
+        lambda path: (safe_torch_load(path, map_location=map_location), None),
+    )
     content = from_plain(content)
     state = content["model_state_dict"]
     bad = non_finite_tensors(state)
@@ -331,13 +432,7 @@ def save_head(
     ``history_`` and the head's own ``attrs``; ``manifest.json`` the checksums, versions, the
     class name and ``extra``.
     """
-    folder = Path(dir_path)
-    stem = prefix or ""
-    if (folder / f"{stem}{MODEL_FILE}").exists() and not overwrite:
-        raise ValueError(
-            f"{folder} already holds a saved model; pass overwrite=True to replace it."
-        )
-    folder.mkdir(parents=True, exist_ok=True)
+    folder, stem = prepare_save_folder(dir_path, prefix, overwrite)
     content = {
         "model_state_dict": {k: v.cpu() for k, v in model.module.state_dict().items()},
         "var_names": np.asarray(model.adata.var_names, dtype=object),

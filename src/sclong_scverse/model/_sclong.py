@@ -37,7 +37,7 @@ from ._anndata import (  # noqa: F401
     _values,
     check_model_input,
     inference_autocast,
-    register_fields,
+    register_cell_values,
 )
 from ._embed_corpus import EmbedCorpusMixin
 from ._hub import SaveLoadMixin
@@ -317,22 +317,10 @@ class SCLONG(
         KeyError
             ``layer``, ``gene_id_key``, ``batch_key`` or ``labels_key`` not found.
         """
+        arguments = locals().copy()
         check_obs_key(adata, batch_key, "batch_key")
         check_obs_key(adata, labels_key, "labels_key")
-        normalization = check_model_input(
-            adata, layer, gene_id_key, normalization, bool(check_normalization)
-        )
-        setup_method_args = cls._get_setup_method_args(
-            cls=cls,
-            adata=adata,
-            layer=layer,
-            batch_key=batch_key,
-            labels_key=labels_key,
-            gene_id_key=gene_id_key,
-            check_normalization=bool(check_normalization),
-            normalization=normalization,
-        )
-        register_fields(cls, adata, setup_method_args, layer, batch_key, labels_key, **kwargs)
+        register_cell_values(cls, adata, arguments, **kwargs)
 
     @classmethod
     def setup_mudata(

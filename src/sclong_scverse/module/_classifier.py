@@ -13,7 +13,7 @@ from torch import nn
 
 from ..nn import ScLongConfig, ScLongNetwork
 from ..nn.lora import ATTENTION_PROJECTIONS, add_lora
-from ._module import HEAD_POOLING, POOLINGS, Pooling, pool_decoded
+from ._module import HEAD_POOLING, POOLINGS, NoGenerativeModel, Pooling, pool_decoded
 
 FineTuneMode = Literal["frozen", "partial", "lora"]
 TrainScope = Literal["mode", "head", "adapters"]
@@ -332,7 +332,7 @@ class ClassDistance(nn.Module):
         return best.clamp(min=0.0).sqrt().float()
 
 
-class ScLongClassifierModule(BaseModuleClass):
+class ScLongClassifierModule(NoGenerativeModel, BaseModuleClass):
     """A cell-type classification head on scLong's pooled merged decodings (scvi-tools module).
 
     The network maps a cell's values to per-gene merged decodings; these are pooled over the
@@ -580,23 +580,6 @@ class ScLongClassifierModule(BaseModuleClass):
             outputs["decodings"], outputs.get("predicted"), outputs.get("prediction")
         )
         return {"embedding": embedding, "logits": self.head(embedding)}
-
-    def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
-        return {}
-
-    def generative(self, **kwargs) -> dict:
-        """No generative model: a classifier.
-
-        Parameters
-        ----------
-        **kwargs
-            Ignored.
-
-        Returns
-        -------
-        An empty dictionary.
-        """
-        return {}
 
     def loss(self, tensors, inference_outputs, generative_outputs, **kwargs) -> LossOutput:
         """Class-weighted cross-entropy over the labelled cells of the mini-batch.

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._drug_response import DrugGraphEncoder
+from ._drug_response import DrugGraphEncoder, DrugGraphHeadMixin
 from ._head import HeadModuleMixin
 
 
@@ -21,7 +21,7 @@ def _mlp(sizes: Sequence[int], dropout: float, norm: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class DrugCombinationModule(HeadModuleMixin, nn.Module):
+class DrugCombinationModule(DrugGraphHeadMixin, HeadModuleMixin, nn.Module):
     """Synergy logit of (drug 1, drug 2, cell line) (DeepDDS-style, graph convolutions).
 
     Both drugs go through the same :class:`~sclong_scverse.module.DrugGraphEncoder` (one set of
@@ -66,12 +66,6 @@ class DrugCombinationModule(HeadModuleMixin, nn.Module):
         self.symmetric = bool(symmetric)
         sizes = [2 * self.drug_encoder.out_dim + cell_sizes[-1], *[int(d) for d in fusion_dims]]
         self.fusion = nn.Sequential(_mlp(sizes, dropout, norm=False), nn.Linear(sizes[-1], 1))
-
-    def drug_embedding(
-        self, atom_features: torch.Tensor, adjacency: torch.Tensor, pooling: torch.Tensor
-    ) -> torch.Tensor:
-        """Drug vectors ``(n_drugs, graph_dims[-1])`` of packed graphs (:func:`pack_graphs`)."""
-        return self.drug_encoder(atom_features, adjacency, pooling)
 
     def forward(
         self,

@@ -104,7 +104,17 @@ def pack_graphs(
     return torch.cat(atoms), matrix, pooling
 
 
-class DrugResponseModule(HeadModuleMixin, nn.Module):
+class DrugGraphHeadMixin:
+    """A head whose drugs go through a :class:`DrugGraphEncoder` (``self.drug_encoder``)."""
+
+    def drug_embedding(
+        self, atom_features: torch.Tensor, adjacency: torch.Tensor, pooling: torch.Tensor
+    ) -> torch.Tensor:
+        """Drug vectors ``(n_drugs, graph_dims[-1])`` of packed graphs (:func:`pack_graphs`)."""
+        return self.drug_encoder(atom_features, adjacency, pooling)
+
+
+class DrugResponseModule(DrugGraphHeadMixin, HeadModuleMixin, nn.Module):
     """Regression of ln IC50 from a drug graph and a cell-line feature vector (DeepCDR-style).
 
     Drug branch: :class:`DrugGraphEncoder`. Cell-line branch: an MLP on the cell line's feature
@@ -200,12 +210,6 @@ class DrugResponseModule(HeadModuleMixin, nn.Module):
         mean_atoms = torch.sparse.mm(pooling, atom_features)
         terms = mean_atoms @ self.wide_atoms
         return terms + self.wide_drug if known else terms
-
-    def drug_embedding(
-        self, atom_features: torch.Tensor, adjacency: torch.Tensor, pooling: torch.Tensor
-    ) -> torch.Tensor:
-        """Drug vectors ``(n_drugs, graph_dims[-1])`` (see :class:`DrugGraphEncoder`)."""
-        return self.drug_encoder(atom_features, adjacency, pooling)
 
     def forward(
         self,

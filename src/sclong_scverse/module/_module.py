@@ -186,7 +186,32 @@ def pool_decoded(
     return total / weight.sum(dim=1).clamp(min=1)
 
 
-class ScLongModule(BaseModuleClass):
+class NoGenerativeModel:
+    """scvi-tools' generative step of a module without one (scLong, its classifier).
+
+    scLong is trained by masked-value reconstruction and its heads by supervised losses:
+    :meth:`generative` returns nothing, and ``loss`` reads the inference outputs.
+    """
+
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
+        return {}
+
+    def generative(self, **kwargs) -> dict:
+        """No generative model.
+
+        Parameters
+        ----------
+        **kwargs
+            Ignored.
+
+        Returns
+        -------
+        An empty dictionary.
+        """
+        return {}
+
+
+class ScLongModule(NoGenerativeModel, BaseModuleClass):
     """scLong as an scvi-tools module: places data genes on the vocabulary, masks, computes MSE.
 
     Parameters
@@ -349,23 +374,6 @@ class ScLongModule(BaseModuleClass):
         if self.config.low_expression_branch:
             return self.network(network_input)
         return self.network(network_input, route_values=tokens.masked_fill(chosen, torch.inf))
-
-    def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
-        return {}
-
-    def generative(self, **kwargs) -> dict:
-        """No generative model: scLong is trained by masked-value reconstruction.
-
-        Parameters
-        ----------
-        **kwargs
-            Ignored.
-
-        Returns
-        -------
-        An empty dictionary.
-        """
-        return {}
 
     def loss(self, tensors, inference_outputs, generative_outputs, **kwargs) -> LossOutput:
         """Mean squared error between predicted and true values on the chosen positions.

@@ -9,69 +9,36 @@ from typing import Any, Literal
 
 AttentionMode = Literal["faithful", "per_cell"]
 
+
+def _sizes(
+    dim: int,
+    top_seq_len: int,
+    large: tuple[int, int, int, int],
+    mini: tuple[int, int, int],
+    decoder: tuple[int, int, int],
+    **options: Any,
+) -> dict[str, Any]:
+    """A preset's sizes.
+
+    ``large``: the large encoder's (width, layers, heads, head size); ``mini`` and ``decoder``:
+    (layers, heads, head size).
+    """
+    sizes = dict(dim=dim, top_seq_len=top_seq_len, **options)
+    for part, values in (("large", large), ("mini", mini), ("decoder", decoder)):
+        names = ("dim", "depth", "heads", "dim_head")[-len(values) :]  # mini, decoder: no dim
+        sizes.update({f"{part}_{n}": v for n, v in zip(names, values, strict=True)})
+    return sizes
+
+
 _PRESETS: dict[str, dict[str, Any]] = {
     # The official scLong release (Bai et al. 2026): 1,006,086,461 parameters on 27,874 genes.
-    "1b": dict(
-        n_genes=27874,
-        dim=200,
-        top_seq_len=4096,
-        large_dim=1280,
-        large_depth=42,
-        large_heads=32,
-        large_dim_head=64,
-        mini_depth=2,
-        mini_heads=8,
-        mini_dim_head=64,
-        decoder_depth=2,
-        decoder_heads=8,
-        decoder_dim_head=64,
-    ),
+    "1b": _sizes(200, 4096, (1280, 42, 32, 64), (2, 8, 64), (2, 8, 64), n_genes=27874),
     # The benchmark configuration of issue #2: official but for a 2-layer, 256-wide large encoder.
-    "bench": dict(
-        n_genes=27874,
-        dim=200,
-        top_seq_len=4096,
-        large_dim=256,
-        large_depth=2,
-        large_heads=4,
-        large_dim_head=64,
-        mini_depth=2,
-        mini_heads=8,
-        mini_dim_head=64,
-        decoder_depth=2,
-        decoder_heads=8,
-        decoder_dim_head=64,
-    ),
+    "bench": _sizes(200, 4096, (256, 2, 4, 64), (2, 8, 64), (2, 8, 64), n_genes=27874),
     # Pretrains on a 2-core CPU in minutes (a few thousand cells, the whole vocabulary of the data).
-    "tiny": dict(
-        dim=32,
-        top_seq_len=512,
-        large_dim=64,
-        large_depth=2,
-        large_heads=4,
-        large_dim_head=16,
-        mini_depth=1,
-        mini_heads=2,
-        mini_dim_head=16,
-        decoder_depth=1,
-        decoder_heads=2,
-        decoder_dim_head=16,
-    ),
+    "tiny": _sizes(32, 512, (64, 2, 4, 16), (1, 2, 16), (1, 2, 16)),
     # A middle size, for a single GPU or a patient CPU.
-    "small": dict(
-        dim=64,
-        top_seq_len=1024,
-        large_dim=256,
-        large_depth=4,
-        large_heads=4,
-        large_dim_head=32,
-        mini_depth=2,
-        mini_heads=4,
-        mini_dim_head=16,
-        decoder_depth=2,
-        decoder_heads=4,
-        decoder_dim_head=16,
-    ),
+    "small": _sizes(64, 1024, (256, 4, 4, 32), (2, 4, 16), (2, 4, 16)),
 }
 
 

@@ -6,8 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..validation import check_not_view
-from ._embed import _copy, _warn_replacing
+from ._embed import _target, _warn_replacing
 
 if TYPE_CHECKING:
     from ..model import SCLONGClassifier
@@ -96,9 +95,7 @@ def annotate(
         raise ValueError(
             f"unknown_label={unknown_label!r} is one of the model's classes; choose another."
         )
-    if not copy:
-        check_not_view(adata)
-    target = _copy(adata) if copy else adata
+    target = _target(adata, copy)
     probabilities, ood = model._annotation_outputs(target, None, batch_size)
     values = probabilities.to_numpy()
     best = values.argmax(axis=1)

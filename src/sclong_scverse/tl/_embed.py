@@ -4,7 +4,9 @@ import logging
 from typing import TYPE_CHECKING, Literal
 
 import anndata as ad
+import pandas as pd
 
+from .._docs import fill_doc
 from ..model._anndata import MIN_QUERY_COVERAGE
 from ..module._module import DEFAULT_POOLING, Pooling
 from ..validation import check_not_view
@@ -20,6 +22,25 @@ def _copy(adata: ad.AnnData) -> ad.AnnData:
     return adata.to_memory() if adata.isbacked else adata.copy()
 
 
+def _target(adata: ad.AnnData, copy: bool) -> ad.AnnData:
+    """Where a verb writes: an in-memory copy with ``copy``, else ``adata`` (not a view)."""
+    if copy:
+        return _copy(adata)
+    check_not_view(adata)
+    return adata
+
+
+def _gene_table(target: ad.AnnData, model: SCLONG, kind: str, **query) -> pd.DataFrame:
+    """The model's gene embeddings (``kind``) for ``target``'s genes (the model's own).
+
+    ``"contextual"`` averages over ``target``'s cells (``query``: batch size, progress bar,
+    precision).
+    """
+    _check_same_genes(target, model)
+    cells = target if kind == "contextual" else None
+    return model.get_gene_embeddings(kind=kind, adata=cells, **query)
+
+
 def _warn_replacing(where: str, key: str, function: str) -> None:
     """Log that an existing result is replaced (scanpy replaces silently; we say so)."""
     logger.warning(
@@ -30,6 +51,7 @@ def _warn_replacing(where: str, key: str, function: str) -> None:
     )
 
 
+@fill_doc
 def embed(
     adata: ad.AnnData,
     model: SCLONG,
@@ -72,16 +94,7 @@ def embed(
         Cells per forward pass.
     key_added
         ``adata.obsm`` key of the result.
-    copy
-        Return a new AnnData instead of writing into ``adata`` (in memory, also for a backed
-        ``adata``).
-    progress_bar
-        Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
-        call reads at least 10 million cell x gene values.
-    precision
-        ``"32"`` (default, float32), ``"bf16"`` (bfloat16 autocast, for GPUs and CPUs with
-        bfloat16 instructions), ``"auto"`` or ``"16"`` (float16, GPUs only); see
-        :meth:`~sclong_scverse.model.SCLONG.get_latent_representation`.
+    {verb_copy_progress_precision}
     min_coverage
         Fewest of the model's genes (fraction, default 0.5) that ``adata`` must hold when its
         genes differ from the model's; below it ``adata`` is refused (lower it knowingly: the
@@ -106,9 +119,7 @@ def embed(
         cannot read (the message names cells and says what to run), or fewer than
         ``min_coverage`` of the model's genes.
     """
-    if not copy:
-        check_not_view(adata)
-    target = _copy(adata) if copy else adata
+    target = _target(adata, copy)
     latent = model.get_latent_representation(
         target,
         pooling=pooling,
@@ -126,6 +137,7 @@ def embed(
     return target if copy else None
 
 
+@fill_doc
 def gene_embeddings(
     adata: ad.AnnData,
     model: SCLONG,
@@ -158,17 +170,7 @@ def gene_embeddings(
         Cells per forward pass (``"contextual"``).
     key_added
         ``adata.varm`` key of the result.
-    copy
-        Return a new AnnData instead of writing into ``adata`` (in memory, also for a backed
-        ``adata``).
-    progress_bar
-        Show a progress bar (cells done, cells/s, time left); ``None`` (default): when the
-        call reads at least 10 million cell x gene values.
-    precision
-        ``"32"`` (default, float32), ``"bf16"`` (bfloat16 autocast, for GPUs and CPUs with
-        bfloat16 instructions), ``"auto"`` or ``"16"`` (float16, GPUs only), for
-        ``"contextual"``; see
-        :meth:`~sclong_scverse.model.SCLONG.get_latent_representation`.
+    {verb_copy_progress_precision}
 
     Returns
     -------
@@ -181,17 +183,9 @@ def gene_embeddings(
     Nothing else in ``adata`` changes. An existing ``adata.varm[key_added]`` is replaced, as
     scanpy does, and the replacement logged as a warning.
     """
-    if not copy:
-        check_not_view(adata)
-    target = _copy(adata) if copy else adata
-    _check_same_genes(target, model)
-    cells = target if kind == "contextual" else None
-    table = model.get_gene_embeddings(
-        kind=kind,
-        adata=cells,
-        batch_size=batch_size,
-        progress_bar=progress_bar,
-        precision=precision,
+    target = _target(adata, copy)
+    table = _gene_table(
+        target, model, kind, batch_size=batch_size, progress_bar=progress_bar, precision=precision
     )
     if key_added in target.varm:
         _warn_replacing("varm", key_added, "scl.tl.gene_embeddings")

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..validation import ScLongInputError, check_not_view
-from ._embed import _check_same_genes, _copy, _warn_replacing
+from ..validation import ScLongInputError
+from ._embed import _check_same_genes, _gene_table, _target, _warn_replacing
 
 if TYPE_CHECKING:
     from ..model import SCLONG
@@ -240,7 +240,8 @@ def grn(
         gene values, for DeepSEM always.
     precision
         Of the scLong pass: ``"32"`` (default, float32), ``"bf16"`` (bfloat16 autocast, for
-        GPUs) or ``"16"`` (float16, GPUs only); DeepSEM trains in float32.
+        GPUs and CPUs with bfloat16 instructions), ``"auto"`` or ``"16"`` (float16, GPUs
+        only); DeepSEM trains in float32.
 
     Returns
     -------
@@ -303,17 +304,9 @@ def grn(
             f"A dense {adata.n_vars} x {adata.n_vars} GRN would need "
             f"{adata.n_vars**2 * 4 / 2**30:.1f} GiB; give top_k (e.g. top_k=50)."
         )
-    if not copy:
-        check_not_view(adata)
-    target = _copy(adata) if copy else adata
-    _check_same_genes(target, model)
-    cells = target if kind == "contextual" else None
-    table = model.get_gene_embeddings(
-        kind=kind,
-        adata=cells,
-        batch_size=batch_size,
-        progress_bar=progress_bar,
-        precision=precision,
+    target = _target(adata, copy)
+    table = _gene_table(
+        target, model, kind, batch_size=batch_size, progress_bar=progress_bar, precision=precision
     )
     network = cosine_similarity_graph(table.to_numpy(), top_k=top_k, center=center)
     _warn_if_flat(network, center)
@@ -431,9 +424,7 @@ def _deepsem_grn(
                 f"none of the {len(list(tfs))} given tfs is among adata.var_names (e.g. "
                 f"{list(adata.var_names[:3])})."
             )
-    if not copy:
-        check_not_view(adata)
-    target = _copy(adata) if copy else adata
+    target = _target(adata, copy)
     expression, normalised = _expression(target, layer)
     values = _dense_columns(expression, np.arange(target.n_vars))
     seed = None

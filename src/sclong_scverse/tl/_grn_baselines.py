@@ -283,15 +283,8 @@ def genie3_grn(
     layer
         Layer with the expression (raw counts or log-normalised).
     total_counts
-        Each cell's total counts **over all genes**, to normalise raw counts by, as co-expression
-        and GENIE3 are run in BEELINE and by their authors (normalise the whole transcriptome,
-        then keep the genes to score): an ``adata.obs`` column name or one value per cell.
-        Default: the first of ``adata.obs`` ``"total_counts"`` (scanpy's QC metrics),
-        ``"n_counts"``, ``"nCount_RNA"`` or ``"n_counts_original"`` that is at least the counts
-        of the given genes in every cell, else the totals over the given genes (logged; on a
-        subset of 2,000 PBMC genes this lowers abs. Pearson's AUPR ratio against TRRUST from 3.18
-        to 2.56). ``False``: the totals over the given genes. Ignored for data that are not raw
-        counts (used as given).
+        Each cell's total counts over all genes, to normalise raw counts by, as in
+        :func:`coexpression_grn` (the same default).
     tree_method
         ``"random_forest"`` (GENIE3's default) or ``"extra_trees"``.
     n_estimators
