@@ -94,3 +94,34 @@ def test_a_flat_gene_network_is_flagged(pbmc):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         scl.tl.grn(adata.copy(), model, top_k=10)
+
+
+def test_queries_match_genes_across_id_types_and_case(pbmc):
+    """A model set up with symbols reads Ensembl ids (and the reverse), as corpora do."""
+    from sclong_scverse.genes import map_gene_ids
+
+    adata, model = pbmc
+    cells = adata[:32].copy()
+    ensembl = map_gene_ids(cells.var_names, to="ensembl", from_type="symbol")
+    mapped = ensembl.notna().to_numpy() & ~ensembl.duplicated(keep=False).to_numpy()
+    back = map_gene_ids(ensembl.fillna("ENSG00000000000").to_numpy(), to="symbol")
+    mapped &= back.to_numpy() == cells.var_names.to_numpy()  # the round trip gives the gene back
+    assert mapped.mean() > 0.9  # measured: 747 of 765 genes
+    # the same cells with Ensembl ids, the genes without one left out (they enter as 0)
+    query = cells[:, mapped].copy()
+    query.var_names = ensembl[mapped].to_numpy().astype(str)
+    expected = model.get_latent_representation(cells[:, mapped].copy(), pooling="max")
+    with pytest.warns(UserWarning, match="absent from this AnnData and enter as 0"):
+        embedded = model.get_latent_representation(query, pooling="max")
+    np.testing.assert_allclose(embedded, expected, atol=1e-5, rtol=0)
+    # symbols in another case: the same genes
+    lower = cells.copy()
+    lower.var_names = [g.lower() for g in cells.var_names]
+    np.testing.assert_allclose(
+        model.get_latent_representation(lower, pooling="max"),
+        model.get_latent_representation(cells, pooling="max"),
+        atol=1e-5,
+        rtol=0,
+    )
+    # before: Ensembl ids on a symbol model matched nothing and the query was refused
+    assert not query.var_names.isin(adata.var_names).any()

@@ -9,6 +9,7 @@ autocast of a query.
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from typing import Literal
 
@@ -31,6 +32,8 @@ from ..validation import (
     to_memory,
     validate_adata_input,
 )
+
+logger = logging.getLogger(__name__)
 
 Pooling = Literal["mean", "max", "sum"]
 
@@ -238,6 +241,44 @@ def check_query_coverage(
             f"genes like {list(query_ids[:3])}, model genes like {list(model_ids[:3])}."
         )
     return fraction
+
+
+def match_query_ids(query_ids: pd.Index, model_ids: pd.Index) -> pd.Index:
+    """The query's gene ids written as the model's, where they name the same gene.
+
+    As the official release and corpora match genes (:meth:`GeneVocabulary.align
+    <sclong_scverse.genes.GeneVocabulary.align>`): the same id, an Ensembl id without its
+    version, a symbol in another case, and across id types (Ensembl ids on a model set up with
+    symbols, or the reverse) and through previous symbols and aliases via the embedded NCBI
+    human gene tables. Each model gene is taken by one query gene at most (the best match, then
+    the first); the others keep their own id (they match nothing). Logs how the genes matched
+    when any matched other than by the same id.
+
+    Returns
+    -------
+    ``(n_query_genes,)`` index: the model's id for matched genes, the query's own otherwise.
+    """
+    from ..genes import GeneVocabulary
+
+    if query_ids.has_duplicates or query_ids.isin(model_ids).all():
+        return query_ids  # duplicated ids are refused by the caller, with their own message
+    alignment = GeneVocabulary(list(model_ids)).align(list(query_ids), min_coverage=0.0)
+    positions = alignment.var_positions
+    matched = np.asarray(model_ids)[np.maximum(positions, 0)]
+    translated = pd.Index(np.where(positions >= 0, matched, np.asarray(query_ids, dtype=object)))
+    other = {k: n for k, n in alignment.match_counts().items() if k not in ("exact", "absent")}
+    if other:
+        logger.info(
+            "query genes matched to the model's %d genes: %s",
+            len(model_ids),
+            ", ".join(f"{n:,} {k}" for k, n in sorted(other.items())),
+        )
+    if translated.has_duplicates:  # an unmatched query id equal to a model id taken by another
+        seen = translated.duplicated(keep="first") & (positions < 0)
+        translated = pd.Index(
+            [f"{t} (unmatched)" if d else t for t, d in zip(translated, seen, strict=True)]
+        )
+    return translated
 
 
 def _align_to_genes(

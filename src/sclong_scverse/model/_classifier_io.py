@@ -23,7 +23,7 @@ from ..module._classifier import backbone_sha256 as network_sha256
 from ..module._classifier import copy_network
 from ..nn import ScLongConfig, ScLongNetwork
 from ..validation import ScLongInputError, check_not_view
-from ._anndata import MIN_QUERY_COVERAGE, check_query_coverage
+from ._anndata import MIN_QUERY_COVERAGE, check_query_coverage, match_query_ids
 from ._saving import ModelIntegrityError
 from ._sclong import SCLONG, _align_to_genes, _gene_ids, _rna
 
@@ -442,7 +442,7 @@ def prepare_query_anndata(
     args = reference_model._setup_args
     layer = reference_model._layer
     model_ids = _gene_ids(registered, gene_id_key)
-    ids = _gene_ids(adata, gene_id_key)
+    ids = match_query_ids(_gene_ids(adata, gene_id_key), model_ids)  # id types, case, aliases
     check_query_coverage(model_ids, ids, min_overlap)
     found = model_ids.isin(ids)
     n_found = int(found.sum())

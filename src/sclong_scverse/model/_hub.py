@@ -21,6 +21,7 @@ from ._anndata import (
     _gene_ids,
     _rna,
     check_query_coverage,
+    match_query_ids,
 )
 
 
@@ -240,6 +241,7 @@ class SaveLoadMixin:
             model_ids = pd.Index(np.asarray(var_names).astype(str))
             ids = pd.Index(adata.var_names.astype(str))
             if not ids.equals(model_ids):
+                ids = match_query_ids(ids, model_ids)  # other id types, cases, aliases
                 check_query_coverage(model_ids, ids, min_coverage)
                 setup_args = registry["setup_args"]
                 adata = _align_to_genes(

@@ -33,6 +33,7 @@ from ._anndata import (
     _values,
     check_query_coverage,
     inference_autocast,
+    match_query_ids,
 )
 
 #: calls reading at least this many cell x gene values show a progress bar by default
@@ -115,6 +116,7 @@ class QueryMixin:
             if layer is not None:
                 query.layers[layer] = values
         else:
+            ids = match_query_ids(ids, model_ids)  # other id types, cases, versions, aliases
             check_query_coverage(model_ids, ids, min_coverage)
             query = _align_to_genes(
                 adata,
