@@ -339,6 +339,9 @@ def test_predict_output(trained, screen):
     assert list(out.var_names) == list(screen.var_names)
     with pytest.raises(ScLongInputError, match="does not know"):
         model.predict(["NOTAGENE1+ctrl"])
+    # the head base's split() is not this head's way of splitting: refused, saying which is
+    with pytest.raises(TypeError, match="perturbation_split"):
+        model.split()
 
 
 def test_save_load_round_trip(trained, tmp_path):

@@ -239,8 +239,10 @@ class SCLONGHead(BaseModelClass):
     #: What one example is, in messages (``"pairs"``, ``"profiles"``, ``"triples"``).
     _example_noun: str = "examples"
     #: :meth:`split`'s kinds: kind -> columns of the examples table held out together
-    #: (``None``: examples at random). A head with other groups overrides :meth:`_split_groups`.
-    split_kinds: Mapping[str, tuple[str, ...] | None] = {"random": None}
+    #: (``None``: examples at random). A head with other groups overrides :meth:`_split_groups`;
+    #: a head without any (it splits otherwise) says how in :attr:`_split_hint`.
+    split_kinds: Mapping[str, tuple[str, ...] | None] = {}
+    _split_hint: str = ""
     #: :meth:`split`'s defaults for this head.
     split_defaults: Mapping[str, Any] = {
         "kind": "random",
@@ -313,6 +315,8 @@ class SCLONGHead(BaseModelClass):
     # ------------------------------------------------------------------ splits
     def _split_groups(self, kind: str) -> tuple[list[np.ndarray] | None, str]:
         """Group-key columns that ``kind`` holds out together (``None``: random), their name."""
+        if not self.split_kinds:
+            raise TypeError(f"{type(self).__name__} has no split(): {self._split_hint}")
         if kind not in self.split_kinds:
             raise ValueError(f"split must be one of {tuple(self.split_kinds)}, not {kind!r}.")
         columns = self.split_kinds[kind]

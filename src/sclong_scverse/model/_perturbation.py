@@ -108,6 +108,10 @@ class SCLONGPerturbation(SCLONGHead):
     """
 
     _examples_attr = "cells_"
+    _split_hint = (
+        "its cells are split by condition in adata.obs: run scl.pp.perturbation_split(adata, "
+        "...) and pass train(split_key=...), or train(train_conditions=...)."
+    )
     _text_columns = ("cell", "condition", "split")
 
     def __init__(
