@@ -22,7 +22,8 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
 
-from ..nn._precision import holds_bf16, native_bf16, widened_weights
+from ..io._lean import weights_dtype
+from ..nn._precision import native_bf16, widened_weights
 from ..validation import (
     ScLongInputError,
     check_not_view,
@@ -82,6 +83,11 @@ QueryPrecision = Literal["32", "bf16", "16", "auto"]
 _EMULATED_BF16_NOTE = "3-5x slower than float32 (2-core Xeon without AVX-512 BF16)"
 
 
+def precision_name(precision: str | int | None) -> str | None:
+    """``precision`` without Lightning's suffixes (``"bf16-mixed"`` -> ``"bf16"``), or ``None``."""
+    return str(precision).removesuffix("-mixed").removesuffix("-true") if precision else None
+
+
 def resolve_precision(precision: str | int | None, device: torch.device) -> str:
     """``"32"``, ``"bf16"`` or ``"16"``: the precision a query at ``precision`` runs in.
 
@@ -89,7 +95,7 @@ def resolve_precision(precision: str | int | None, device: torch.device) -> str:
     Ampere on, CPUs with AVX-512 BF16 or AMX: :func:`~sclong_scverse.nn._precision.native_bf16`)
     and ``"32"`` elsewhere. Lightning's spellings (``"bf16-mixed"``, ``"32-true"``) are accepted.
     """
-    name = str(precision).removesuffix("-mixed").removesuffix("-true") if precision else "32"
+    name = precision_name(precision) or "32"
     if name == "auto":
         return "bf16" if native_bf16(device) else "32"
     if name not in ("32", "bf16", "16"):
@@ -111,7 +117,7 @@ def inference_autocast(
     device = torch.device(device)
     name = resolve_precision(precision, device)
     if name == "32":
-        if module is not None and holds_bf16(module):
+        if module is not None and weights_dtype(module) == torch.bfloat16:
             return widened_weights(module)
         return contextlib.nullcontext()
     if name == "bf16":

@@ -101,12 +101,12 @@ class CellLineTableHead(SCLONGHead):
             "smiles": [str(smiles[d]) for d in drugs],
             "cell_lines": [str(c) for c in self.adata.obs_names],
         }
-        for name, value in settings.items():
-            kind = {"dropout": float, "standardize": bool, "max_atoms": int, "seed": int}
+        plain = {"dropout": float, "standardize": bool, "max_atoms": int, "seed": int}
+        for name, value in settings.items():  # plain numbers and lists, as saved
             if name.endswith("_dims"):
                 spec[name] = [int(d) for d in value]
             else:
-                spec[name] = kind.get(name, type(value))(value)
+                spec[name] = plain[name](value) if name in plain else value
         return spec
 
     def _branches(self, spec: dict) -> dict:

@@ -206,7 +206,6 @@ class ClassifierIOMixin:
         gene_ids = None
         if self._gene_id_key is not None:
             gene_ids = _gene_ids(self.adata, self._gene_id_key)
-        backbone = {"sha256": self.backbone_sha256_, "included": bool(save_backbone)}
         save_model_folder(
             self,
             dir_path,
@@ -218,7 +217,8 @@ class ClassifierIOMixin:
             gene_ids=gene_ids,
             content={
                 "backbone": {
-                    **backbone,
+                    "sha256": self.backbone_sha256_,
+                    "included": bool(save_backbone),
                     "config": config,
                     "vocabulary": list(self.vocabulary.genes),
                 }

@@ -322,8 +322,7 @@ class SCLONGHead(BaseModelClass):
         columns = self.split_kinds[kind]
         if columns is None:
             return None, "groups"
-        names = dict.fromkeys(c.rstrip("12").replace("_", " ") for c in columns)  # drug1 -> drug
-        what = " and ".join(f"{name}s" for name in names)
+        what = " and ".join(f"{c.replace('_', ' ')}s" for c in columns)  # for the messages
         return [self._examples[c].to_numpy() for c in columns], what
 
     def _split_summary(self) -> pd.DataFrame:

@@ -11,6 +11,7 @@ import torch
 
 from ..genes import GeneVocabulary
 from ..io._lean import weights_dtype
+from ._anndata import precision_name
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class OfficialMixin:
         """
         if self.weights_dtype != torch.bfloat16:
             return precision
-        name = str(precision).removesuffix("-mixed").removesuffix("-true") if precision else None
+        name = precision_name(precision)
         if name == "16":
             raise ValueError(
                 f"precision={precision!r}: this model's weights are held in bfloat16 (loaded "

@@ -3,12 +3,13 @@
 A network loaded with ``dtype=torch.bfloat16`` holds its matrices in bfloat16 (half the memory).
 Where the hardware has bfloat16 matrix instructions (GPUs from Ampere on; CPUs with AVX-512
 BF16 or AMX), running it in bfloat16 autocast is the fast way. Where it has not, bfloat16 matrix
-products are emulated and several times slower than float32 (3.5x on a 2-core Xeon without
-AVX-512 BF16, ``benchmarks/bench_1b.py``); there :func:`widened_weights` runs the network in
-float32 while keeping the weights in bfloat16: each module's own bfloat16 tensors are widened
-to float32 just before its ``forward`` and the held ones put back right after, so the extra
-memory is one module's weights in float32 at a time (a Linear layer) and the speed that of
-float32. The result is exactly the float32 network evaluated at the bfloat16-rounded weights.
+products are emulated and several times slower than float32 (3.4x for the ``bench`` preset and
+5.1x for the 1B model on a 2-core Xeon without AVX-512 BF16, ``benchmarks/bench_1b.py``); there
+:func:`widened_weights` runs the network in float32 while keeping the weights in bfloat16: each
+block of the network (an attention or feed-forward layer of the 1B model) has its bfloat16
+tensors widened to float32 just before its ``forward`` and the held ones put back right after,
+so the extra memory is one block's weights in float32 at a time. The result is exactly the
+float32 network evaluated at the bfloat16-rounded weights.
 """
 
 from __future__ import annotations
@@ -57,12 +58,6 @@ def native_bf16(device: torch.device | str) -> bool:
     return device.type in ("xpu", "mps")
 
 
-def holds_bf16(module: torch.nn.Module) -> bool:
-    """Whether any parameter or buffer of ``module`` is held in bfloat16."""
-    tensors = list(module.parameters()) + list(module.buffers())
-    return any(t.dtype == torch.bfloat16 for t in tensors)
-
-
 #: widen a whole submodule at once when its bfloat16 tensors take at most this many bytes widened
 WIDEN_BLOCK_BYTES = 256 * 2**20
 
@@ -94,10 +89,35 @@ def _widening_blocks(
     )
     if size * itemsize <= budget:
         return [(module, tensors)]
-    blocks = [(module, _own_bf16(module))] if _own_bf16(module) else []
+    own = _own_bf16(module)
+    blocks = [(module, own)] if own else []
     for child in module.children():
         blocks += _widening_blocks(child, budget, itemsize)
     return blocks
+
+
+def _widen(_block, _inputs, *, tensors, held: dict, dtype: torch.dtype) -> None:
+    """Forward pre-hook: keep the held tensors in ``held`` and put widened copies in place."""
+    with torch.inference_mode():  # copies for this forward only, never trained
+        for index, (sub, name, is_parameter) in enumerate(tensors):
+            if is_parameter:
+                parameter = sub._parameters[name]
+                held[index] = parameter.data
+                parameter.data = parameter.data.to(dtype)
+            else:
+                held[index] = sub._buffers[name]
+                sub._buffers[name] = held[index].to(dtype)
+
+
+def _restore(_block, _inputs, _output, *, tensors, held: dict) -> None:
+    """Forward hook (also on errors): put the held tensors, the same objects, back."""
+    for index, (sub, name, is_parameter) in enumerate(tensors):
+        if index not in held:
+            continue
+        if is_parameter:
+            sub._parameters[name].data = held.pop(index)
+        else:
+            sub._buffers[name] = held.pop(index)
 
 
 @contextlib.contextmanager
@@ -122,30 +142,8 @@ def widened_weights(
     handles = []
     for block, tensors in _widening_blocks(module, budget, itemsize):
         held: dict[int, torch.Tensor] = {}
-
-        def widen(_block, _inputs, tensors=tensors, held=held):
-            with torch.inference_mode():  # copies for this forward only, never trained
-                _widen(tensors, held)
-
-        def _widen(tensors, held):
-            for index, (sub, name, is_parameter) in enumerate(tensors):
-                if is_parameter:
-                    parameter = sub._parameters[name]
-                    held[index] = parameter.data
-                    parameter.data = parameter.data.to(dtype)
-                else:
-                    held[index] = sub._buffers[name]
-                    sub._buffers[name] = held[index].to(dtype)
-
-        def restore(_block, _inputs, _output, tensors=tensors, held=held):
-            for index, (sub, name, is_parameter) in enumerate(tensors):
-                if index not in held:
-                    continue
-                if is_parameter:
-                    sub._parameters[name].data = held.pop(index)
-                else:
-                    sub._buffers[name] = held.pop(index)
-
+        widen = functools.partial(_widen, tensors=tensors, held=held, dtype=dtype)
+        restore = functools.partial(_restore, tensors=tensors, held=held)
         handles.append(block.register_forward_pre_hook(widen))
         handles.append(block.register_forward_hook(restore, always_call=True))
     try:
