@@ -36,8 +36,9 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from ..errors import ScLongError
 from . import _convert, _demo, _embed, _grn, _pretrain
-from ._common import PROG, CliError, _add_parser, _one_line, _warn
+from ._common import PROG, CliError, _add_parser, _one_line, _Parser, _warn
 from ._demo import run_demo
 from ._grn import SYMBOL_COLUMNS
 from ._grn import _gene_symbols as _gene_symbols
@@ -58,9 +59,9 @@ __all__ = [
 ]
 
 
-# user errors: one line, exit code 2 (ScLongInputError, OfficialFormatError and
-# ModelIntegrityError are ValueErrors; FileNotFoundError and PermissionError are OSErrors)
-USER_ERRORS = (CliError, ValueError, KeyError, OSError)
+# user errors: one line, exit code 2: every error of the package's vocabulary
+# (sclong_scverse.errors, CliError included) and the built-in ones they extend
+USER_ERRORS = (ScLongError, ValueError, KeyError, OSError)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -79,7 +80,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``sclong`` argument parser (one subparser per command)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="scLong single-cell foundation model for scanpy / scvi-tools users.",
         epilog="Exit codes: 0 success, 2 user error (one line on stderr; SCLONG_DEBUG=1 for a "

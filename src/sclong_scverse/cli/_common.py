@@ -17,13 +17,14 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from ..errors import ScLongError
 from ._staging import _staged
 
 PROG = "sclong"
 
 
-class CliError(Exception):
-    """A user error: reported in one line, exit code 2."""
+class CliError(ScLongError):
+    """A user error of the command line: reported in one line, exit code 2."""
 
 
 # ---------------------------------------------------------------------- messages
@@ -462,8 +463,48 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) if text else text
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``sclong pretrain: error: ...``), rc 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
 def _add_parser(commands, name: str, **kwargs) -> argparse.ArgumentParser:
     return commands.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+
+
+def _number(kind: type, low: float, strict: bool, high: float | None = None):
+    """An argparse ``type``: a ``kind`` number above ``low`` (or from it), at most ``high``."""
+    if high is not None:
+        wanted = f"a number from {low:g} to {high:g}"
+    elif kind is int:
+        wanted = f"a whole number, {low + strict:g} or more"
+    else:
+        wanted = f"a number above {low:g}" if strict else f"a number, {low:g} or more"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
+        if value != value or (value <= low if strict else value < low):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
+        return value
+
+    parse.__name__ = wanted  # what argparse names in its messages
+    return parse
+
+
+#: argparse types: whole numbers >= 1 (sizes, steps), >= 0 (counts, seeds, workers),
+#: numbers > 0 (learning rates), >= 0 (minutes) and fractions in [0, 1]
+positive_int = _number(int, 0, strict=True)
+count_int = _number(int, 0, strict=False)
+positive_float = _number(float, 0, strict=True)
+non_negative_float = _number(float, 0, strict=False)
+fraction = _number(float, 0, strict=False, high=1)
 
 
 def _add_accelerator(parser) -> None:
@@ -514,7 +555,7 @@ def _add_query_options(parser: argparse.ArgumentParser) -> None:
         "gene-id column when INPUT has it, else var_names)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=64, metavar="B", help="cells per forward pass"
+        "--batch-size", type=positive_int, default=64, metavar="B", help="cells per forward pass"
     )
     _add_progress(parser, "progress bar on stderr (cells done, cells/s, time left)")
     _add_accelerator(parser)

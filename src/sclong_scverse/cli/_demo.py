@@ -14,6 +14,10 @@ from ._common import (
     _output_folder,
     _quiet_libraries,
     _say,
+    count_int,
+    non_negative_float,
+    positive_float,
+    positive_int,
 )
 from ._grn import _edge_table
 from ._staging import _staged, _Staging
@@ -295,19 +299,21 @@ def run(args: argparse.Namespace) -> None:
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The options of ``sclong demo``."""
     parser.add_argument("--out", default="sclong_demo", metavar="DIR", help="output folder")
-    parser.add_argument("--epochs", type=int, default=12, metavar="N", help="pretraining epochs")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=12, metavar="N", help="pretraining epochs"
+    )
     parser.add_argument(
         "--max-train-minutes",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         metavar="M",
         help="stop pretraining after M minutes (0: no limit, the default, so that the result "
         "does not depend on the machine's load)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=count_int, default=0, help="random seed")
     _add_accelerator(parser)
     _add_progress(parser)
-    parser.add_argument("--max-cells", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--batch-size", type=int, default=16, help=argparse.SUPPRESS)
-    parser.add_argument("--lr", type=float, default=5e-3, help=argparse.SUPPRESS)
-    parser.add_argument("--top-k", type=int, default=20, help=argparse.SUPPRESS)
+    parser.add_argument("--max-cells", type=positive_int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=positive_int, default=16, help=argparse.SUPPRESS)
+    parser.add_argument("--lr", type=positive_float, default=5e-3, help=argparse.SUPPRESS)
+    parser.add_argument("--top-k", type=positive_int, default=20, help=argparse.SUPPRESS)

@@ -25,6 +25,9 @@ from ._common import (
     _quiet_libraries,
     _say,
     _write_h5ad,
+    count_int,
+    fraction,
+    positive_int,
 )
 
 NAME = "embed"
@@ -225,7 +228,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", default="X_sclong", help="obsm key")
     parser.add_argument(
         "--min-coverage",
-        type=float,
+        type=fraction,
         default=0.5,
         help="one .h5ad: fewest of the model's genes (fraction) it must hold; below it the input "
         "is refused (lower it knowingly: missing genes enter as 0)",
@@ -247,11 +250,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     corpus.add_argument(
         "--devices", metavar="N", help="processes per node (one per device; default 1)"
     )
-    corpus.add_argument("--num-nodes", type=int, default=1, help="nodes")
+    corpus.add_argument("--num-nodes", type=positive_int, default=1, help="nodes")
     corpus.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
     corpus.add_argument(
         "--block-size",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="consecutive cells per block, the unit of work and of resumption (default 1024)",
     )
@@ -261,4 +264,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="continue the run recorded in --out (--no-resume: refuse a folder holding one)",
     )
-    corpus.add_argument("--num-workers", type=int, default=0, help="reader processes per process")
+    corpus.add_argument(
+        "--num-workers", type=count_int, default=0, help="reader processes per process"
+    )

@@ -13,6 +13,8 @@ from ._common import (
     _query_paths,
     _same_file,
     _say,
+    count_int,
+    positive_int,
 )
 from ._staging import _staged
 
@@ -136,7 +138,9 @@ def run(args: argparse.Namespace) -> None:
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The options of ``sclong grn``."""
     _add_query_options(parser)
-    parser.add_argument("--top-k", type=int, default=50, help="partners kept per gene (0: dense)")
+    parser.add_argument(
+        "--top-k", type=count_int, default=50, help="partners kept per gene (0: dense)"
+    )
     parser.add_argument(
         "--kind", default="contextual", choices=("contextual", "static"), help="gene embeddings"
     )
@@ -148,6 +152,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--edges", metavar="EDGES.csv", help="write the top gene pairs here")
     parser.add_argument(
-        "--n-edges", type=int, default=1000, metavar="N", help="gene pairs in EDGES.csv"
+        "--n-edges", type=positive_int, default=1000, metavar="N", help="gene pairs in EDGES.csv"
     )
     parser.add_argument("--key", default="sclong_grn", help="varp key")

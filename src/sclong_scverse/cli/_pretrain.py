@@ -23,6 +23,9 @@ from ._common import (
     _require_var_column,
     _save_model,
     _say,
+    count_int,
+    positive_float,
+    positive_int,
 )
 
 NAME = "pretrain"
@@ -219,11 +222,15 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-key", help="obs column of batches (recorded)")
     parser.add_argument("--labels-key", help="obs column of cell labels (recorded)")
     parser.add_argument("--config", default="tiny", help="preset: tiny, small, bench or 1b")
-    parser.add_argument("--epochs", type=int, default=10, metavar="N", help="training epochs")
-    parser.add_argument("--batch-size", type=int, default=16, metavar="B", help="cells a step")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=10, metavar="N", help="training epochs"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=16, metavar="B", help="cells a step"
+    )
     parser.add_argument(
         "--lr",
-        type=float,
+        type=positive_float,
         default=5e-3,
         help="learning rate (5e-3 for a new model, as the README and sclong demo; about 1e-4 "
         "to continue from official weights)",
@@ -232,16 +239,22 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", default="auto", help="Lightning devices")
     _add_progress(parser)
     scale = parser.add_argument_group("corpus and scale-out (streamed from disk)")
-    scale.add_argument("--num-nodes", type=int, default=1, help="Lightning num_nodes")
+    scale.add_argument("--num-nodes", type=positive_int, default=1, help="Lightning num_nodes")
     scale.add_argument("--strategy", default="auto", help="Lightning strategy: ddp, fsdp, ...")
     scale.add_argument("--precision", help="Lightning precision, e.g. bf16-mixed on GPUs")
     scale.add_argument(
-        "--accumulate-grad-batches", type=int, default=1, metavar="K", help="gradient accumulation"
+        "--accumulate-grad-batches",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help="gradient accumulation",
     )
-    scale.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimiser steps")
+    scale.add_argument(
+        "--max-steps", type=positive_int, metavar="N", help="stop after N optimiser steps"
+    )
     scale.add_argument("--checkpoint-dir", metavar="DIR", help="write Lightning checkpoints here")
     scale.add_argument(
-        "--checkpoint-every", type=int, metavar="N", help="a checkpoint every N steps"
+        "--checkpoint-every", type=positive_int, metavar="N", help="a checkpoint every N steps"
     )
     scale.add_argument(
         "--resume",
@@ -250,11 +263,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "for requeued jobs) or a checkpoint path",
     )
     scale.add_argument(
-        "--num-workers", type=int, default=0, metavar="W", help="reader processes per process"
+        "--num-workers", type=count_int, default=0, metavar="W", help="reader processes per process"
     )
     scale.add_argument(
         "--gradient-checkpointing",
         action="store_true",
         help="recompute each Performer layer in the backward pass (less memory, ~1/3 more time)",
     )
-    scale.add_argument("--seed", type=int, default=0, help="seed of the order, masks and model")
+    scale.add_argument(
+        "--seed", type=count_int, default=0, help="seed of the order, masks and model"
+    )

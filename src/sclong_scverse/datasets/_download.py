@@ -10,16 +10,13 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..errors import DatasetDownloadError
 from ..io._safe import sha256_file
 
 logger = logging.getLogger(__name__)
 
 #: Bytes read per block while downloading.
 _BLOCK = 1 << 20
-
-
-class DatasetDownloadError(OSError):
-    """A public data file could not be downloaded or did not match its published checksum."""
 
 
 def data_cache_dir() -> Path:

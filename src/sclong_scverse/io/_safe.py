@@ -24,11 +24,9 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from ..errors import UnsafeFileError
+
 PathLike = str | os.PathLike
-
-
-class UnsafeFileError(ValueError):
-    """A file asks to run code (or build objects) that this package does not allow while loading."""
 
 
 def _numpy_globals() -> list[Any]:

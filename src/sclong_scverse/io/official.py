@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..errors import OfficialFormatError
 from ..nn import ScLongConfig, ScLongNetwork
 from ._lean import convert_state, held_dtype, load_mapped, resolve_dtype
 from ._safe import (
@@ -58,10 +59,6 @@ _ATTENTION_PARTS = {
     "fn.fast_attention.projection_matrix": "projection_matrix",
 }
 _FEED_FORWARD_PARTS = {"norm.": "norm.", "fn.fn.w1.": "w1.", "fn.fn.w2.": "w2."}
-
-
-class OfficialFormatError(ValueError):
-    """An official scLong file does not have the expected content."""
 
 
 def _key_rules() -> list[tuple[str, str]]:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..errors import ModelIntegrityError
 from ..io._safe import UnsafeFileError, non_finite_tensors, safe_torch_load, sha256_file
 from ..validation import ScLongInputError
 
@@ -31,10 +32,6 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "sclong-scverse-model/1"
 
 _TAG = "__sclong_plain__"
-
-
-class ModelIntegrityError(ValueError):
-    """A saved model's files do not match their manifest, or hold non-finite weights."""
 
 
 # ---------------------------------------------------------------------- plain data

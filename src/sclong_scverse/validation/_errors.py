@@ -1,7 +1,7 @@
-"""The error every check raises: data that scLong cannot use as it is."""
+"""The error every check raises: data that scLong cannot use as it is (see :mod:`..errors`)."""
 
 from __future__ import annotations
 
+from ..errors import ScLongInputError
 
-class ScLongInputError(ValueError):
-    """The data handed to scLong cannot be used as it is; the message says what to do."""
+__all__ = ["ScLongInputError"]
