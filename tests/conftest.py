@@ -129,3 +129,25 @@ def trained(cellbench_top):
     before = model.evaluate_masked_mse(seed=1)
     model.module.load_state_dict(trained_state)
     return model, adata, after, before
+
+
+def rewrite_saved_model(folder: Path, edit) -> None:
+    """Edit a saved model's ``model.pt`` as a forger would, and re-sign its manifest.
+
+    ``edit(content)`` changes the content (as :func:`torch.load` returns it; read here with
+    ``weights_only=False`` because the tests wrote the file themselves) in place; the file is
+    saved again and its sha256 in ``manifest.json`` updated, so that only the loaders' own
+    checks of the content stand between the edit and the model.
+    """
+    import json
+
+    from sclong_scverse.io import sha256_file
+
+    path = Path(folder) / "model.pt"
+    content = torch.load(path, weights_only=False)
+    edit(content)
+    torch.save(content, path)
+    manifest_path = Path(folder) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["model.pt"]["sha256"] = sha256_file(path)
+    manifest_path.write_text(json.dumps(manifest))

@@ -334,9 +334,24 @@ def _write_h5ad(adata, path: Path) -> None:
 
 
 def _model_folder(path: str) -> Path:
+    """A saved SCLONG's folder (a one-line :class:`CliError` for anything else).
+
+    A folder of another model of the package (a downstream head, a classifier), named by its
+    manifest, is refused with what it holds and how to load it.
+    """
     directory = _input_path(path, "model folder", folder=True)
     if not (directory / "model.pt").is_file():
         raise CliError(f"{path} is not a saved scLong model (no model.pt)")
+    if (directory / "manifest.json").is_file():
+        from ..model._saved_schema import read_manifest
+
+        held = read_manifest(directory / "manifest.json").get("model", "SCLONG")
+        if held != "SCLONG":
+            raise CliError(
+                f"{path} holds a {held}, not a scLong model (SCLONG): the commands embed and "
+                f"grn need the backbone. Load this one in Python with "
+                f"sclong_scverse.model.{held}.load."
+            )
     return directory
 
 

@@ -13,6 +13,7 @@ import torch
 from mudata import MuData
 
 from .._docs import fill_doc
+from ..errors import ModelIntegrityError
 from ..io._lean import convert_state, held_dtype, load_mapped, resolve_dtype
 from ..validation import SCLONG_MAX_VALUE, ScLongInputError
 from ._anndata import (
@@ -25,7 +26,7 @@ from ._anndata import (
 )
 
 
-def _read_saved_mapped(folder: Path, prefix: str | None, verify: bool):
+def _read_saved_mapped(folder: Path, prefix: str | None, verify: bool, cls: type | None = None):
     """``model.pt`` as :func:`~._saving.read_saved_model` reads it, but memory-mapped.
 
     The checksum is verified (streamed) and the content checked the same way; the weights are
@@ -34,7 +35,7 @@ def _read_saved_mapped(folder: Path, prefix: str | None, verify: bool):
     """
     from ._saving import from_plain, open_saved_model
 
-    _, content, release = open_saved_model(folder, prefix, verify, load_mapped)
+    _, content, release = open_saved_model(folder, prefix, verify, load_mapped, cls)
     return from_plain(content), release
 
 
@@ -46,7 +47,6 @@ def _initialize_lean(cls, adata, attr_dict: dict, state: dict, release, folder: 
     mapped pages released, and assigned to the network (``load_state_dict(assign=True)``).
     """
     from ..nn import ScLongConfig, ScLongNetwork
-    from ._saving import ModelIntegrityError
 
     init = attr_dict.pop("init_params_")
     non_kwargs = dict(init["non_kwargs"])
@@ -68,6 +68,25 @@ def _initialize_lean(cls, adata, attr_dict: dict, state: dict, release, folder: 
         )
     model.module.load_state_dict(converted, assign=True)
     return model
+
+
+def _check_saved_network(path: Path, attr_dict: dict, state: dict) -> None:
+    """Refuse a saved SCLONG whose configuration is missing, invalid or not its weights'.
+
+    Checked before any network is built (:func:`~._saved_schema.check_network_shapes`: the
+    configuration's sizes are bounded and its network, built on the meta device, must have the
+    saved weights' shapes), so a damaged file never reaches the allocator.
+    """
+    from ._saved_schema import check_network_shapes
+
+    init = attr_dict.get("init_params_")
+    config = (init or {}).get("non_kwargs", {}).get("config") if isinstance(init, dict) else None
+    if not isinstance(config, dict):
+        raise ModelIntegrityError(
+            f"{path} is not a saved SCLONG: it records no network configuration "
+            "(init_params_['non_kwargs']['config']); the file is corrupted or was edited."
+        )
+    check_network_shapes(config, state, path, prefix="network.")
 
 
 class SaveLoadMixin:
@@ -198,7 +217,7 @@ class SaveLoadMixin:
         from scvi.model._utils import parse_device_args
         from scvi.model.base._save_load import _initialize_model, _validate_var_names
 
-        from ._saving import ModelIntegrityError, read_saved_model, verify_manifest
+        from ._saving import read_saved_model, saved_folder_path, verify_manifest
 
         _, _, torch_device = parse_device_args(
             accelerator=accelerator,
@@ -206,19 +225,23 @@ class SaveLoadMixin:
             return_device="torch",
             validate_single_device=True,
         )
-        folder = Path(dir_path)
+        folder = saved_folder_path(dir_path, prefix)
         lean = dtype is not None and resolve_dtype(dtype) != torch.float32
         if lean:
-            saved, release = _read_saved_mapped(folder, prefix, verify)
+            saved, release = _read_saved_mapped(folder, prefix, verify, cls)
         else:
-            saved = read_saved_model(folder, prefix, verify=verify)
+            saved = read_saved_model(folder, prefix, verify=verify, cls=cls)
         attr_dict, state = saved["attr_dict"], saved["model_state_dict"]
         var_names = saved.get("var_names")
         state.pop("pyro_param_store", None)
-        registry = attr_dict.pop("registry_")
-        saved_class = registry.get("model_name", cls.__name__)
+        registry = attr_dict.pop("registry_", None)
+        saved_class = (registry or {}).get("model_name", cls.__name__)
         if saved_class != cls.__name__:
-            raise ValueError(f"{folder} holds a {saved_class} model, not a {cls.__name__}.")
+            raise ModelIntegrityError(
+                f"{folder} holds a {saved_class} model, not a {cls.__name__}; load it with "
+                f"{saved_class}.load."
+            )
+        _check_saved_network(folder / f"{prefix or ''}model.pt", attr_dict, state)
         setup_method = registry.get("setup_method_name", "setup_anndata")
         if adata is None:
             suffix = "mdata.h5mu" if setup_method == "setup_mudata" else "adata.h5ad"

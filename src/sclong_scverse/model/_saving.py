@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import ModelIntegrityError
+from ..errors import ModelIntegrityError, ScLongError, ScLongFileNotFound
 from ..io._safe import UnsafeFileError, non_finite_tensors, safe_torch_load, sha256_file
 from ..validation import ScLongInputError
+from ._saved_schema import check_saved_content, read_manifest
 
 MODEL_FILE = "model.pt"
 MANIFEST_FILE = "manifest.json"
@@ -180,11 +181,8 @@ def verify_manifest(
             "by sclong-scverse >= 0.1, or the manifest was removed). If you trust the files, "
             "pass verify=False to load them anyway, then save the model again to add one."
         )
-    try:
-        manifest = json.loads(path.read_text())
-        listed = manifest["files"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise ModelIntegrityError(f"{path} is not a readable model manifest ({error}).") from None
+    manifest = read_manifest(path)
+    listed = manifest["files"]
     for name in names if names is not None else list(listed):
         if name not in listed:
             raise ModelIntegrityError(f"{path} does not list {name}; the folder was altered.")
@@ -316,21 +314,44 @@ def save_model_folder(
     write_manifest(folder, files, extra=extra, prefix=prefix)
 
 
+def saved_folder_path(dir_path: Any, prefix: Any = None) -> Path:
+    """``dir_path`` as a :class:`~pathlib.Path`, or a one-line error for another type."""
+    if not isinstance(dir_path, str | os.PathLike) or not isinstance(prefix, str | None):
+        raise ScLongInputError(
+            f"give the saved model's folder as a path (and prefix as a string), not "
+            f"{type(dir_path).__name__}."
+        )
+    return Path(dir_path)
+
+
 def open_saved_model(
-    dir_path: str | os.PathLike, prefix: str | None, verify: bool, reader: Callable[[Path], Any]
+    dir_path: str | os.PathLike,
+    prefix: str | None,
+    verify: bool,
+    reader: Callable[[Path], Any],
+    cls: type | None = None,
 ) -> tuple[Path, dict, Any]:
     """``model.pt`` of a saved folder: found, checked against the manifest, read by ``reader``.
 
     ``reader`` gets the path and returns ``(content, extra)``: what :func:`torch.load` returns
     (safely: with ``weights_only=True``), which must be a saved model's dict, and anything
-    else it has (e.g. the page release of a memory-mapped read). Returns the path, the content
-    (not yet converted from plain data) and ``extra``, or raises as :func:`read_saved_model`.
+    else it has (e.g. the page release of a memory-mapped read). The content is checked
+    against the saved-model schema (:func:`~._saved_schema.check_saved_content`, attribute
+    names against ``cls``). Returns the path, the content (not yet converted from plain data)
+    and ``extra``, or raises as :func:`read_saved_model`.
     """
-    folder = Path(dir_path)
+    folder = saved_folder_path(dir_path, prefix)
     name = f"{prefix or ''}{MODEL_FILE}"
     path = folder / name
+    if not folder.exists():
+        raise ScLongFileNotFound(f"saved model folder not found: {folder}")
+    if not folder.is_dir():
+        raise ModelIntegrityError(
+            f"{folder} is a file, not a saved scLong model folder; give the folder that save() "
+            "wrote."
+        )
     if not path.exists():
-        raise FileNotFoundError(f"{folder} is not a saved scLong model: {name} not found.")
+        raise ScLongFileNotFound(f"{folder} is not a saved scLong model: {name} not found.")
     if verify:
         verify_manifest(folder, [name], prefix=prefix)
     try:
@@ -341,13 +362,28 @@ def open_saved_model(
             "load them with the version that wrote them, in an environment you trust, and "
             "save them again.)"
         ) from None
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
-        raise ModelIntegrityError(f"{path} is not a readable torch file ({error}).") from None
-    if not isinstance(content, dict) or not {"model_state_dict", "attr_dict"} <= set(content):
+    except ScLongError:
+        raise
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        pickle.UnpicklingError,
+        ValueError,
+        IndexError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        RecursionError,
+        OverflowError,
+        MemoryError,
+    ) as error:  # what torch's reader raises on damaged bytes
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
         raise ModelIntegrityError(
-            f"{path} is not a saved model (expected the keys model_state_dict, var_names, "
-            "attr_dict)."
-        )
+            f"{path} is not a readable torch file ({reason}); it is damaged: copy it again "
+            "from its source."
+        ) from None
+    check_saved_content(content, path, cls)
     return path, content, extra
 
 
@@ -357,6 +393,7 @@ def read_saved_model(
     *,
     verify: bool = True,
     map_location: str | torch.device = "cpu",
+    cls: type | None = None,
 ) -> dict:
     """Read a saved model's ``model.pt`` safely (``weights_only=True``) and verify it.
 
@@ -370,6 +407,9 @@ def read_saved_model(
         Check ``model.pt`` against ``manifest.json`` (sha256) first.
     map_location
         Where the tensors go.
+    cls
+        The class the model is loaded as: saved attribute names must not name its methods,
+        and its constructor must take the saved arguments.
 
     Returns
     -------
@@ -377,11 +417,11 @@ def read_saved_model(
 
     Raises
     ------
-    FileNotFoundError
-        No ``model.pt`` in ``dir_path``.
+    ScLongFileNotFound
+        No ``model.pt`` in ``dir_path`` (a :class:`FileNotFoundError`).
     ModelIntegrityError
-        A checksum mismatch (with ``verify``), content that is not a saved model, or weights
-        that are NaN or infinite.
+        A manifest that is not one, a checksum mismatch (with ``verify``), content that is not
+        a saved model's (:mod:`._saved_schema`), or weights that are NaN or infinite.
     UnsafeFileError
         The file refers to code or object types outside the allow-list; nothing was run.
     """
@@ -390,6 +430,7 @@ def read_saved_model(
         prefix,
         verify,
         lambda path: (safe_torch_load(path, map_location=map_location), None),
+        cls,
     )
     content = from_plain(content)
     state = content["model_state_dict"]
@@ -450,6 +491,39 @@ def save_head(
     )
 
 
+def _dry_build(model, spec: dict, state: dict, network, dir_path) -> None:
+    """Build the head described by ``spec`` on the meta device and compare it with ``state``.
+
+    Nothing is allocated: a damaged or edited ``spec`` that asks for other (or huge) layers is
+    refused before the real module is built. A spec that cannot be built on the meta device
+    (a build step that needs real values) is left to the real build and ``load_state_dict``.
+    """
+    try:
+        with torch.device("meta"):
+            if network is None:
+                model._build(spec)
+            else:
+                model._build(spec, network(spec, state))
+        expected = {name: tuple(value.shape) for name, value in model.module.named_parameters()}
+    except ScLongError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+        raise ModelIntegrityError(
+            f"{dir_path} holds a spec_ that does not build a {type(model).__name__} "
+            f"({type(error).__name__}: {error}); the file is corrupted or was edited."
+        ) from None
+    except (RuntimeError, NotImplementedError):  # an operation the meta device lacks
+        return
+    for name, shape in expected.items():
+        saved = state.get(name)
+        if saved is not None and tuple(saved.shape) != shape:
+            raise ModelIntegrityError(
+                f"The weights in {dir_path} do not fit the spec saved with them ({name}: saved "
+                f"{tuple(saved.shape)}, the spec needs {shape}); the file is corrupted or was "
+                "edited."
+            )
+
+
 def load_head(
     cls,
     dir_path: str | os.PathLike,
@@ -470,17 +544,25 @@ def load_head(
     """
     from scvi.model.base import BaseModelClass
 
-    saved = read_saved_model(dir_path, prefix, verify=verify)
+    saved = read_saved_model(dir_path, prefix, verify=verify, cls=cls)
     attrs, state = saved["attr_dict"], saved["model_state_dict"]
-    registry = attrs["registry_"]
+    registry = attrs.get("registry_")
+    if registry is None or not isinstance(attrs.get("spec_"), dict):
+        raise ModelIntegrityError(
+            f"{dir_path} is not a saved {cls.__name__} (no registry_ or spec_ in its model.pt)."
+        )
     if registry.get("model_name", cls.__name__) != cls.__name__:
-        raise ValueError(f"{dir_path} holds a {registry.get('model_name')}, not a {cls.__name__}.")
+        raise ModelIntegrityError(
+            f"{dir_path} holds a {registry.get('model_name')}, not a {cls.__name__}; load it "
+            f"with {registry.get('model_name')}.load."
+        )
     spec = attrs["spec_"]
     if check is not None:
         check(spec, attrs)
     cls.setup_anndata(adata, **dict(registry["setup_args"]))
     model = cls.__new__(cls)
     BaseModelClass.__init__(model, adata)
+    _dry_build(model, spec, state, network, dir_path)
     if network is None:
         model._build(spec)
     else:

@@ -4,10 +4,36 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..errors import ScLongInputError
+
 AttentionMode = Literal["faithful", "per_cell"]
+
+#: The whole-number fields of :class:`ScLongConfig` and their allowed ranges: wide enough for
+#: any real model (the 1B model: dim 200, large_dim 1280, 42 layers, 27,874 genes), narrow
+#: enough that a damaged or crafted configuration is refused before memory is allocated.
+_SIZE_BOUNDS: dict[str, tuple[int, int]] = {
+    "n_genes": (1, 1_000_000),
+    "dim": (1, 65_536),
+    "top_seq_len": (1, 1_000_000),
+    "large_dim": (1, 65_536),
+    "large_depth": (1, 1_024),
+    "large_heads": (1, 1_024),
+    "large_dim_head": (1, 65_536),
+    "mini_depth": (1, 1_024),
+    "mini_heads": (1, 1_024),
+    "mini_dim_head": (1, 65_536),
+    "decoder_depth": (1, 1_024),
+    "decoder_heads": (1, 1_024),
+    "decoder_dim_head": (1, 65_536),
+    "value_hidden_dim": (1, 65_536),
+    "ff_mult": (1, 64),
+    "nb_features": (1, 65_536),
+    "go_num_layers": (0, 64),
+}
 
 
 def _sizes(
@@ -124,26 +150,42 @@ class ScLongConfig:
     low_expression_branch: bool = True
 
     def __post_init__(self) -> None:
+        for name, (low, high) in _SIZE_BOUNDS.items():
+            value = getattr(self, name)
+            if value is None and name in ("n_genes", "nb_features"):
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Integral)
+                or not low <= value <= high
+            ):
+                raise ScLongInputError(
+                    f"ScLongConfig.{name} must be a whole number from {low} to {high}, got "
+                    f"{value!r} (a saved or edited configuration asks for a network that "
+                    "cannot be built)."
+                )
+            setattr(self, name, int(value))
+        for name in ("mask_threshold", "mask_value"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
+                raise ScLongInputError(f"ScLongConfig.{name} must be a number, got {value!r}.")
         if isinstance(self.low_expression_branch, str) or self.low_expression_branch not in (
             True,
             False,
         ):
-            raise ValueError(
+            raise ScLongInputError(
                 f"low_expression_branch must be True or False, not {self.low_expression_branch!r}."
             )
         self.low_expression_branch = bool(self.low_expression_branch)
         if self.attention_mode not in ("faithful", "per_cell"):
-            raise ValueError(
+            raise ScLongInputError(
                 f"attention_mode must be 'faithful' or 'per_cell', not {self.attention_mode!r}."
             )
         if self.mask_value > self.mask_threshold:
-            raise ValueError(
+            raise ScLongInputError(
                 f"mask_value ({self.mask_value}) must be <= mask_threshold "
                 f"({self.mask_threshold}) to be read as a mask token."
             )
-        for name in ("dim", "top_seq_len", "large_dim", "value_hidden_dim", "ff_mult"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
 
     @property
     def n_tokens(self) -> int:
@@ -199,10 +241,17 @@ class ScLongConfig:
         -------
         The config.
         """
+        if not isinstance(values, dict) or not all(isinstance(key, str) for key in values):
+            raise ScLongInputError(
+                f"A scLong configuration is a dict of field names and values, got "
+                f"{type(values).__name__}."
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"Unknown ScLongConfig fields {unknown}; known: {sorted(known)}.")
+            raise ScLongInputError(
+                f"Unknown ScLongConfig fields {unknown}; known: {sorted(known)}."
+            )
         return cls(**values)
 
     @classmethod
@@ -228,5 +277,5 @@ class ScLongConfig:
         The config.
         """
         if name not in _PRESETS:
-            raise ValueError(f"Unknown preset {name!r}; choose one of {cls.presets()}.")
+            raise ScLongInputError(f"Unknown preset {name!r}; choose one of {cls.presets()}.")
         return cls(**{**_PRESETS[name], **overrides})
