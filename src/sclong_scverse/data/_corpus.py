@@ -21,6 +21,7 @@ same cells with the same masks.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import math
 import os
@@ -36,11 +37,57 @@ import scipy.sparse as sp
 import torch
 
 from .._batch_keys import CHOSEN_KEY, POSITION_KEY, REPLACED_KEY, X_KEY
+from ..errors import ScLongError, ScLongFileError, ScLongFileNotFound, reading
 from ..pp._normalize import normalize_matrix
 from ..validation import ScLongInputError, ValueSummary, check_counts, summarize_values
 
 ValueKind = Literal["auto", "counts", "normalized"]
 _SAMPLE_ROWS = 64  # rows read to tell counts from normalised values
+#: what to give instead of a file or folder that is not a readable AnnData store
+_STORE_HINT = (
+    "give an AnnData store written by anndata (adata.write_h5ad or adata.write_zarr); if it was "
+    "copied or downloaded, copy it again"
+)
+
+
+class _MissingElement(ScLongInputError, KeyError):
+    """A layer or ``var`` column a store lacks (also a :class:`KeyError`, as before)."""
+
+    __str__ = BaseException.__str__  # the message as it is, without KeyError's quotes
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def _reading_store(path: Path) -> Iterator[None]:
+    """Report any failure to open or read the store ``path`` as one line that names it.
+
+    :func:`sclong_scverse.errors.reading` for AnnData stores, and more: a path that exists but
+    cannot be read (zarr's "no group found", a part of the store missing) is a
+    :class:`~sclong_scverse.errors.ScLongFileError`, never "not found"; what h5py reports as
+    ``RuntimeError`` and anndata's own read errors are converted too. The package's own errors
+    pass through unchanged.
+    """
+    what = "zarr store" if path.suffix == ".zarr" else "AnnData file"
+    try:
+        with reading(path, what, _STORE_HINT):
+            yield
+    except ScLongFileNotFound as error:
+        if not path.exists():
+            raise
+        cause = error.__cause__ or error
+        raise ScLongFileError(
+            f"cannot read {what} {path}: {_one_line(cause)}; {_STORE_HINT}"
+        ) from cause
+    except ScLongError:
+        raise
+    except Exception as error:  # h5py's RuntimeError, anndata's IORegistryError, ...
+        raise ScLongFileError(
+            f"cannot read {what} {path}: {_one_line(error)}; {_STORE_HINT}"
+        ) from error
 
 
 def _check_not_negative(summary: ValueSummary, where: str) -> None:
@@ -69,37 +116,68 @@ def expand_corpus_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) 
 
     Raises
     ------
-    FileNotFoundError
-        A path does not exist, or a folder / pattern names no store.
+    ScLongFileNotFound
+        A path does not exist, or a folder / pattern names no store (a
+        :class:`FileNotFoundError`).
+    ScLongFileError
+        A path is a file that is not a store (another format, or a ``.zarr`` that is a file).
+    ScLongInputError
+        ``paths`` is not a path or a list of them.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
+    if not isinstance(paths, Sequence) or not paths:
+        raise ScLongInputError(
+            f"paths must be a path, a glob pattern or a non-empty list of them, not {paths!r}."
+        )
     stores: list[Path] = []
     for entry in paths:
+        if not isinstance(entry, str | os.PathLike):
+            raise ScLongInputError(
+                f"paths holds {entry!r} ({type(entry).__name__}); give each store as a path."
+            )
         text = os.fspath(entry)
         path = Path(text)
         if any(char in text for char in "*?["):
             found = sorted(Path(p) for p in glob.glob(text, recursive=True))
             found = [p for p in found if _is_store(p)]
             if not found:
-                raise FileNotFoundError(f"no .h5ad file or .zarr store matches {text!r}.")
+                raise ScLongFileNotFound(
+                    f"no .h5ad file or .zarr store matches {text!r}; check the pattern (a "
+                    "store is a file ending in .h5ad or a folder ending in .zarr)."
+                )
             stores.extend(found)
         elif _is_store(path):
             stores.append(path)
         elif path.is_dir():
             found = sorted(p for p in path.iterdir() if _is_store(p))
             if not found:
-                raise FileNotFoundError(
+                raise ScLongFileNotFound(
                     f"the folder {path} holds no .h5ad file or .zarr store (looked directly "
                     "inside it; pass a glob such as 'folder/**/*.h5ad' for subfolders)."
                 )
             stores.extend(found)
+        elif path.exists():
+            raise ScLongFileError(_not_a_store(path))
         else:
-            raise FileNotFoundError(
+            raise ScLongFileNotFound(
                 f"{path} does not exist (expected an .h5ad file, a .zarr store, a folder of "
                 "them or a glob pattern)."
             )
     return stores
+
+
+def _not_a_store(path: Path) -> str:
+    """Why an existing file that is not a store cannot be read, and what to give instead."""
+    if path.suffix == ".zarr":
+        return (
+            f"{path} is a file, but a zarr store is a folder: give the .zarr folder that "
+            "adata.write_zarr wrote."
+        )
+    return (
+        f"{path} is not an AnnData store (the corpus reads .h5ad files and .zarr folders): read "
+        "it with anndata or scanpy and write it with adata.write_h5ad, then give that file."
+    )
 
 
 def _is_store(path: Path) -> bool:
@@ -109,32 +187,74 @@ def _is_store(path: Path) -> bool:
 
 
 def _open_group(path: Path):
-    """The root group of an AnnData store (h5py file or zarr group), read-only."""
+    """The root group of an AnnData store (h5py file or zarr group), read-only.
+
+    Raises
+    ------
+    ScLongFileError
+        ``path`` is an empty file, not an HDF5 file, a truncated one, a folder that is not a
+        zarr store, or a store without ``var`` (not AnnData).
+    """
     if path.suffix == ".zarr":
         import zarr
 
-        return zarr.open(str(path), mode="r")
-    import h5py
+        if path.is_dir() and not any((path / name).is_file() for name in ("zarr.json", ".zgroup")):
+            state = "it is empty" if not any(path.iterdir()) else "no zarr.json or .zgroup in it"
+            raise ScLongFileError(
+                f"{path} is not a zarr store ({state}): give the .zarr folder that "
+                "adata.write_zarr wrote."
+            )
+        group = zarr.open(str(path), mode="r")
+        if not hasattr(group, "keys"):
+            raise ScLongFileError(
+                f"{path} is a zarr array, not an AnnData store: give the .zarr folder that "
+                "adata.write_zarr wrote."
+            )
+    else:
+        import h5py
 
-    return h5py.File(path, "r")
+        if path.is_file() and path.stat().st_size == 0:
+            raise ScLongFileError(f"{path} is empty (0 bytes), not an .h5ad file; {_STORE_HINT}.")
+        try:
+            group = h5py.File(path, "r")
+        except OSError as error:
+            text = str(error)
+            if "file signature not found" in text:
+                reason = "it is not an HDF5 file"
+            elif "truncated file" in text:
+                reason = "it is truncated (shorter than its header says)"
+            else:
+                raise
+            message = f"{path} is not a readable .h5ad file: {reason}; {_STORE_HINT}."
+            raise ScLongFileError(message) from error
+    if "var" not in group:
+        getattr(group, "close", lambda: None)()
+        raise ScLongFileError(
+            f"{path} is not an AnnData store (it has no var, the genes); {_STORE_HINT}."
+        )
+    return group
 
 
-def _matrix_element(group, element: str):
-    """The on-disk matrix (sparse dataset or array) at ``element`` of an open store."""
+def _matrix_element(group, element: str, path: Path):
+    """The on-disk matrix (sparse dataset or array) at ``element`` of the store ``path``."""
     from anndata.io import sparse_dataset
 
     if element not in group:
         where = "adata.X" if element == "X" else f"adata.{element.replace('/', '[')}]"
-        raise KeyError(f"{where} is not in this store (layers: {_layer_names(group)}).")
+        layers = _layer_names(group)
+        raise _MissingElement(
+            f"{path}: {where} is not in this store (layers: {layers})"
+            + ("; pass layer= with one of them." if layers else ".")
+        )
     node = group[element]
     encoding = node.attrs.get("encoding-type", "")
     if encoding in ("csr_matrix", "csc_matrix"):
         return sparse_dataset(node)
     if hasattr(node, "shape") and len(node.shape) == 2:
         return node
-    raise ScLongInputError(
-        f"{element} has encoding {encoding!r}; the corpus reads CSR/CSC sparse or dense 2-d "
-        "matrices."
+    raise ScLongFileError(
+        f"{path}: {element} has encoding {encoding!r}; the corpus reads CSR/CSC sparse or dense "
+        "2-d matrices (write the store again with anndata)."
     )
 
 
@@ -152,6 +272,19 @@ def _read_rows(matrix, rows: np.ndarray) -> sp.csr_matrix:
     else:
         block = matrix[rows]
     if sp.issparse(block):
+        # a damaged store's pointers or indices out of range would crash scipy's C++ code
+        pointers = np.asarray(block.indptr)
+        if (
+            pointers[0] != 0
+            or (np.diff(pointers) < 0).any()
+            or pointers[-1] != len(block.indices)
+            or len(block.indices) != len(block.data)
+        ):
+            raise ValueError("its sparse matrix is damaged (indptr out of order or out of range)")
+        try:
+            block.check_format(full_check=True)
+        except ValueError as error:
+            raise ValueError(f"its sparse matrix is damaged ({error})") from error
         return sp.csr_matrix(block, dtype=np.float32)
     return sp.csr_matrix(np.asarray(block, dtype=np.float32))
 
@@ -228,13 +361,17 @@ class ScLongCorpus:
 
     Raises
     ------
-    FileNotFoundError
-        A path does not exist, or a folder / pattern names no store.
-    KeyError
-        The matrix (``layer``) or the ``gene_id_key`` column is not in a store.
+    ScLongFileNotFound
+        A path does not exist, or a folder / pattern names no store (a
+        :class:`FileNotFoundError`).
+    ScLongFileError
+        A path exists but is not a readable AnnData store: another format, empty, truncated,
+        corrupted, a folder that is not a zarr store (one line naming it; a :class:`ValueError`).
     ScLongInputError
-        A store's gene ids are duplicated (named, with a few of the names), do not match its
-        matrix, or its values are neither counts nor scLong-normalised.
+        The matrix (``layer``) or the ``gene_id_key`` column is not in a store (also a
+        :class:`KeyError`); a store's gene ids are duplicated (named, with a few of the names),
+        do not match its matrix, or its values are neither counts nor scLong-normalised; an
+        argument is out of range.
 
     Examples
     --------
@@ -258,11 +395,16 @@ class ScLongCorpus:
         empty_cells: Literal["skip", "error"] = "skip",
     ):
         if values not in ("auto", "counts", "normalized"):
-            raise ValueError(f"values must be 'auto', 'counts' or 'normalized', not {values!r}.")
+            raise ScLongInputError(
+                f"values must be 'auto', 'counts' or 'normalized', not {values!r}."
+            )
         if empty_cells not in ("skip", "error"):
-            raise ValueError(f"empty_cells must be 'skip' or 'error', not {empty_cells!r}.")
+            raise ScLongInputError(f"empty_cells must be 'skip' or 'error', not {empty_cells!r}.")
         if int(block_size) < 1 or int(shuffle_window) < 1:
-            raise ValueError("block_size and shuffle_window must be at least 1.")
+            raise ScLongInputError(
+                f"block_size and shuffle_window must be at least 1, not {block_size} and "
+                f"{shuffle_window}."
+            )
         self.paths = expand_corpus_paths(paths)
         self.layer = layer
         self.gene_id_key = gene_id_key
@@ -294,46 +436,54 @@ class ScLongCorpus:
         return self.gene_id_key
 
     def _open(self, path: Path, values: ValueKind) -> CorpusStore:
+        element = "X" if self.layer is None else f"layers/{self.layer}"
+        with _reading_store(path):
+            group = _open_group(path)
+            try:
+                return self._read_store(group, path, element, values)
+            finally:
+                close = getattr(group, "close", None)
+                if close is not None:
+                    close()
+
+    def _read_store(self, group, path: Path, element: str, values: ValueKind) -> CorpusStore:
+        """The :class:`CorpusStore` of an open store: shape, genes, value kind."""
         from anndata.io import read_elem
 
-        element = "X" if self.layer is None else f"layers/{self.layer}"
-        group = _open_group(path)
-        try:
-            try:
-                matrix = _matrix_element(group, element)
-            except KeyError as error:
-                raise KeyError(f"{path}: {error.args[0]}") from None
-            n_obs, n_vars = (int(n) for n in matrix.shape)
-            var = read_elem(group["var"])
-            key = self._key_for(path)
-            if key is None:
-                ids = pd.Index(var.index.astype(str))
-            elif key in var.columns:
-                ids = pd.Index(var[key].astype(str))
-            else:
-                raise KeyError(
-                    f"{path}: gene_id_key {key!r} is not a var column (columns: "
-                    f"{list(var.columns)}; None = var_names)."
-                )
-            if len(ids) != n_vars:
-                raise ScLongInputError(f"{path}: var has {len(ids)} genes but {element} {n_vars}.")
-            if ids.has_duplicates:
-                counts = ids.value_counts()
-                duplicated = counts[counts > 1]
-                examples = ", ".join(f"{g!r} x{n}" for g, n in duplicated.head(5).items())
-                where = "var_names" if key is None else f"var[{key!r}]"
-                raise ScLongInputError(
-                    f"{path}: {where} has {len(duplicated)} duplicated gene names (e.g. "
-                    f"{examples}); only one of each would be read (setup_anndata refuses them "
-                    "too). Make them unique in the store, e.g. sum the duplicated genes or use "
-                    "unique ids (Ensembl) with gene_id_key=, and write it again."
-                )
-            sample = _read_rows(matrix, np.arange(min(n_obs, _SAMPLE_ROWS)))
-            kind = self._value_kind(path, element, sample, values)
-        finally:
-            close = getattr(group, "close", None)
-            if close is not None:
-                close()
+        matrix = _matrix_element(group, element, path)
+        n_obs, n_vars = (int(n) for n in matrix.shape)
+        var = read_elem(group["var"])
+        if not isinstance(var, pd.DataFrame):
+            raise ScLongFileError(
+                f"{path}: var is a {type(var).__name__}, not a table of genes; {_STORE_HINT}."
+            )
+        key = self._key_for(path)
+        if key is None:
+            ids = pd.Index(var.index.astype(str))
+        elif key in var.columns:
+            ids = pd.Index(var[key].astype(str))
+        else:
+            raise _MissingElement(
+                f"{path}: gene_id_key {key!r} is not a var column (columns: "
+                f"{list(var.columns)}; None = var_names)."
+            )
+        if len(ids) != n_vars:
+            raise ScLongFileError(
+                f"{path}: var has {len(ids)} genes but {element} {n_vars}; {_STORE_HINT}."
+            )
+        if ids.has_duplicates:
+            counts = ids.value_counts()
+            duplicated = counts[counts > 1]
+            examples = ", ".join(f"{g!r} x{n}" for g, n in duplicated.head(5).items())
+            where = "var_names" if key is None else f"var[{key!r}]"
+            raise ScLongInputError(
+                f"{path}: {where} has {len(duplicated)} duplicated gene names (e.g. "
+                f"{examples}); only one of each would be read (setup_anndata refuses them "
+                "too). Make them unique in the store, e.g. sum the duplicated genes or use "
+                "unique ids (Ensembl) with gene_id_key=, and write it again."
+            )
+        sample = _read_rows(matrix, np.arange(min(n_obs, _SAMPLE_ROWS)))
+        kind = self._value_kind(path, element, sample, values)
         return CorpusStore(path, element, n_obs, n_vars, ids, kind)
 
     def _value_kind(self, path: Path, element: str, sample: sp.csr_matrix, values: str) -> str:
@@ -515,10 +665,16 @@ class ScLongCorpus:
             here = np.flatnonzero(distinct == index)
             order = np.argsort(rows[here], kind="stable")
             unique_rows, inverse = np.unique(rows[here][order], return_inverse=True)
-            if store.path not in open_stores:
-                group = _open_group(store.path)
-                open_stores[store.path] = (group, _matrix_element(group, store.element))
-            block = _read_rows(open_stores[store.path][1], unique_rows)
+            with _reading_store(store.path):
+                if store.path not in open_stores:
+                    group = _open_group(store.path)
+                    try:
+                        matrix = _matrix_element(group, store.element, store.path)
+                    except BaseException:
+                        getattr(group, "close", lambda: None)()
+                        raise
+                    open_stores[store.path] = (group, matrix)
+                block = _read_rows(open_stores[store.path][1], unique_rows)
             block = self._checked(block, store, unique_rows)
             sums = np.asarray(block.sum(axis=1)).ravel()
             if store.values == "counts":

@@ -8,11 +8,18 @@ import lightning.pytorch as pl
 import torch
 
 from .._batch_keys import POSITION_KEY
+from ..errors import ScLongInputError
 from ._corpus import CorpusBatches, ScLongCorpus
 
 
 class _EpochLoader(torch.utils.data.DataLoader):
-    """A data loader that tells its dataset the epoch (and resume point) at each ``iter``."""
+    """A data loader that tells its dataset the epoch (and resume point) at each ``iter``.
+
+    It is stateful in Lightning's sense (:meth:`state_dict` / :meth:`load_state_dict`): its
+    state is the data module's corpus position (:meth:`CorpusDataModule.state_dict`), so a
+    checkpoint written in the middle of an epoch records where the loader stands, and Lightning
+    restores it (and has no reason to warn that the loader is not resumable).
+    """
 
     def __init__(self, dataset: CorpusBatches, datamodule: CorpusDataModule, **kwargs):
         super().__init__(dataset, batch_size=None, **kwargs)
@@ -31,6 +38,32 @@ class _EpochLoader(torch.utils.data.DataLoader):
         self.dataset.epoch, self.dataset.start = epoch, start
         datamodule._epoch = epoch
         return super().__iter__()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The corpus position: the data module's :meth:`~CorpusDataModule.state_dict`.
+
+        Returns
+        -------
+        ``epoch`` and ``next_batch`` (the batch after the last one handed to training) and
+        what they depend on (``seed``, ``n_obs``, ``batch_size``, ``world_size``).
+        """
+        return self._datamodule.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue at a saved position (:meth:`CorpusDataModule.load_state_dict`).
+
+        Parameters
+        ----------
+        state_dict
+            What :meth:`state_dict` returned; the same record as the data module's, so loading
+            both (as Lightning does) sets the same position.
+
+        Raises
+        ------
+        ScLongInputError
+            It was written with another corpus, seed, batch size or number of processes.
+        """
+        self._datamodule.load_state_dict(state_dict)
 
 
 class CorpusDataModule(pl.LightningDataModule):
@@ -94,7 +127,7 @@ class CorpusDataModule(pl.LightningDataModule):
             replace_fraction=self.replace_fraction,
         )
         if len(dataset) == 0:
-            raise ValueError(
+            raise ScLongInputError(
                 f"the corpus has {self.corpus.n_obs:,} cells, fewer than one global batch of "
                 f"{self.batch_size * world:,} (batch_size {self.batch_size} x {world} "
                 "processes): use a smaller batch_size."
@@ -126,7 +159,19 @@ class CorpusDataModule(pl.LightningDataModule):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume at the saved position (checked against this corpus and batch size)."""
+        """Resume at the saved position (checked against this corpus and batch size).
+
+        Parameters
+        ----------
+        state_dict
+            What :meth:`state_dict` returned when the checkpoint was written.
+
+        Raises
+        ------
+        ScLongInputError
+            It was written with another corpus, seed, batch size or number of processes, or it
+            holds no readable position.
+        """
         for key, mine in (
             ("seed", self.corpus.seed),
             ("n_obs", self.corpus.n_obs),
@@ -134,11 +179,19 @@ class CorpusDataModule(pl.LightningDataModule):
             ("world_size", self._rank_and_world()[1]),
         ):
             if key in state_dict and int(state_dict[key]) != int(mine):
-                raise ValueError(
+                raise ScLongInputError(
                     f"this checkpoint was written with corpus {key} {state_dict[key]}, but the "
                     f"run resuming it has {mine}: resume with the same corpus (same stores in "
                     "the same order), seed, batch size and number of processes, or start a "
                     "new run."
                 )
-        self._resume_at = (int(state_dict["epoch"]), int(state_dict["next_batch"]))
-        self._next = self._resume_at
+        try:
+            position = (int(state_dict["epoch"]), int(state_dict["next_batch"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ScLongInputError(
+                f"this checkpoint's corpus position is not readable ({type(error).__name__}: "
+                f"{error}): resume from a checkpoint that SCLONG.pretrain wrote, or start a "
+                "new run."
+            ) from None
+        self._resume_at = position
+        self._next = position

@@ -13,11 +13,13 @@ attention's key stabiliser depends on) are the same whatever the number of proce
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from ._corpus import ScLongCorpus
+from ..errors import ScLongInputError
+from ._corpus import ScLongCorpus, _open_group, _reading_store
 
 #: keys of an embedding mini-batch (besides the values under ``"X"``)
 BLOCK_KEY = "block"  # (block id, store index, first row, end row of the batch, last in block)
@@ -39,7 +41,7 @@ def embedding_blocks(corpus: ScLongCorpus, block_size: int) -> np.ndarray:
         Rows per block.
     """
     if int(block_size) < 1:
-        raise ValueError(f"block_size must be at least 1, got {block_size}.")
+        raise ScLongInputError(f"block_size must be at least 1, got {block_size}.")
     rows = []
     for index in distinct_stores(corpus):
         n_obs = corpus.stores[index].n_obs
@@ -80,7 +82,7 @@ class CorpusEmbedBatches(torch.utils.data.IterableDataset):
     def __init__(self, corpus: ScLongCorpus, blocks: np.ndarray, batch_size: int):
         super().__init__()
         if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+            raise ScLongInputError(f"batch_size must be at least 1, got {batch_size}.")
         self.corpus = corpus
         self.batch_size = int(batch_size)
         self.batches = self._cut(np.asarray(blocks, dtype=np.int64).reshape(-1, 4))
@@ -126,19 +128,19 @@ def store_obs_names(path, element: str = "obs") -> Sequence[str]:
     """The ``obs_names`` of an on-disk AnnData store (its index only, not the columns)."""
     from anndata.io import read_elem
 
-    from ._corpus import _open_group
-
-    group = _open_group(path)
-    try:
-        obs = group[element]
-        index = obs.attrs.get("_index")
-        if index is not None and index in obs:
-            names = read_elem(obs[index])
-        else:
-            names = read_elem(obs).index
-        # object first: zarr v3 stores give numpy's StringDType, which casts to object only
-        return np.asarray(names).astype(object).astype(str)
-    finally:
-        close = getattr(group, "close", None)
-        if close is not None:
-            close()
+    path = Path(path)
+    with _reading_store(path):
+        group = _open_group(path)
+        try:
+            obs = group[element]
+            index = obs.attrs.get("_index")
+            if index is not None and index in obs:
+                names = read_elem(obs[index])
+            else:
+                names = read_elem(obs).index
+            # object first: zarr v3 stores give numpy's StringDType, which casts to object only
+            return np.asarray(names).astype(object).astype(str)
+        finally:
+            close = getattr(group, "close", None)
+            if close is not None:
+                close()

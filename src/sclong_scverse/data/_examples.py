@@ -8,6 +8,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from ..errors import ScLongInputError
+
 Batch = dict[str, torch.Tensor]
 
 
@@ -73,11 +75,11 @@ class ExampleDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+            raise ScLongInputError(f"batch_size must be a positive integer, got {batch_size!r}.")
         self.examples = {k: torch.as_tensor(v) for k, v in examples.items()}
         sizes = {len(v) for v in self.examples.values()}
         if len(sizes) != 1:
-            raise ValueError(f"All example fields need the same length; got {sorted(sizes)}.")
+            raise ScLongInputError(f"All example fields need the same length; got {sorted(sizes)}.")
         self.train_idx = np.asarray(train_idx, dtype=np.int64)
         self.val_idx = np.asarray([] if val_idx is None else val_idx, dtype=np.int64)
         self.test_idx = np.asarray([] if test_idx is None else test_idx, dtype=np.int64)
@@ -85,9 +87,14 @@ class ExampleDataModule(pl.LightningDataModule):
             np.intersect1d(self.train_idx, self.val_idx).size
             or np.intersect1d(self.train_idx, self.test_idx).size
         ):
-            raise ValueError("Training examples overlap the validation or test examples.")
+            raise ScLongInputError(
+                "Training examples overlap the validation or test examples; give disjoint "
+                "train_idx, val_idx and test_idx."
+            )
         if not len(self.train_idx):
-            raise ValueError("No training examples.")
+            raise ScLongInputError(
+                "No training examples; give train_idx with at least one example."
+            )
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.augment = augment
