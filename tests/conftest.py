@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 import sclong_scverse as scl
 from sclong_scverse.model import SCLONG
@@ -25,6 +26,25 @@ from sclong_scverse.model import SCLONG
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO / "tests" / "data"  # see tests/data/PROVENANCE.md
 SHARED = Path(os.environ.get("SCLONG_SHARED", REPO.parent / "shared"))
+
+# hypothesis profiles of the property suites (tests/test_properties.py, test_fuzz_readers.py,
+# test_saved_trust.py): SCLONG_HYPOTHESIS_PROFILE=ci (default: derandomized, few examples) or
+# long (random, 10-20 times more)
+_HYPOTHESIS_COMMON = dict(
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
+settings.register_profile(
+    "ci", derandomize=True, database=None, max_examples=10, **_HYPOTHESIS_COMMON
+)
+settings.register_profile("long", max_examples=200, **_HYPOTHESIS_COMMON)
+HYPOTHESIS_PROFILE = os.environ.get("SCLONG_HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(HYPOTHESIS_PROFILE)
 
 
 def _first_present(candidates: list[Path], marker: str) -> Path:

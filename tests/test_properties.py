@@ -38,10 +38,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sclong_scverse as scl
+from conftest import HYPOTHESIS_PROFILE
 from sclong_scverse.go import read_gaf, read_gene2go, read_gmt
 from sclong_scverse.model import SCLONG
 from sclong_scverse.model._anndata import MIN_QUERY_COVERAGE
@@ -49,19 +50,7 @@ from sclong_scverse.module._module import DEFAULT_POOLING, POOLINGS, pooled_dim
 from sclong_scverse.pp import ScLongInputError
 from sclong_scverse.validation import to_memory
 
-_COMMON = dict(
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.filter_too_much,
-    ],
-)
-settings.register_profile("ci", derandomize=True, database=None, max_examples=10, **_COMMON)
-settings.register_profile("long", max_examples=200, **_COMMON)
-PROFILE = os.environ.get("SCLONG_HYPOTHESIS_PROFILE", "ci")
-settings.load_profile(PROFILE)
+PROFILE = HYPOTHESIS_PROFILE  # registered and loaded in conftest.py
 
 #: examples per property: (ci, long)
 EXAMPLES = {

@@ -333,6 +333,34 @@ def featurize_drugs(
     }
 
 
+_GRAPH_HINT = (
+    "give DeepCDR's drug_graph_feat.zip or its unpacked folder of <pubchem id>.hkl files "
+    "(GitHub kimmo1019/DeepCDR data/)"
+)
+
+
+def _parse_hkl(handle: Any) -> DeepCDRGraph:
+    """One DeepCDR ``.hkl`` (hickle: HDF5 of ``[features, adjacency list, degrees]``)."""
+    import h5py
+
+    with h5py.File(handle, "r") as f:
+        root = f["data_0"]
+
+        def items(group) -> list:
+            keys = sorted(group.keys(), key=lambda k: int(k.split("_")[1]))
+            return [
+                np.asarray([], dtype=np.int64)
+                if isinstance(group[k], h5py.Group)  # an empty list (an isolated atom)
+                else group[k][()]
+                for k in keys
+            ]
+
+        features = np.asarray(root["data_0"][()], dtype=np.float64)
+        adjacency = [[int(v) for v in np.atleast_1d(a)] for a in items(root["data_1"])]
+        degrees = np.asarray(items(root["data_2"]), dtype=np.int32)
+    return DeepCDRGraph(features, adjacency, degrees)
+
+
 def read_deepcdr_graph_features(path: str | Path) -> dict[str, DeepCDRGraph]:
     """Read DeepCDR's shipped drug features (``drug_graph_feat.zip`` or its folder of ``.hkl``).
 
@@ -347,37 +375,37 @@ def read_deepcdr_graph_features(path: str | Path) -> dict[str, DeepCDRGraph]:
     Returns
     -------
     PubChem id -> :class:`DeepCDRGraph`.
+
+    Raises
+    ------
+    ScLongFileNotFound
+        Nothing at ``path``.
+    ScLongFileError
+        Not a zip file, or a ``.hkl`` that is not DeepCDR's (damaged, truncated, another
+        layout); the message names it.
     """
     import io
 
-    import h5py
+    from .._files import as_path, existing_file, reading
+    from ..errors import ScLongFileError
 
-    def parse(handle) -> DeepCDRGraph:
-        with h5py.File(handle, "r") as f:
-            root = f["data_0"]
-
-            def items(group) -> list:
-                keys = sorted(group.keys(), key=lambda k: int(k.split("_")[1]))
-                return [
-                    np.asarray([], dtype=np.int64)
-                    if isinstance(group[k], h5py.Group)  # an empty list (an isolated atom)
-                    else group[k][()]
-                    for k in keys
-                ]
-
-            features = np.asarray(root["data_0"][()], dtype=np.float64)
-            adjacency = [[int(v) for v in np.atleast_1d(a)] for a in items(root["data_1"])]
-            degrees = np.asarray(items(root["data_2"]), dtype=np.int32)
-        return DeepCDRGraph(features, adjacency, degrees)
-
-    path = Path(path)
+    path = as_path(path, "DeepCDR drug feature file")
     out: dict[str, DeepCDRGraph] = {}
     if path.is_dir():
-        for file in sorted(path.rglob("*.hkl")):
-            out[file.stem] = parse(file)
+        files = sorted(path.rglob("*.hkl"))
+        if not files:
+            raise ScLongFileError(f"{path} holds no .hkl file; {_GRAPH_HINT}.")
+        for file in files:
+            with reading(file, "DeepCDR drug feature file", _GRAPH_HINT):
+                out[file.stem] = _parse_hkl(file)
         return out
-    with zipfile.ZipFile(path) as archive:
-        for member in sorted(archive.namelist()):
-            if member.endswith(".hkl"):
-                out[Path(member).stem] = parse(io.BytesIO(archive.read(member)))
+    path = existing_file(path, "DeepCDR drug feature archive", _GRAPH_HINT)
+    with reading(path, "DeepCDR drug feature archive", _GRAPH_HINT):
+        with zipfile.ZipFile(path) as archive:
+            for member in sorted(archive.namelist()):
+                if member.endswith(".hkl"):
+                    data = archive.read(member)
+                    # a member is named as a path inside the archive: .../drug_graph_feat.zip/x.hkl
+                    with reading(path / member, "DeepCDR drug feature file", _GRAPH_HINT):
+                        out[Path(member).stem] = _parse_hkl(io.BytesIO(data))
     return out

@@ -10,12 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._files import existing_file, reading
 from ..validation import ScLongInputError
 
 logger = logging.getLogger(__name__)
 
 #: Columns of DeepDDS's ``new_labels_0_10.csv`` (drugs as SMILES, cell line name, 0/1 label).
 DEEPDDS_COLUMNS = ("drug1", "drug2", "cell", "label")
+_DRUGS_HINT = "give DeepDDS's drugs_0_10.csv (no header: name, SMILES, ...)"
+_LABELS_HINT = "give DeepDDS's new_labels_0_10.csv (header drug1,drug2,cell,label)"
 
 
 def read_deepdds_drugs(path: str | os.PathLike) -> pd.Series:
@@ -34,17 +37,23 @@ def read_deepdds_drugs(path: str | os.PathLike) -> pd.Series:
     ------
     ScLongInputError
         Fewer than two columns, or a name listed twice with different SMILES.
+    ScLongFileNotFound
+        No file at ``path``.
+    ScLongFileError
+        Not a CSV file (a folder, empty, not text, damaged).
     """
-    table = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
-    if table.shape[1] < 2:
-        raise ScLongInputError(f"{Path(path).name} needs at least two columns (name, SMILES).")
-    table = table.drop_duplicates(subset=[0, 1])
-    if table[0].duplicated().any():
-        raise ScLongInputError(
-            f"{Path(path).name} gives some drugs two SMILES: "
-            f"{sorted(table.loc[table[0].duplicated(), 0])[:5]}."
-        )
-    return pd.Series(table[1].to_numpy(), index=pd.Index(table[0].to_numpy(), name="drug"))
+    path = existing_file(path, "DeepDDS drug table", _DRUGS_HINT)
+    with reading(path, "DeepDDS drug table", _DRUGS_HINT):
+        table = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
+        if table.shape[1] < 2:
+            raise ScLongInputError(f"{path.name} needs at least two columns (name, SMILES).")
+        table = table.drop_duplicates(subset=[0, 1])
+        if table[0].duplicated().any():
+            raise ScLongInputError(
+                f"{path.name} gives some drugs two SMILES: "
+                f"{sorted(table.loc[table[0].duplicated(), 0])[:5]}."
+            )
+        return pd.Series(table[1].to_numpy(), index=pd.Index(table[0].to_numpy(), name="drug"))
 
 
 def read_deepdds_combinations(
@@ -78,8 +87,25 @@ def read_deepdds_combinations(
     ScLongInputError
         A column missing, a label other than 0 / 1, empty drug or cell fields, or (with
         ``drugs``) drugs that are in neither the names nor the SMILES of ``drugs``.
+    ScLongFileNotFound
+        No file at ``path`` (or at ``drugs``).
+    ScLongFileError
+        Not a CSV file (a folder, empty, not text, damaged).
     """
-    path = Path(path)
+    path = existing_file(path, "DeepDDS label file", _LABELS_HINT)
+    if isinstance(drugs, str | os.PathLike):
+        drugs = read_deepdds_drugs(drugs)
+    elif drugs is not None and not isinstance(drugs, Mapping | pd.Series):
+        raise ScLongInputError(
+            "drugs must be DeepDDS's drug table (a path, or a mapping name -> SMILES) or None, "
+            f"not {type(drugs).__name__}."
+        )
+    with reading(path, "DeepDDS label file", _LABELS_HINT):
+        return _combinations(path, drugs)
+
+
+def _combinations(path: Path, drugs: Mapping[str, str] | pd.Series | None) -> dict:
+    """:func:`read_deepdds_combinations` on an existing file, ``drugs`` read."""
     table = pd.read_csv(path, dtype={"drug1": str, "drug2": str, "cell": str})
     missing = [c for c in DEEPDDS_COLUMNS if c not in table.columns]
     if missing:
@@ -118,8 +144,6 @@ def read_deepdds_combinations(
         smiles = pd.Series(names, index=pd.Index(names, name="drug"))
         drug1, drug2 = table["drug1"], table["drug2"]
     else:
-        if isinstance(drugs, str | os.PathLike):
-            drugs = read_deepdds_drugs(drugs)
         smiles = pd.Series(dict(drugs), dtype=object)
         smiles.index = smiles.index.astype(str)
         by_smiles = {v: k for k, v in smiles.items()}

@@ -19,6 +19,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .._files import as_path, existing_file, reading
+from ..errors import ScLongFileNotFound
 from ..validation import ScLongInputError
 from ._cellbench import shared_data_dir
 
@@ -31,6 +33,12 @@ GCTX_BLOCK = 4096
 #: ``adata.uns`` key marking signature (z-score) data.
 SIGNATURES_KEY = "sclong_signatures"
 _UNITS = {"um": 1.0, "µm": 1.0, "μm": 1.0, "nm": 1e-3, "mm": 1e3, "pm": 1e-6}
+_SIGNATURES_HINT = (
+    "give a CSV in DeepCE's layout (sig_id, pert_id, pert_type, cell_id, pert_idose, then genes)"
+)
+_GCTX_HINT = "give an L1000 GCTx file (HDF5, e.g. GSE92742 Level 5 from GEO)"
+_VECTORS_HINT = "give DeepCE's data/gene_vector.csv (GitHub pth1993/DeepCE)"
+_SMILES_HINT = "give DeepCE's data/drugs_smiles.csv (GitHub pth1993/DeepCE)"
 _DOSE = re.compile(r"^\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*([a-zA-Zµμ]*)\s*$")
 
 
@@ -124,6 +132,17 @@ def check_not_signatures(adata, where: str = "this function") -> None:
         )
 
 
+def _ids(values: Sequence[str] | None, what: str) -> list[str] | None:
+    """``values`` as a list of strings (``None`` stays ``None``); one string is refused."""
+    if values is None:
+        return None
+    if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+        raise ScLongInputError(
+            f"{what} must be a list of ids, not {type(values).__name__} {str(values)[:40]!r}."
+        )
+    return [str(v) for v in values]
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, low_memory=False)
 
@@ -180,12 +199,29 @@ def read_deepce_signatures(
     ScLongInputError
         Metadata columns missing, ``genes`` not all in the file, non-numeric gene values,
         unreadable doses, or an unknown ``replicates``.
+    ScLongFileNotFound
+        No file at ``path``.
+    ScLongFileError
+        Not a CSV file (a folder, empty, not text, damaged).
     """
-    path = Path(path)
     if replicates not in ("median_rank", "mean", "keep"):
         raise ScLongInputError(
             f"replicates must be 'median_rank', 'mean' or 'keep', not {replicates!r}."
         )
+    genes = _ids(genes, "genes")
+    path = existing_file(path, "DeepCE signature file", _SIGNATURES_HINT)
+    with reading(path, "DeepCE signature file", _SIGNATURES_HINT):
+        return _deepce_signatures(path, genes, pert_type, time, replicates)
+
+
+def _deepce_signatures(
+    path: Path,
+    genes: Sequence[str] | None,
+    pert_type: str | None,
+    time: str | None,
+    replicates: str,
+) -> ad.AnnData:
+    """:func:`read_deepce_signatures` once its arguments are checked."""
     table = _read_table(path)
     missing = [c for c in DEEPCE_COLUMNS if c not in table.columns]
     if missing:
@@ -196,7 +232,6 @@ def read_deepce_signatures(
         )
     gene_columns = [c for c in table.columns if c not in DEEPCE_COLUMNS]
     if genes is not None:
-        genes = [str(g) for g in genes]
         absent = [g for g in genes if g not in gene_columns]
         if absent:
             raise ScLongInputError(
@@ -353,10 +388,27 @@ def read_gctx(
     ScLongInputError
         Not a GCTx file (no ``/0/DATA/0/matrix``), a matrix whose shape differs from the id
         lists, or unknown ids.
+    ScLongFileNotFound
+        No file at ``path``.
+    ScLongFileError
+        Not an HDF5 file (a folder, empty, truncated, damaged).
     """
+    rows, cols = _ids(rows, "rows"), _ids(cols, "cols")
+    path = existing_file(path, "GCTx file", _GCTX_HINT)
+    with reading(path, "GCTx file", _GCTX_HINT):
+        return _read_gctx(path, rows, cols, row_metadata, col_metadata)
+
+
+def _read_gctx(
+    path: Path,
+    rows: Sequence[str] | None,
+    cols: Sequence[str] | None,
+    row_metadata: pd.DataFrame | None,
+    col_metadata: pd.DataFrame | None,
+) -> ad.AnnData:
+    """:func:`read_gctx` on an existing file."""
     import h5py
 
-    path = Path(path)
     with h5py.File(path, "r") as f:
         if "0/DATA/0/matrix" not in f or "0/META/ROW/id" not in f or "0/META/COL/id" not in f:
             raise ScLongInputError(
@@ -426,16 +478,30 @@ def read_deepce_gene_vectors(path: str | os.PathLike | None = None) -> pd.DataFr
     ------
     ScLongInputError
         Duplicated genes or non-numeric values.
+    ScLongFileNotFound
+        No file at ``path`` (nor a ``.gz`` copy).
+    ScLongFileError
+        Not a CSV file (empty, not text, damaged).
     """
-    path = Path(path) if path is not None else _deepce_folder(None)
+    path = _deepce_file(path, "gene_vector.csv", "DeepCE gene-vector file", _VECTORS_HINT)
+    with reading(path, "DeepCE gene-vector file", _VECTORS_HINT):
+        return _gene_vectors(path)
+
+
+def _deepce_file(path: str | os.PathLike | None, name: str, what: str, hint: str) -> Path:
+    """A DeepCE file given as itself or its folder (default: the shared one); ``.gz`` too."""
+    path = as_path(path, what) if path is not None else _deepce_folder(None)
     if path.is_dir():
-        path = path / "gene_vector.csv"
+        path = path / name
     if not path.exists() and path.with_name(path.name + ".gz").exists():
         path = path.with_name(path.name + ".gz")
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found (DeepCE's data/gene_vector.csv, GitHub pth1993/DeepCE)."
-        )
+        raise ScLongFileNotFound(f"{path} not found; {hint}.")
+    return existing_file(path, what, hint)
+
+
+def _gene_vectors(path: Path) -> pd.DataFrame:
+    """:func:`read_deepce_gene_vectors` on an existing file."""
     table = pd.read_csv(path, header=None, index_col=0)
     table.index = table.index.astype(str)
     table.index.name = "gene"
@@ -482,10 +548,18 @@ def read_deepce_smiles(path: str | os.PathLike | None = None) -> pd.Series:
     ------
     ScLongInputError
         Duplicated ids, or rows without two fields.
+    ScLongFileNotFound
+        No file at ``path``.
+    ScLongFileError
+        Not a CSV file (empty, not text, damaged).
     """
-    path = _deepce_folder(path)
-    if path.is_dir():
-        path = path / "drugs_smiles.csv"
+    path = _deepce_file(path, "drugs_smiles.csv", "DeepCE SMILES file", _SMILES_HINT)
+    with reading(path, "DeepCE SMILES file", _SMILES_HINT):
+        return _smiles(path)
+
+
+def _smiles(path: Path) -> pd.Series:
+    """:func:`read_deepce_smiles` on an existing file."""
     table = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
     if table.shape[1] != 2:
         raise ScLongInputError(

@@ -1,13 +1,40 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 
 import anndata as ad
 import numpy as np
 
+from .._files import PathTypeError, existing_file, reading, shown
 from ..pp._perturbation import CONTROL, condition_genes, perturbation_conditions
 from ..validation import ScLongInputError
+
+_H5AD_HINT = "give an .h5ad file written by anndata (or the AnnData itself)"
+
+
+@contextlib.contextmanager
+def _read_h5ad(path: str | os.PathLike | ad.AnnData, what: str) -> Iterator[ad.AnnData]:
+    """The AnnData to work on: read from ``path``, or a copy of the AnnData given.
+
+    Inside, every failure (of reading the file or of the work on what it holds) names the file.
+    """
+    if isinstance(path, ad.AnnData):
+        yield path.copy()
+        return
+    if not isinstance(path, str | os.PathLike):
+        raise PathTypeError(
+            f"the {what} must be given as a path (str or pathlib.Path) or an AnnData, not "
+            f"{type(path).__name__} {shown(path)}; pass the path of the {what}."
+        )
+    path = existing_file(path, what, _H5AD_HINT)
+    with reading(path, what, _H5AD_HINT):
+        # anndata raises errors of its own for damaged files (IORegistryError, ...)
+        with reading(path, what, _H5AD_HINT, also=(Exception,)):
+            adata = ad.read_h5ad(path)
+        yield adata
 
 
 def read_gears(path: str | os.PathLike | ad.AnnData) -> ad.AnnData:
@@ -35,8 +62,17 @@ def read_gears(path: str | os.PathLike | ad.AnnData) -> ad.AnnData:
     ------
     ScLongInputError
         No ``obs["condition"]`` or no ``ctrl`` cells.
+    ScLongFileNotFound
+        No file at ``path``.
+    ScLongFileError
+        ``path`` is not an h5ad file (empty, truncated, damaged, a folder, another format).
     """
-    adata = ad.read_h5ad(path) if not isinstance(path, ad.AnnData) else path.copy()
+    with _read_h5ad(path, "GEARS .h5ad file") as adata:
+        return _gears(adata)
+
+
+def _gears(adata: ad.AnnData) -> ad.AnnData:
+    """:func:`read_gears` on an AnnData (modified in place and returned)."""
     if "condition" not in adata.obs.columns:
         raise ScLongInputError(
             "Not a GEARS file: no obs['condition'] (GEARS labels A+ctrl, A+B, ctrl)."
@@ -99,7 +135,16 @@ def read_scperturb(
     Returns
     -------
     A new AnnData.
+
+    Raises
+    ------
+    ScLongInputError
+        No ``obs[perturbation_key]``, or no control cells.
+    ScLongFileNotFound
+        No file at ``path``.
+    ScLongFileError
+        ``path`` is not an h5ad file (empty, truncated, damaged, a folder, another format).
     """
-    adata = ad.read_h5ad(path) if not isinstance(path, ad.AnnData) else path.copy()
-    perturbation_conditions(adata, perturbation_key, control=control)
-    return adata
+    with _read_h5ad(path, "scPerturb .h5ad file") as adata:
+        perturbation_conditions(adata, perturbation_key, control=control)
+        return adata

@@ -122,19 +122,29 @@ class GeneVocabulary:
         Returns
         -------
         The vocabulary, token ``i`` = line ``i``.
+
+        Raises
+        ------
+        ScLongFileNotFound
+            No file at ``path`` (a :class:`FileNotFoundError`).
+        ScLongFileError
+            A folder, a file that is not text, is damaged or empty, or lists an id twice (a
+            :class:`ValueError`).
         """
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no gene list at {path}.")
+        from .._files import existing_file, reading
+        from ..errors import ScLongFileError
+
+        hint = "give a text file with one gene id a line (plain or .gz)"
+        path = existing_file(path, "gene list", hint)
         opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt") as handle:
+        with reading(path, "gene list", hint), opener(path, "rt", encoding="utf-8") as handle:
             genes = [line.strip() for line in handle if line.strip()]
         if not genes:
-            raise ValueError(f"{path} lists no genes (expected one gene id a line).")
+            raise ScLongFileError(f"{path} lists no genes (expected one gene id a line).")
         try:
             return cls(genes, pad_token=pad_token)
-        except ValueError as error:
-            raise ValueError(f"{path}: {error}") from error
+        except (ValueError, TypeError) as error:
+            raise ScLongFileError(f"{path}: {' '.join(str(error).split())}") from error
 
     @classmethod
     def from_anndata(

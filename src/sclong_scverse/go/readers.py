@@ -10,14 +10,14 @@ from __future__ import annotations
 import csv
 import gzip
 import os
-import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 
-from ..validation import ScLongInputError
+from .._files import PathTypeError, existing_file, reading, shown
+from ..errors import ScLongFileError, ScLongInputError
 from ._data import _read
 
 PathLike = str | os.PathLike
@@ -41,6 +41,22 @@ _ONTOLOGY_NAMES = {
     "MOLECULAR_FUNCTION": "MF",
     "CELLULAR_COMPONENT": "CC",
 }
+#: What to give instead of a file that is not what a reader expects (the end of its messages).
+_GMT_HINT = "give a GMT file: one gene set a line, name<TAB>description<TAB>genes (plain or .gz)"
+_GAF_HINT = "give a GO Annotation File (GAF 2.x, plain or .gz), e.g. goa_human.gaf.gz"
+_GENE2GO_HINT = "give NCBI's gene2go file (plain or .gz; ftp.ncbi.nlm.nih.gov/gene/DATA)"
+_PICKLE_HINT = "give the official scLong GO annotation .pkl (a dict gene id -> set of GO ids)"
+_PARENTS_HINT = "give go-basic.obo or a TSV/CSV table with columns child, parent"
+_TABLE_HINT = "give a table with one row per gene and GO term (columns such as gene, go_id)"
+
+
+class AnnotationTypeError(ScLongFileError, TypeError):
+    """An annotation file holds data of the wrong type (e.g. a pickled list instead of a dict).
+
+    Also a :class:`TypeError`, which is what such a file raised before.
+    """
+
+
 #: GAF 2.x columns (1-based in the specification)
 _GAF_COLUMNS = [
     "db",
@@ -70,13 +86,13 @@ def _ontologies(ontologies: Iterable[str] | str) -> tuple[str, ...]:
     for o in ontologies:
         key = str(o).strip().upper().replace(" ", "_")
         if key not in _ONTOLOGY_NAMES:
-            raise ValueError(
+            raise ScLongInputError(
                 f"unknown ontology {o!r}; use 'BP' (biological process), 'MF' (molecular "
                 "function) and/or 'CC' (cellular component)."
             )
         out.append(_ONTOLOGY_NAMES[key])
     if not out:
-        raise ValueError("ontologies is empty; pass at least one of 'BP', 'MF', 'CC'.")
+        raise ScLongInputError("ontologies is empty; pass at least one of 'BP', 'MF', 'CC'.")
     return tuple(dict.fromkeys(out))
 
 
@@ -98,14 +114,9 @@ def _to_annotations(genes: Iterable[str], terms: Iterable[str]) -> Annotations:
 
 
 def _open_text(path: Path):
-    return gzip.open(path, "rt") if path.suffix == ".gz" else path.open()
-
-
-def _require_file(path: PathLike) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no annotation file at {path}.")
-    return path
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
 
 
 def go_term_ontologies() -> dict[str, str]:
@@ -201,7 +212,7 @@ def annotations_from_dataframe(
         keep &= ont.isin(wanted)
     if excluded:
         if ev_col is None:
-            raise ValueError(
+            raise ScLongInputError(
                 "exclude_evidence needs an evidence column; the table has none "
                 f"(columns: {list(df.columns)}). Name it with evidence_column=..."
             )
@@ -242,29 +253,30 @@ def read_gaf(
 
     Raises
     ------
-    FileNotFoundError
-        No file at ``path``.
-    ValueError
-        A data line with fewer than 15 columns (not a GAF file), or a bad ``id_column`` or
-        ``ontologies``.
+    ScLongFileNotFound
+        No file at ``path`` (a :class:`FileNotFoundError`).
+    ScLongFileError
+        The file is not a GAF file: a data line with fewer than 15 columns, not text, damaged
+        (a :class:`ValueError`).
     ScLongInputError
-        A line whose aspect (column 9) is not P, F or C (the message names the line).
+        A line whose aspect (column 9) is not P, F or C (the message names the line), or a bad
+        ``id_column`` or ``ontologies`` (a :class:`ValueError`).
     """
-    path = _require_file(path)
+    path = existing_file(path, "GAF file", _GAF_HINT)
     if id_column not in ("symbol", "db_object_id"):
-        raise ValueError(f"id_column must be 'symbol' or 'db_object_id', not {id_column!r}.")
+        raise ScLongInputError(f"id_column must be 'symbol' or 'db_object_id', not {id_column!r}.")
     wanted = _ontologies(ontologies)
     excluded = _evidence(exclude_evidence)
     rows = []
-    with _open_text(path) as handle:
+    with reading(path, "GAF file", _GAF_HINT), _open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
             if line.startswith("!") or not line.strip():
                 continue
             fields = line.rstrip("\n\r").split("\t")
             if len(fields) < 15:
-                raise ValueError(
+                raise ScLongFileError(
                     f"{path} is not a GAF file: a data line has {len(fields)} tab-separated "
-                    "columns, GAF has 15 (1.0) or 17 (2.x)."
+                    f"columns, GAF has 15 (1.0) or 17 (2.x); {_GAF_HINT}."
                 )
             aspect = fields[8].strip().upper().replace(" ", "_")
             if aspect not in _ONTOLOGY_NAMES:
@@ -321,18 +333,61 @@ def read_gene2go(
     Returns
     -------
     ``{gene: set of GO ids}``.
+
+    Raises
+    ------
+    ScLongFileNotFound
+        No file at ``path``.
+    ScLongFileError
+        Not a gene2go file (columns missing, not text, damaged).
+    ScLongInputError
+        A bad ``id_type``, ``taxon`` or ``ontologies``.
     """
-    path = _require_file(path)
+    path = existing_file(path, "gene2go file", _GENE2GO_HINT)
     if id_type not in ("entrez", "symbol", "ensembl"):
-        raise ValueError(f"id_type must be 'entrez', 'symbol' or 'ensembl', not {id_type!r}.")
+        raise ScLongInputError(f"id_type must be 'entrez', 'symbol' or 'ensembl', not {id_type!r}.")
     if id_type != "entrez" and taxon != 9606:
-        raise ValueError(
+        raise ScLongInputError(
             f"id_type={id_type!r} uses the embedded human tables; it needs taxon=9606 "
             f"(got {taxon}). Use id_type='entrez' for other species."
         )
+    if taxon is not None:
+        try:
+            int(taxon)
+        except (TypeError, ValueError):
+            raise ScLongInputError(
+                f"taxon must be an NCBI taxon id such as 9606, or None, not {taxon!r}."
+            ) from None
     wanted = _ontologies(ontologies)
     excluded = _evidence(exclude_evidence)
     columns = ["#tax_id", "GeneID", "GO_ID", "Evidence", "Qualifier", "Category"]
+    with reading(path, "gene2go file", _GENE2GO_HINT):
+        parts = _gene2go_rows(path, columns, wanted, taxon, excluded, include_not)
+    table = pd.concat(parts) if parts else pd.DataFrame(columns=["GeneID", "GO_ID"])
+    if id_type == "entrez":
+        return _to_annotations(table["GeneID"], table["GO_ID"])
+    from ..genes.ids import human_gene_index
+
+    index = human_gene_index()
+    if id_type == "symbol":
+        genes = table["GeneID"].map(index.symbol)
+        keep = genes.notna()
+        return _to_annotations(genes[keep], table["GO_ID"][keep])
+    ens = table["GeneID"].map(index.ensembl).dropna()
+    exploded = pd.DataFrame({"gene": ens, "term": table["GO_ID"][ens.index]}).explode("gene")
+    exploded = exploded.dropna()
+    return _to_annotations(exploded["gene"], exploded["term"])
+
+
+def _gene2go_rows(
+    path: Path,
+    columns: list[str],
+    wanted: tuple[str, ...],
+    taxon: int | None,
+    excluded: set[str],
+    include_not: bool,
+) -> list[pd.DataFrame]:
+    """The gene2go rows kept (``GeneID``, ``GO_ID``), read a million rows at a time."""
     parts = []
     try:
         reader = pd.read_csv(
@@ -354,23 +409,11 @@ def read_gene2go(
                 keep &= ~chunk["Qualifier"].str.upper().str.contains("NOT", regex=False)
             parts.append(chunk.loc[keep, ["GeneID", "GO_ID"]])
     except ValueError as error:
-        raise ValueError(
-            f"{path} is not an NCBI gene2go file (expected the columns {columns}): {error}"
+        raise ScLongFileError(
+            f"{path} is not an NCBI gene2go file (expected the columns {columns}): "
+            f"{' '.join(str(error).split())}; {_GENE2GO_HINT}."
         ) from error
-    table = pd.concat(parts) if parts else pd.DataFrame(columns=["GeneID", "GO_ID"])
-    if id_type == "entrez":
-        return _to_annotations(table["GeneID"], table["GO_ID"])
-    from ..genes.ids import human_gene_index
-
-    index = human_gene_index()
-    if id_type == "symbol":
-        genes = table["GeneID"].map(index.symbol)
-        keep = genes.notna()
-        return _to_annotations(genes[keep], table["GO_ID"][keep])
-    ens = table["GeneID"].map(index.ensembl).dropna()
-    exploded = pd.DataFrame({"gene": ens, "term": table["GO_ID"][ens.index]}).explode("gene")
-    exploded = exploded.dropna()
-    return _to_annotations(exploded["gene"], exploded["term"])
+    return parts
 
 
 def read_gmt(path: PathLike, ontologies: Sequence[str] | None = None) -> Annotations:
@@ -389,20 +432,27 @@ def read_gmt(path: PathLike, ontologies: Sequence[str] | None = None) -> Annotat
     Returns
     -------
     ``{gene: set of set names}``.
+
+    Raises
+    ------
+    ScLongFileNotFound
+        No file at ``path``.
+    ScLongFileError
+        A line with a name but no description column, a file that is not text or is damaged.
     """
-    path = _require_file(path)
+    path = existing_file(path, "GMT file", _GMT_HINT)
     lookup = go_term_ontologies() if ontologies is not None else None
     wanted = set(_ontologies(ontologies)) if ontologies is not None else None
     out: Annotations = {}
-    with _open_text(path) as handle:
+    with reading(path, "GMT file", _GMT_HINT), _open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
             fields = [f.strip() for f in line.rstrip("\n\r").split("\t")]
             if not fields[0]:
                 continue
             if len(fields) < 2:
-                raise ValueError(
+                raise ScLongFileError(
                     f"{path} line {number} is not GMT (name<TAB>description<TAB>gene...): "
-                    f"{line[:80]!r}"
+                    f"{line[:80]!r}; {_GMT_HINT}."
                 )
             name = fields[0]
             if wanted is not None and lookup.get(name) not in wanted:
@@ -431,19 +481,28 @@ def read_gene2go_pickle(path: PathLike) -> Annotations:
     ------
     UnsafeFileError
         The pickle refers to a global outside the allow-list (named in the message).
-    ValueError
-        Not a pickle.
-    TypeError
-        Not a dict of gene ids to sets of GO ids.
+    ScLongFileNotFound
+        No file at ``path``.
+    ScLongFileError
+        Not a pickle (empty, truncated, damaged, another format; a :class:`ValueError`).
+    AnnotationTypeError
+        Not a dict of gene ids to sets of GO ids (a :class:`TypeError`).
     """
+    from ..errors import ScLongError
     from ..io._safe import PLAIN_DATA_GLOBALS, restricted_load
 
-    path = _require_file(path)
+    path = existing_file(path, "GO annotation pickle", _PICKLE_HINT)
     try:
         data = restricted_load(path, PLAIN_DATA_GLOBALS, what=str(path))
-    except (pickle.UnpicklingError, EOFError) as error:
-        raise ValueError(f"{path} is not a pickle ({error}).") from error
-    return _check_annotations(data, str(path))
+    except ScLongError:
+        raise
+    except Exception as error:  # the restricted unpickler: any failure is a damaged file
+        reason = " ".join(f"{type(error).__name__}: {error}".split())
+        raise ScLongFileError(f"{path} is not a pickle ({reason}); {_PICKLE_HINT}.") from error
+    try:
+        return _check_annotations(data, str(path))
+    except TypeError as error:
+        raise AnnotationTypeError(f"{error} {_PICKLE_HINT[0].upper()}{_PICKLE_HINT[1:]}.") from None
 
 
 def _check_annotations(data: object, where: str = "annotations") -> Annotations:
@@ -492,9 +551,9 @@ def read_annotations(source: PathLike | Mapping | pd.DataFrame, **kwargs) -> Ann
     if isinstance(source, pd.DataFrame):
         return annotations_from_dataframe(source, **kwargs)
     if not isinstance(source, str | os.PathLike):
-        raise TypeError(
+        raise PathTypeError(
             "annotations must be a dict gene -> set of GO ids, a DataFrame or a file path, "
-            f"not {type(source).__name__}."
+            f"not {type(source).__name__} {shown(source)}."
         )
     path = Path(source)
     name = path.name.lower().removesuffix(".gz")
@@ -507,14 +566,22 @@ def read_annotations(source: PathLike | Mapping | pd.DataFrame, **kwargs) -> Ann
     if name.startswith("gene2go"):
         return read_gene2go(path, **kwargs)
     if name.endswith((".tsv", ".txt", ".csv")):
-        sep = "," if name.endswith(".csv") else "\t"
-        return annotations_from_dataframe(
-            pd.read_csv(_require_file(path), sep=sep, dtype=str), **kwargs
-        )
-    raise ValueError(
+        return _read_annotation_table(path, sep="," if name.endswith(".csv") else "\t", **kwargs)
+    raise ScLongInputError(
         f"cannot tell the format of {path.name}; call read_gaf, read_gene2go, read_gmt, "
         "read_gene2go_pickle or annotations_from_dataframe directly."
     )
+
+
+def _read_annotation_table(path: Path, sep: str, **kwargs) -> Annotations:
+    """A long table file (one row per gene and term) through :func:`annotations_from_dataframe`."""
+    path = existing_file(path, "annotation table", _TABLE_HINT)
+    with reading(path, "annotation table", _TABLE_HINT):
+        table = pd.read_csv(path, sep=sep, dtype=str)
+    try:
+        return annotations_from_dataframe(table, **kwargs)
+    except KeyError as error:  # a column not found: say so for the file
+        raise ScLongFileError(f"{path}: {error.args[0]}") from None
 
 
 def default_human_annotations(
@@ -569,7 +636,7 @@ def default_human_annotations(
         )
         genes, terms = exploded["gene"], exploded["term"]
     else:
-        raise ValueError(f"id_type must be 'ensembl', 'symbol' or 'entrez', not {id_type!r}.")
+        raise ScLongInputError(f"id_type must be 'ensembl', 'symbol' or 'entrez', not {id_type!r}.")
     annotations = _to_annotations(genes, terms)
     annotations = {g: annotations[g] for g in sorted(annotations)}
     if propagate:
@@ -590,8 +657,21 @@ def read_go_parents(path: PathLike) -> pd.DataFrame:
     Returns
     -------
     Table ``child, parent, relationship``.
+
+    Raises
+    ------
+    ScLongFileNotFound
+        No file at ``path``.
+    ScLongFileError
+        A table without the columns ``child`` and ``parent``, or a file that is not text, is
+        empty or damaged.
     """
-    path = _require_file(path)
+    path = existing_file(path, "GO parents file", _PARENTS_HINT)
+    with reading(path, "GO parents file", _PARENTS_HINT):
+        return _read_go_parents(path)
+
+
+def _read_go_parents(path: Path) -> pd.DataFrame:
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".obo"):
         rows: list[tuple[str, str, str]] = []
@@ -613,8 +693,9 @@ def read_go_parents(path: PathLike) -> pd.DataFrame:
     table = pd.read_csv(path, sep="," if name.endswith(".csv") else "\t", dtype=str)
     missing = {"child", "parent"} - set(table.columns)
     if missing:
-        raise ValueError(
-            f"{path} lacks the columns {sorted(missing)} (found {list(table.columns)})."
+        raise ScLongFileError(
+            f"{path} lacks the columns {sorted(missing)} (found {list(table.columns)[:8]}); "
+            f"{_PARENTS_HINT}."
         )
     if "relationship" not in table.columns:
         table["relationship"] = "is_a"

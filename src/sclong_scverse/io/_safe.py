@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -97,15 +98,24 @@ def safe_torch_load(
         ) from None
 
 
+_TORCH_ADVICE = re.compile(
+    r"weights only load failed|weights_only|trust|arbitrary code|add_safe_globals|safe_globals\(|"
+    r"please file an issue|check the documentation|this file can still be loaded|^\(\d\)",
+    re.IGNORECASE,
+)
+
+
 def _weights_only_detail(message: str) -> str:
-    """The informative paragraph of torch's ``weights_only`` error (not its generic advice)."""
-    generic = ("Weights only load failed", "Please file an issue", "Check the documentation")
-    parts = [
-        part.replace("WeightsUnpickler error:", "").strip()
-        for part in message.split("\n\n")
-        if not part.strip().startswith(generic)
-    ]
-    return ("; ".join(part for part in parts if part) or message.strip()).rstrip(".")
+    """The informative part of torch's ``weights_only`` error, on one line.
+
+    torch's text also advises re-running with ``weights_only=False`` or allow-listing the
+    global, which would run the file's code: those lines are dropped, never shown.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", message).replace("WeightsUnpickler error:", "")
+    sentences = [s.strip() for line in text.splitlines() for s in re.split(r"(?<=\.)\s+", line)]
+    kept = [s for s in sentences if s and not _TORCH_ADVICE.search(s)]
+    detail = " ".join("; ".join(kept).split()).rstrip(".")
+    return detail or "the file holds something other than plain tensors and data"
 
 
 def _rebuild_from_bytes(data: bytes) -> Any:

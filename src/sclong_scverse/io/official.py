@@ -11,6 +11,7 @@ An official release has three files:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -22,7 +23,8 @@ from typing import Any
 
 import torch
 
-from ..errors import OfficialFormatError
+from .._files import existing_file, reading
+from ..errors import OfficialFormatError, ScLongError, ScLongInputError, _reason
 from ..nn import ScLongConfig, ScLongNetwork
 from ._lean import convert_state, held_dtype, load_mapped, resolve_dtype
 from ._safe import (
@@ -142,6 +144,21 @@ KNOWN_HPARAMS = frozenset(_INTEGER_HPARAMS) | {
 }
 #: key of this package's record of the hyper-parameters inside checkpoints it writes
 RECORD_KEY = "sclong_scverse_hparams"
+#: what the messages about each release file ask for instead
+_CHECKPOINT_HINT = "give the official scLong checkpoint (.pth) or one that save_official wrote"
+_HPARAMS_HINT = "give the official scLong hyper-parameter .pkl of the same release"
+_GENES_HINT = "give the official gene list .txt (one Ensembl id a line)"
+_WHAT = {"checkpoint": "checkpoint file", "hparams": "hyper-parameter file", "genes": "gene list"}
+_HINTS = {"checkpoint": _CHECKPOINT_HINT, "hparams": _HPARAMS_HINT, "genes": _GENES_HINT}
+
+
+def _from_file(path: PathLike, kind: str) -> contextlib.AbstractContextManager:
+    """Report what goes wrong with the content of ``path``, a release file of ``kind``.
+
+    Errors come on one line naming the file; any other than the package's becomes an
+    :class:`OfficialFormatError` (:func:`~sclong_scverse.errors.reading`).
+    """
+    return reading(path, _WHAT[kind], _HINTS[kind], also=(Exception,), error=OfficialFormatError)
 
 
 def read_hparams(path: PathLike) -> dict[str, Any]:
@@ -163,21 +180,27 @@ def read_hparams(path: PathLike) -> dict[str, Any]:
     Raises
     ------
     OfficialFormatError
-        Not a pickle; a global outside the allow-list (named in the message; nothing was run);
-        not a dict of constructor arguments.
+        Not a pickle (empty, truncated, damaged, another format); a global outside the
+        allow-list (named in the message; nothing was run); not a dict of constructor
+        arguments.
+    ScLongFileNotFound
+        No file at ``path`` (a :class:`FileNotFoundError`).
+    ScLongFileError
+        ``path`` is a folder.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"hyper-parameter file not found: {path}")
+    path = existing_file(path, _WHAT["hparams"], _HPARAMS_HINT)
     try:
         hparams = restricted_load(path, TENSOR_PICKLE_GLOBALS, what=str(path))
     except UnsafeFileError as error:
         raise OfficialFormatError(
-            f"{error} This is not an official scLong hyper-parameter pickle."
+            f"{' '.join(str(error).split())} This is not an official scLong hyper-parameter pickle."
         ) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, RuntimeError) as error:
+    except ScLongError:
+        raise
+    except Exception as error:  # the restricted unpickler: any failure is a damaged file
         raise OfficialFormatError(
-            f"{path} is not an official scLong hyper-parameter pickle ({error})."
+            f"{path} is not an official scLong hyper-parameter pickle ({_reason(error)}); "
+            f"{_HPARAMS_HINT}."
         ) from None
     if not isinstance(hparams, Mapping):
         raise OfficialFormatError(
@@ -185,15 +208,17 @@ def read_hparams(path: PathLike) -> dict[str, Any]:
             "(keys such as 'max_seq_len', 'top_seq_len', 'base_dim', 'G_go')."
         )
     required = {"max_seq_len", "top_seq_len", "base_dim"}
-    missing = sorted(required - set(hparams))
-    if missing:
-        raise OfficialFormatError(
-            f"{path} lacks the hyper-parameters {missing}; found {sorted(hparams)}."
-        )
-    hparams = dict(hparams)
-    for key in ("G_go", "G_go_weight"):
-        if key in hparams and hparams[key] is not None:
-            hparams[key] = torch.as_tensor(hparams[key]).cpu()
+    with _from_file(path, "hparams"):  # keys of any type, graphs of any value
+        missing = sorted(required - set(hparams))
+        if missing:
+            raise OfficialFormatError(
+                f"{path} lacks the hyper-parameters {missing}; found "
+                f"{sorted(map(str, hparams))[:20]}."
+            )
+        hparams = dict(hparams)
+        for key in ("G_go", "G_go_weight"):
+            if key in hparams and hparams[key] is not None:
+                hparams[key] = torch.as_tensor(hparams[key]).cpu()
     return hparams
 
 
@@ -212,8 +237,13 @@ def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
     Raises
     ------
     OfficialFormatError
-        The file is not a torch checkpoint, refers to code or objects outside the allow-list, or
-        holds neither a state dict nor a dict with ``model_state_dict``.
+        The file is not a torch checkpoint (empty, truncated, damaged, another format), refers
+        to code or objects outside the allow-list, or holds neither a state dict nor a dict
+        with ``model_state_dict``.
+    ScLongFileNotFound
+        No file at ``path`` (a :class:`FileNotFoundError`).
+    ScLongFileError
+        ``path`` is a folder.
     """
     return _read_checkpoint_file(path)[0]
 
@@ -226,15 +256,17 @@ def _read_checkpoint_file(
     The record is this package's (``None`` in official files); the function releases a
     tensor's pages when the file is memory-mapped (:func:`~._lean.load_mapped`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    path = existing_file(path, _WHAT["checkpoint"], _CHECKPOINT_HINT)
     try:
         checkpoint, release = load_mapped(path, mmap=mmap)
     except UnsafeFileError as error:
-        raise OfficialFormatError(str(error)) from None
+        raise OfficialFormatError(" ".join(str(error).split())) from None
+    except ScLongError:
+        raise
     except Exception as error:  # torch raises several types for non-checkpoint files
-        raise OfficialFormatError(f"{path} is not a torch checkpoint ({error}).") from None
+        raise OfficialFormatError(
+            f"{path} is not a torch checkpoint ({_reason(error)}); {_CHECKPOINT_HINT}."
+        ) from None
     record = None
     if isinstance(checkpoint, Mapping) and "model_state_dict" in checkpoint:
         record = checkpoint.get(RECORD_KEY)
@@ -352,7 +384,9 @@ def _plain_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _check_record(record: Mapping[str, Any], hparams: Mapping[str, Any], where: str) -> None:
+def _check_record(
+    record: Mapping[str, Any], hparams: Mapping[str, Any], where: str, checkpoint: str = ""
+) -> None:
     """Refuse hyper-parameters that differ from the record the checkpoint carries."""
     expected = _plain_hparams(hparams)
     differing = [
@@ -362,8 +396,8 @@ def _check_record(record: Mapping[str, Any], hparams: Mapping[str, Any], where: 
     ]
     if differing:
         raise OfficialFormatError(
-            f"{where} disagree with the record in the checkpoint, which was written with other "
-            f"hyper-parameters: {differing[:5]}. Use the .pkl written with this .pth."
+            f"{where} disagree with the record in the checkpoint {checkpoint}, which was written "
+            f"with other hyper-parameters: {differing[:5]}. Use the .pkl written with this .pth."
         )
 
 
@@ -382,14 +416,16 @@ def read_genes(path: PathLike) -> list[str]:
     Raises
     ------
     OfficialFormatError
-        The file lists no gene ids, or an id more than once.
-    FileNotFoundError
-        There is no file at ``path``.
+        The file lists no gene ids, or an id more than once, is not text or is damaged.
+    ScLongFileNotFound
+        There is no file at ``path`` (a :class:`FileNotFoundError`).
     """
     from ..genes import GeneVocabulary
 
     try:
         return GeneVocabulary.from_file(path).genes
+    except ScLongInputError:  # not a path
+        raise
     except ValueError as error:
         raise OfficialFormatError(str(error)) from error
 
@@ -461,16 +497,30 @@ def hparams_from_config(
 
 
 def convert_official_state_dict(
-    official: Mapping[str, torch.Tensor], network: ScLongNetwork
+    official: Mapping[str, torch.Tensor], network: ScLongNetwork, where: str = "The checkpoint"
 ) -> dict[str, torch.Tensor]:
-    """Rename and cast an official state dict for ``network``; clear errors on mismatch."""
+    """Rename and cast an official state dict for ``network``; clear errors on mismatch.
+
+    Parameters
+    ----------
+    official
+        The state dict in the official key layout.
+    network
+        The network it is meant for.
+    where
+        How to name the state dict in errors (e.g. the checkpoint's path).
+
+    Returns
+    -------
+    The state dict under ``network``'s names, in its dtypes.
+    """
     ours = network.state_dict()
-    converted = _matched_state_dict(official, network)
+    converted = _matched_state_dict(official, network, where)
     return {k: v.to(ours[k].dtype) for k, v in converted.items()}
 
 
 def _matched_state_dict(
-    official: Mapping[str, torch.Tensor], network: ScLongNetwork
+    official: Mapping[str, torch.Tensor], network: ScLongNetwork, where: str = "The checkpoint"
 ) -> dict[str, torch.Tensor]:
     """An official state dict under ``network``'s names, names and shapes checked.
 
@@ -492,7 +542,7 @@ def _matched_state_dict(
     )
     if unknown or missing:
         raise OfficialFormatError(
-            "The checkpoint does not match the scLong network built from the hyper-parameters: "
+            f"{where} does not match the scLong network built from the hyper-parameters: "
             f"unexpected keys {unknown[:10]}{' ...' if len(unknown) > 10 else ''} "
             f"({len(unknown)} in all); missing keys {missing[:10]}"
             f"{' ...' if len(missing) > 10 else ''} ({len(missing)} in all). "
@@ -505,8 +555,9 @@ def _matched_state_dict(
     ]
     if wrong_shapes:
         raise OfficialFormatError(
-            "Checkpoint tensors have the wrong shape for the hyper-parameters "
-            f"(and gene list): {wrong_shapes[:10]}."
+            f"{where}: tensors have the wrong shape for the hyper-parameters "
+            f"(and gene list): {wrong_shapes[:10]}. Check that the .pth and the .pkl come from "
+            "the same release."
         )
     for key in graph_keys:
         converted[key] = ours[key]
@@ -620,8 +671,13 @@ def load_official(
         expected_sha256, {"checkpoint": checkpoint, "hparams": hparams, "genes": genes}
     )
     params = read_hparams(hparams)
-    check_hparams(params, where=str(hparams))
-    config = config_from_hparams(params, attention_mode=attention_mode)
+    with _from_file(hparams, "hparams"):
+        check_hparams(params, where=str(hparams))
+        config = config_from_hparams(params)
+    config = config.replace(attention_mode=attention_mode)  # the argument, checked
+    with _from_file(hparams, "hparams"), torch.device("meta"):
+        # no random initialisation of weights that are loaded anyway
+        network = ScLongNetwork(config)
     gene_list = None
     if genes is not None:
         gene_list = read_genes(genes)
@@ -632,17 +688,16 @@ def load_official(
             )
     state, record, release = _read_checkpoint_file(checkpoint, mmap=mmap)
     if record is not None:
-        _check_record(record, params, str(hparams))
-    with torch.device("meta"):  # no random initialisation of weights that are loaded anyway
-        network = ScLongNetwork(config)
-    matched = _matched_state_dict(state, network)  # names and shapes: no value read yet
-    del state
-    for key in ("gene_embedding.edge_index", "gene_embedding.edge_weight"):
-        matched.pop(key)
-    # tensor by tensor: held dtype, finite, the mapped pages released (peak: model + 1 tensor)
-    dtypes = {key: held_dtype(key, value, held) for key, value in matched.items()}
-    converted, bad = convert_state(matched, dtypes, release, copy=release.mapped)
-    del matched
+        _check_record(record, params, str(hparams), str(checkpoint))
+    with _from_file(checkpoint, "checkpoint"):
+        matched = _matched_state_dict(state, network, str(checkpoint))  # no value read yet
+        del state
+        for key in ("gene_embedding.edge_index", "gene_embedding.edge_weight"):
+            matched.pop(key)
+        # tensor by tensor: held dtype, finite, the mapped pages released (peak: model + 1)
+        dtypes = {key: held_dtype(key, value, held) for key, value in matched.items()}
+        converted, bad = convert_state(matched, dtypes, release, copy=release.mapped)
+        del matched
     if bad:
         raise OfficialFormatError(
             f"{checkpoint} holds NaN or infinite values in {bad[:5]}"
@@ -657,8 +712,10 @@ def load_official(
         edge_weight = torch.ones(edge_index.shape[1])
     converted["gene_embedding.edge_index"] = edge_index.long()
     converted["gene_embedding.edge_weight"] = edge_weight.float()
-    network.load_state_dict(converted, assign=True)
-    network.gene_embedding.set_graph(edge_index, edge_weight)  # validates the positions
+    with _from_file(checkpoint, "checkpoint"):
+        network.load_state_dict(converted, assign=True)
+    with _from_file(hparams, "hparams"):
+        network.gene_embedding.set_graph(edge_index, edge_weight)  # validates the positions
     if "checkpoint" not in verified:  # said once the files are known to load
         warnings.warn(unverified_message(checkpoint, digests["checkpoint"]), UserWarning, 2)
     return OfficialRelease(
@@ -697,8 +754,10 @@ def _verify_checksums(
 
     Raises
     ------
-    FileNotFoundError
+    ScLongFileNotFound
         A given file does not exist.
+    ScLongFileError
+        A given path is a folder.
     OfficialFormatError
         A file's sha256 differs from the one expected.
     ValueError
@@ -709,18 +768,21 @@ def _verify_checksums(
     expected = dict(expected or {})
     unknown = sorted(set(expected) - set(paths))
     if unknown:
-        raise ValueError(f"expected_sha256 keys must be among {sorted(paths)}, got {unknown}.")
+        raise ScLongInputError(
+            f"expected_sha256 keys must be among {sorted(paths)}, got {unknown}."
+        )
     for name in expected:
         if paths[name] is None:
-            raise ValueError(f"expected_sha256 gives a checksum for {name}, but no {name} file.")
+            raise ScLongInputError(
+                f"expected_sha256 gives a checksum for {name}, but no {name} file."
+            )
     digests = {}
     for name, path in paths.items():
         if path is None:
             continue
-        if not Path(path).is_file():
-            what = {"hparams": "hyper-parameter", "genes": "gene list"}.get(name, name)
-            raise FileNotFoundError(f"{what} file not found: {path}")
-        digests[name] = sha256_file(path)
+        path = existing_file(path, _WHAT[name], _HINTS[name])
+        with reading(path, _WHAT[name], _HINTS[name]):
+            digests[name] = sha256_file(path)
         digest = expected.get(name)
         if digest is not None and digests[name].lower() != str(digest).strip().lower():
             raise OfficialFormatError(
