@@ -198,11 +198,13 @@ def _check_api_page(app):
     text = (HERE / "api.md").read_text()
     listed = set(re.findall(r"^\s+~?([A-Za-z_][\w.]*)\s*$", text, flags=re.MULTILINE))
     expected = {name for name in sclong_scverse.__all__ if name[0].isupper()}
-    for package in ("chem", "datasets", "genes", "go", "io", "module", "nn", "pl", "pp", "tl"):
+    packages = ("chem", "datasets", "errors", "genes", "go", "io", "module", "nn", "pl", "pp", "tl")
+    for package in packages:
         module = importlib.import_module(f"sclong_scverse.{package}")
         expected.update(f"{package}.{name}" for name in module.__all__)
     # exported twice, documented once (see api.md)
     aliases = {"nn.ScLongConfig": "ScLongConfig"}
+    aliases.update({name: f"errors.{name.split('.')[1]}" for name in _ERROR_ALIASES})
     missing = sorted(n for n in expected if aliases.get(n, n) not in listed)
     if missing:
         logger.warning(
@@ -235,6 +237,20 @@ _ALIASES = {
     "sclong_scverse.model.SCLONG": "sclong_scverse.SCLONG",
     "sclong_scverse.nn.ScLongConfig": "sclong_scverse.ScLongConfig",
 }
+# the package's errors are documented once, in sclong_scverse.errors; subpackages re-export them
+_ERROR_ALIASES = (
+    "pp.ScLongInputError",
+    "io.UnsafeFileError",
+    "io.OfficialFormatError",
+    "model.ModelIntegrityError",
+    "datasets.DatasetDownloadError",
+)
+_ALIASES.update(
+    {
+        f"sclong_scverse.{name}": f"sclong_scverse.errors.{name.split('.')[1]}"
+        for name in _ERROR_ALIASES
+    }
+)
 
 
 def _resolve_aliases(app, env, node, contnode):

@@ -734,6 +734,44 @@ def combination_trained(smiles, line_vectors):
     return model, adata, combinations, counts, history
 
 
+def test_a_saved_head_refuses_edits_and_the_command_line_names_it(
+    combination_trained, tmp_path, capsys
+):
+    # issue 23: a head's saved spec is built on the meta device and compared with its weights
+    # before the real module is built; sclong embed says what a head's folder holds
+    from conftest import rewrite_saved_model
+    from sclong_scverse import cli
+    from sclong_scverse.errors import ModelIntegrityError
+
+    model, adata = combination_trained[:2]
+    model.save(tmp_path / "combo")
+    edits = {
+        "wide": (
+            lambda c: c["attr_dict"]["spec_"].update(fusion_dims=[60_000, 60_000]),
+            "do not fit the spec",
+        ),
+        "text": (lambda c: c["attr_dict"]["spec_"].update(graph_dims="wide"), "does not build"),
+        "other class": (
+            lambda c: c["attr_dict"]["registry_"].update(model_name="SCLONGDrugResponse"),
+            "holds a SCLONGDrugResponse",
+        ),
+        "no spec": (lambda c: c["attr_dict"].pop("spec_"), "no registry_ or spec_"),
+    }
+    for name, (edit, match) in edits.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        for file in (tmp_path / "combo").iterdir():
+            (folder / file.name).write_bytes(file.read_bytes())
+        rewrite_saved_model(folder, edit)
+        with pytest.raises(ModelIntegrityError, match=match):
+            SCLONGDrugCombination.load(folder, adata.copy())
+    query = tmp_path / "lines.h5ad"
+    adata.write_h5ad(query)
+    code = cli.main(["embed", str(query), "--model", str(tmp_path / "combo"), "--out", "x.h5ad"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "holds a SCLONGDrugCombination" in err
+
+
 def test_combination_head_learns_on_held_out_drugs(
     combination_trained, smiles, line_vectors, tmp_path
 ):

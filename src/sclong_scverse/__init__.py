@@ -15,6 +15,7 @@ __all__ = [
     "chem",
     "data",
     "datasets",
+    "errors",
     "genes",
     "go",
     "io",
@@ -39,7 +40,7 @@ _ATTRIBUTES["SCLONGChemPerturbation"] = "model"  # chemical perturbation (DeepCE
 _ATTRIBUTES["SCLONGDrugCombination"] = "model"  # drug combination (DeepDDS-style head)
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager names
-    from . import chem, data, datasets, genes, go, io, model, module, nn, pl, pp, tl
+    from . import chem, data, datasets, errors, genes, go, io, model, module, nn, pl, pp, tl
     from .model import (
         SCLONG,
         SCLONGChemPerturbation,

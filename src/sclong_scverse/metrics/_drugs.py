@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import ScLongInputError
+
 #: Cut-offs of DeepCE's precision@k (k predicted genes against the 100 truly most up / down).
 PRECISION_KS = (10, 20, 50, 100)
 
@@ -63,12 +65,12 @@ def signature_metrics(
     truth = np.asarray(truth, dtype=np.float64)
     prediction = np.asarray(prediction, dtype=np.float64)
     if truth.ndim != 2 or truth.shape != prediction.shape:
-        raise ValueError(
+        raise ScLongInputError(
             f"truth and prediction must be 2-d arrays of one shape; got {truth.shape} and "
             f"{prediction.shape}."
         )
     if np.isnan(truth).any() or np.isnan(prediction).any():
-        raise ValueError("truth or prediction holds NaN values; drop those profiles first.")
+        raise ScLongInputError("truth or prediction holds NaN values; drop those profiles first.")
     n_profiles, n_genes = truth.shape
     out: dict = {"n_profiles": float(n_profiles)}
     if n_profiles == 0:
@@ -86,7 +88,7 @@ def signature_metrics(
     for k in ks:
         k = int(k)
         if not 0 < k <= n_genes:
-            raise ValueError(f"precision@k needs 0 < k <= n_genes ({n_genes}), not {k}.")
+            raise ScLongInputError(f"precision@k needs 0 < k <= n_genes ({n_genes}), not {k}.")
         down, up = order_prediction[:, :k], order_prediction[:, n_genes - k :]
         hits_up = [
             len(np.intersect1d(u, t, assume_unique=True)) for u, t in zip(up, true_up, strict=True)
@@ -130,11 +132,13 @@ def synergy_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0
     labels = np.asarray(labels, dtype=np.float64).reshape(-1)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if labels.shape != scores.shape:
-        raise ValueError(f"labels ({labels.shape}) and scores ({scores.shape}) differ in length.")
+        raise ScLongInputError(
+            f"labels ({labels.shape}) and scores ({scores.shape}) differ in length."
+        )
     if not np.isin(labels, (0.0, 1.0)).all():
-        raise ValueError("labels must be 0 or 1.")
+        raise ScLongInputError("labels must be 0 or 1.")
     if np.isnan(scores).any():
-        raise ValueError("scores hold NaN values.")
+        raise ScLongInputError("scores hold NaN values.")
     n = len(labels)
     out = {
         "auroc": np.nan,

@@ -22,6 +22,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
 
+from ..errors import ScLongKeyError
 from ..io._lean import weights_dtype
 from ..nn._precision import native_bf16, widened_weights
 from ..validation import (
@@ -42,7 +43,9 @@ Pooling = Literal["mean", "max", "sum"]
 def _rna(adata: ad.AnnData | MuData, modality: str | None) -> ad.AnnData:
     if isinstance(adata, MuData):
         if modality is None:
-            raise ValueError("This model was set up on an AnnData; pass an AnnData, not a MuData.")
+            raise ScLongInputError(
+                "This model was set up on an AnnData; pass an AnnData, not a MuData."
+            )
         return adata.mod[modality]
     return adata
 
@@ -51,7 +54,7 @@ def _gene_ids(adata: ad.AnnData, gene_id_key: str | None) -> pd.Index:
     if gene_id_key is None:
         return pd.Index(adata.var_names.astype(str))
     if gene_id_key not in adata.var:
-        raise KeyError(
+        raise ScLongKeyError(
             f"gene_id_key {gene_id_key!r} is not a column of adata.var "
             f"(columns: {list(adata.var.columns)})."
         )
@@ -70,7 +73,7 @@ def _values(adata: ad.AnnData, layer: str | None):
     if layer is None:
         return adata.X
     if layer not in adata.layers:
-        raise KeyError(
+        raise ScLongKeyError(
             f"Layer {layer!r} not in adata.layers ({list(adata.layers)}). Run "
             f"`scl.pp.normalize(adata, key_added={layer!r})` on raw counts first."
         )
@@ -99,7 +102,9 @@ def resolve_precision(precision: str | int | None, device: torch.device) -> str:
     if name == "auto":
         return "bf16" if native_bf16(device) else "32"
     if name not in ("32", "bf16", "16"):
-        raise ValueError(f"precision must be '32', 'bf16', '16' or 'auto', not {precision!r}.")
+        raise ScLongInputError(
+            f"precision must be '32', 'bf16', '16' or 'auto', not {precision!r}."
+        )
     return name
 
 
@@ -133,7 +138,7 @@ def inference_autocast(
             )
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     if device.type == "cpu":
-        raise ValueError(
+        raise ScLongInputError(
             "precision='16' (float16) needs a GPU; on a CPU use precision='32' or 'bf16'."
         )
     return torch.autocast(device_type=device.type, dtype=torch.float16)

@@ -20,6 +20,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
 
+from ..errors import ScLongKeyError
 from ..module import pack_graphs
 from ..validation import ScLongInputError
 from ._head_base import SCLONGHead
@@ -57,7 +58,9 @@ class CellLineTableHead(SCLONGHead):
         if adata.obs_names.has_duplicates:
             raise ScLongInputError("adata.obs_names (cell-line ids) have duplicates.")
         if features_key is not None and features_key not in adata.obsm:
-            raise KeyError(f"features_key={features_key!r} not in adata.obsm ({list(adata.obsm)}).")
+            raise ScLongKeyError(
+                f"features_key={features_key!r} not in adata.obsm ({list(adata.obsm)})."
+            )
         features = adata.X if features_key is None else adata.obsm[features_key]
         features = features.toarray() if sparse.issparse(features) else np.asarray(features)
         if features.ndim != 2 or not np.isfinite(features.astype(np.float64)).all():

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ..errors import ScLongFileNotFound
 from ..io._safe import UnsafeFileError, non_finite_tensors, safe_torch_load
 from ..module._training_plan import CHECKPOINT_FORMAT, CHECKPOINT_RECORD_KEY, checkpoint_digest
 from ._saving import ModelIntegrityError
@@ -131,7 +132,7 @@ def verify_resume_checkpoint(path: str | os.PathLike, module: torch.nn.Module) -
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"resume: no checkpoint file at {path}.")
+        raise ScLongFileNotFound(f"resume: no checkpoint file at {path}.")
     try:
         checkpoint = _load(path)
     except UnsafeFileError:

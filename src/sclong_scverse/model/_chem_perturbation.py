@@ -16,6 +16,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
 
 from ..datasets._l1000 import check_not_signatures, parse_dose
+from ..errors import ScLongKeyError
 from ..metrics import PRECISION_KS, signature_metrics
 from ..module import ChemPerturbationModule, pack_bond_graphs
 from ..validation import ScLongInputError, check_not_view
@@ -95,7 +96,7 @@ def sclong_gene_features(
         kept = var_positions >= 0
         tokens[var_positions[kept]] = per_var.to_numpy()[kept]
     else:
-        raise ValueError(f"kind must be 'static' or 'contextual', not {kind!r}.")
+        raise ScLongInputError(f"kind must be 'static' or 'contextual', not {kind!r}.")
     out = np.full((len(genes), tokens.shape[1]), np.nan, dtype=np.float32)
     mapped = positions >= 0
     out[mapped] = tokens[positions[mapped]]
@@ -229,6 +230,8 @@ class SCLONGChemPerturbation(SCLONGHead):
     >>> model.train(max_epochs=100)
     >>> model.evaluate()  # model and baselines: Pearson, Spearman, RMSE, precision@k
     """
+
+    _module_cls = ChemPerturbationModule
 
     _examples_attr = "profiles_"
     _text_columns = ("drug", "cell_line", "split")
@@ -388,9 +391,9 @@ class SCLONGChemPerturbation(SCLONGHead):
         check_not_view(adata)
         for key in (drug_key, cell_line_key, dose_key):
             if key not in adata.obs.columns:
-                raise KeyError(f"{key!r} is not a column of adata.obs ({list(adata.obs)}).")
+                raise ScLongKeyError(f"{key!r} is not a column of adata.obs ({list(adata.obs)}).")
         if layer is not None and layer not in adata.layers:
-            raise KeyError(f"layer {layer!r} not in adata.layers ({list(adata.layers)}).")
+            raise ScLongKeyError(f"layer {layer!r} not in adata.layers ({list(adata.layers)}).")
         if adata.var_names.has_duplicates:
             raise ScLongInputError("adata.var_names (genes) have duplicates.")
         values = adata.X if layer is None else adata.layers[layer]
@@ -449,7 +452,7 @@ class SCLONGChemPerturbation(SCLONGHead):
         self._dose_index = {float(d): i for i, d in enumerate(spec["doses"])}
         cells = spec["cell_features"]
         torch.manual_seed(int(spec["seed"]))
-        self.module = ChemPerturbationModule(
+        self.module = self._module_cls(
             torch.as_tensor(np.asarray(spec["gene_features"], dtype=np.float32)),
             n_cell_lines=len(spec["cell_lines"]),
             n_doses=len(spec["doses"]),

@@ -16,6 +16,7 @@ import torch
 from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
+from ..errors import ScLongTypeError
 from ..genes import GeneVocabulary
 from ..module import RestoreBestWeights, ScLongTrainingPlan
 from ..module._classifier import (
@@ -158,23 +159,25 @@ class SCLONGClassifier(
     ):
         super().__init__(adata)
         if mode not in FINE_TUNE_MODES:
-            raise ValueError(f"mode must be one of {FINE_TUNE_MODES}, not {mode!r}.")
+            raise ScLongInputError(f"mode must be one of {FINE_TUNE_MODES}, not {mode!r}.")
         if isinstance(backbone, SCLONG):
             network = copy_network(backbone.module.network)
             vocabulary = backbone.vocabulary
         elif isinstance(backbone, ScLongNetwork):
             network = backbone
             if vocabulary is None:
-                raise ValueError("Pass the network's vocabulary with a ScLongNetwork backbone.")
+                raise ScLongInputError(
+                    "Pass the network's vocabulary with a ScLongNetwork backbone."
+                )
         else:
-            raise TypeError(
+            raise ScLongTypeError(
                 "backbone must be an SCLONG model or a ScLongNetwork, not "
                 f"{type(backbone).__name__}."
             )
         if not isinstance(vocabulary, GeneVocabulary):
             vocabulary = GeneVocabulary(list(vocabulary))
         if len(vocabulary) != network.config.n_genes:
-            raise ValueError(
+            raise ScLongInputError(
                 f"The vocabulary has {len(vocabulary)} genes, the network {network.config.n_genes}."
             )
         self.vocabulary = vocabulary
@@ -339,10 +342,12 @@ class SCLONGClassifier(
         The untrained classifier.
         """
         if not isinstance(model, SCLONG):
-            raise TypeError(f"model must be an SCLONG, not {type(model).__name__}.")
+            raise ScLongTypeError(f"model must be an SCLONG, not {type(model).__name__}.")
         args = model._setup_args
         if model._modality is not None:
-            raise ValueError("The classifier reads AnnData; this model was set up on a MuData.")
+            raise ScLongInputError(
+                "The classifier reads AnnData; this model was set up on a MuData."
+            )
         cls.setup_anndata(
             adata,
             labels_key=labels_key,
@@ -488,7 +493,7 @@ class SCLONGClassifier(
             lr = 1e-2 if cached else 1e-3
         self._set_class_weights(class_weights)
         if not 0.0 < train_size <= 1.0:
-            raise ValueError(f"train_size must be in (0, 1], got {train_size!r}.")
+            raise ScLongInputError(f"train_size must be in (0, 1], got {train_size!r}.")
         n_cells = self.adata.n_obs
         n_validation = (
             int(np.floor(n_cells * validation_size))

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .._docs import fill_doc
+from ..errors import ScLongKeyError, ScLongTypeError
 from ..genes import GeneVocabulary
 from ..module._classifier import backbone_sha256 as network_sha256
 from ..module._classifier import copy_network
@@ -114,13 +115,13 @@ class ClassifierIOMixin:
         from scvi.model._utils import parse_device_args
 
         if not isinstance(reference_model, cls):
-            raise TypeError(f"reference_model must be a trained {cls.__name__}.")
+            raise ScLongTypeError(f"reference_model must be a trained {cls.__name__}.")
         if train not in ("auto", "head", "adapters"):
-            raise ValueError(f"train must be 'auto', 'head' or 'adapters', not {train!r}.")
+            raise ScLongInputError(f"train must be 'auto', 'head' or 'adapters', not {train!r}.")
         check_not_view(adata)
         reference_genes = reference_model.adata.var_names
         if not adata.var_names.equals(reference_genes):
-            raise ValueError(
+            raise ScLongInputError(
                 "The query's genes differ from the reference model's (names or order); run "
                 "adata = SCLONGClassifier.prepare_query_anndata(adata, reference_model) first."
             )
@@ -298,12 +299,12 @@ class ClassifierIOMixin:
         registry = attr_dict.pop("registry_")
         saved_class = registry.get("model_name", cls.__name__)
         if saved_class != cls.__name__:
-            raise ValueError(f"{folder} holds a {saved_class} model, not a {cls.__name__}.")
+            raise ScLongInputError(f"{folder} holds a {saved_class} model, not a {cls.__name__}.")
         config = ScLongConfig.from_dict(info["config"])
         vocabulary = GeneVocabulary(list(info["vocabulary"]))
         if info["included"]:
             if backbone is not None:
-                raise ValueError(
+                raise ScLongInputError(
                     f"{folder} holds its backbone (saved with save_backbone=True); load it "
                     "without backbone=."
                 )
@@ -314,7 +315,7 @@ class ClassifierIOMixin:
             )
         else:
             if backbone is None:
-                raise ValueError(
+                raise ScLongInputError(
                     f"{folder} holds the fine-tuned head and adapters without the backbone "
                     f"(sha256 {info['sha256'][:16]}...); pass the scLong model it was "
                     f"fine-tuned on: {cls.__name__}.load({str(folder)!r}, adata, "
@@ -322,7 +323,7 @@ class ClassifierIOMixin:
                 )
             source = backbone.module.network if isinstance(backbone, SCLONG) else backbone
             if not isinstance(source, ScLongNetwork):
-                raise TypeError("backbone must be an SCLONG model or a ScLongNetwork.")
+                raise ScLongTypeError("backbone must be an SCLONG model or a ScLongNetwork.")
             actual = network_sha256(source)
             if actual != info["sha256"]:
                 raise BackboneMismatchError(
@@ -336,7 +337,7 @@ class ClassifierIOMixin:
         if adata is None:
             path = folder / f"{prefix or ''}adata.h5ad"
             if not path.exists():
-                raise ValueError(
+                raise ScLongInputError(
                     f"{folder} was saved without its AnnData; pass the data to attach: "
                     f"{cls.__name__}.load({str(folder)!r}, adata=adata, backbone=...)."
                 )
@@ -447,7 +448,7 @@ def prepare_query_anndata(
     found = model_ids.isin(ids)
     n_found = int(found.sum())
     if layer is not None and layer not in adata.layers:
-        raise KeyError(
+        raise ScLongKeyError(
             f"Layer {layer!r} (the reference's) not in adata.layers ({list(adata.layers)}); run "
             f"scl.pp.normalize(adata, key_added={layer!r}) on the query's raw counts first."
         )

@@ -54,7 +54,7 @@ class ClassifierTrainingMixin:
             )
         if isinstance(class_weights, str):
             if class_weights != "balanced":
-                raise ValueError(
+                raise ScLongInputError(
                     f"class_weights must be 'balanced', None or a list, not {class_weights!r}."
                 )
             balanced = counts.sum() / (len(counts) * np.maximum(counts, 1))
@@ -64,7 +64,7 @@ class ClassifierTrainingMixin:
         else:
             weights = np.asarray(class_weights, dtype=np.float64)
             if weights.shape != (len(counts),) or (weights < 0).any():
-                raise ValueError(
+                raise ScLongInputError(
                     f"class_weights needs {len(counts)} non-negative values (one per class)."
                 )
         self.module.class_weights.copy_(torch.as_tensor(weights, dtype=torch.float32))

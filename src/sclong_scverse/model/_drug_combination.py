@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..errors import ScLongKeyError
 from ..metrics import synergy_metrics
 from ..module import DrugCombinationModule
 from ..validation import ScLongInputError, check_not_view
@@ -82,7 +83,7 @@ def _combination_groups(
 ) -> tuple[list[np.ndarray] | None, str]:
     """The group columns that ``kind`` holds out (``None``: random) and what a group is."""
     if kind not in COMBINATION_SPLITS:
-        raise ValueError(f"split must be one of {COMBINATION_SPLITS}, not {kind!r}.")
+        raise ScLongInputError(f"split must be one of {COMBINATION_SPLITS}, not {kind!r}.")
     if kind == "random":
         return None, "groups"
     if kind == "leave_combination_out":
@@ -152,6 +153,8 @@ class SCLONGDrugCombination(CellLineTableHead):
     >>> model.train()
     >>> model.evaluate()  # AUROC, AUPR of the model and the baselines
     """
+
+    _module_cls = DrugCombinationModule
 
     _examples_attr = "triples_"
     _text_columns = ("drug1", "drug2", "cell_line", "split")
@@ -232,7 +235,7 @@ class SCLONGDrugCombination(CellLineTableHead):
         """
         check_not_view(adata)
         if combinations_key not in adata.uns:
-            raise KeyError(
+            raise ScLongKeyError(
                 f"combinations_key={combinations_key!r} not in adata.uns ({list(adata.uns)}); put "
                 "a DataFrame with columns drug1, drug2, cell_line, label there."
             )
@@ -287,7 +290,7 @@ class SCLONGDrugCombination(CellLineTableHead):
     # ------------------------------------------------------------------ construction
     def _build(self, spec: dict) -> None:
         branches = self._branches(spec)
-        self.module = DrugCombinationModule(**branches, symmetric=spec["symmetric"])
+        self.module = self._module_cls(**branches, symmetric=spec["symmetric"])
         self._finish_build(branches["n_cell_features"], "DeepDDS-style shared drug graph network")
 
     # ------------------------------------------------------------------ splits

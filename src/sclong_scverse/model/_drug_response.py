@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from scvi.data import fields
 
+from ..errors import ScLongKeyError
 from ..module import DrugResponseModule
 from ..validation import ScLongInputError, check_not_view
 from ._cell_line_head import CellLineTableHead, packed_drug_graphs
@@ -121,7 +122,7 @@ def split_pairs(
     ``(n_pairs,)`` array of split names.
     """
     if kind not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, not {kind!r}.")
+        raise ScLongInputError(f"split must be one of {SPLITS}, not {kind!r}.")
     if kind == "random":
         return split_examples(len(pairs), None, test_fraction, validation_fraction, seed)
     column = "drug" if kind == "leave_drug_out" else "cell_line"
@@ -190,6 +191,8 @@ class SCLONGDrugResponse(CellLineTableHead):
     >>> model.evaluate()  # model and baselines, Pearson / Spearman / RMSE per split
     >>> model.predict(["Erlotinib"], ["ACH-000012"])  # drugs x cell lines DataFrame
     """
+
+    _module_cls = DrugResponseModule
 
     _examples_attr = "pairs_"
     _text_columns = ("drug", "cell_line", "split")
@@ -274,7 +277,7 @@ class SCLONGDrugResponse(CellLineTableHead):
         """
         check_not_view(adata)
         if response_key not in adata.obsm:
-            raise KeyError(
+            raise ScLongKeyError(
                 f"response_key={response_key!r} not in adata.obsm ({list(adata.obsm)}); put a "
                 "cell lines x drugs DataFrame of ln IC50 there (NaN: not measured)."
             )
@@ -324,7 +327,7 @@ class SCLONGDrugResponse(CellLineTableHead):
     # ------------------------------------------------------------------ construction
     def _build(self, spec: dict) -> None:
         branches = self._branches(spec)
-        self.module = DrugResponseModule(
+        self.module = self._module_cls(
             **branches, n_drugs=len(spec["drugs"]), residual=bool(spec.get("residual", False))
         )
         self._finish_build(branches["n_cell_features"], "DeepCDR-style drug graph network")

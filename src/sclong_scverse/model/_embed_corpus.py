@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..errors import ScLongInputError
 from ..module._module import DEFAULT_POOLING, POOLINGS
 from ._anndata import Pooling, QueryPrecision, inference_autocast
 
@@ -116,7 +117,9 @@ class _Output:
         try:
             return json.loads(path.read_text())
         except ValueError as error:
-            raise ValueError(f"{path} is not readable ({error}); remove {self.out}.") from None
+            raise ScLongInputError(
+                f"{path} is not readable ({error}); remove {self.out}."
+            ) from None
 
     def differences(self, saved: dict[str, Any]) -> list[str]:
         """What differs between this run and the one recorded in ``run.json``."""
@@ -132,14 +135,14 @@ class _Output:
         saved = self.read_record()
         if saved is not None:
             if not resume:
-                raise ValueError(
+                raise ScLongInputError(
                     f"{self.out} holds embeddings of an earlier run; pass resume=True to "
                     "continue it (its finished blocks are kept), or give another output folder "
                     "(or remove this one) to start over."
                 )
             differences = self.differences(saved)
             if differences:
-                raise ValueError(
+                raise ScLongInputError(
                     f"{self.out} holds a run with other settings, which cannot be resumed with "
                     f"these: {'; '.join(differences[:4])}. Resume with the same model, stores, "
                     "pooling, precision, batch_size and block_size, or give another output "
@@ -147,10 +150,12 @@ class _Output:
                 )
             missing = [name for name in self.names if not (self.out / name).exists()]
             if missing:
-                raise ValueError(f"{self.out} lacks {missing}: remove the folder and start over.")
+                raise ScLongInputError(
+                    f"{self.out} lacks {missing}: remove the folder and start over."
+                )
             return
         if self.out.exists() and any(self.out.iterdir()):
-            raise ValueError(
+            raise ScLongInputError(
                 f"{self.out} exists and holds no embed_corpus run ({RUN_FILE} missing: another "
                 "folder, or a run killed while it created its stores); give an empty or new "
                 "folder, or remove it."
@@ -170,7 +175,9 @@ class _Output:
 
         obs_names = store_obs_names(store.path)
         if len(obs_names) != store.n_obs:
-            raise ValueError(f"{store.path}: {len(obs_names)} obs_names for {store.n_obs} cells.")
+            raise ScLongInputError(
+                f"{store.path}: {len(obs_names)} obs_names for {store.n_obs} cells."
+            )
         skeleton = ad.AnnData(obs=pd.DataFrame(index=pd.Index(obs_names)))
         key = self.settings["key"]
         skeleton.uns[key] = {
@@ -450,9 +457,9 @@ class EmbedCorpusMixin:
         from ._pretrain import as_corpus
 
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
+            raise ScLongInputError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
         if int(batch_size) < 1 or int(block_size) < 1:
-            raise ValueError("batch_size and block_size must be at least 1.")
+            raise ScLongInputError("batch_size and block_size must be at least 1.")
         precision = self._query_precision(precision)
         corpus = as_corpus(corpus)
         positions = self.module.var_positions.detach().cpu().numpy()
@@ -460,7 +467,7 @@ class EmbedCorpusMixin:
         logger.info("corpus: %s", "\n".join(report))
         blocks = embedding_blocks(corpus, block_size)
         if len(blocks) == 0:
-            raise ValueError("the corpus has no cells; nothing to embed.")
+            raise ScLongInputError("the corpus has no cells; nothing to embed.")
         stores = [(index, corpus.stores[index]) for index in distinct_stores(corpus)]
         config = self.module.config
         settings = {

@@ -35,6 +35,7 @@ import torch
 from scvi.model.base import BaseModelClass
 
 from .._docs import fill_doc
+from ..errors import ScLongTypeError
 from ..validation import ScLongInputError
 
 logger = logging.getLogger(__name__)
@@ -85,9 +86,9 @@ def split_examples(
         Fewer than 3 groups (train, validation and test need one each).
     """
     if not (0 < test_fraction < 1 and 0 < validation_fraction < 1):
-        raise ValueError("test_fraction and validation_fraction must be in (0, 1).")
+        raise ScLongInputError("test_fraction and validation_fraction must be in (0, 1).")
     if test_fraction + validation_fraction >= 1:
-        raise ValueError("test_fraction + validation_fraction must be below 1.")
+        raise ScLongInputError("test_fraction + validation_fraction must be below 1.")
     rng = np.random.default_rng(seed)
     out = np.full(n_examples, "train", dtype=object)
     if groups is None:
@@ -316,9 +317,9 @@ class SCLONGHead(BaseModelClass):
     def _split_groups(self, kind: str) -> tuple[list[np.ndarray] | None, str]:
         """Group-key columns that ``kind`` holds out together (``None``: random), their name."""
         if not self.split_kinds:
-            raise TypeError(f"{type(self).__name__} has no split(): {self._split_hint}")
+            raise ScLongTypeError(f"{type(self).__name__} has no split(): {self._split_hint}")
         if kind not in self.split_kinds:
-            raise ValueError(f"split must be one of {tuple(self.split_kinds)}, not {kind!r}.")
+            raise ScLongInputError(f"split must be one of {tuple(self.split_kinds)}, not {kind!r}.")
         columns = self.split_kinds[kind]
         if columns is None:
             return None, "groups"
@@ -507,9 +508,9 @@ class SCLONGHead(BaseModelClass):
         from ..module._head import VALIDATION_LOSS
 
         if int(max_epochs) < 1:
-            raise ValueError(f"max_epochs must be at least 1, got {max_epochs!r}.")
+            raise ScLongInputError(f"max_epochs must be at least 1, got {max_epochs!r}.")
         if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size!r}.")
+            raise ScLongInputError(f"batch_size must be at least 1, got {batch_size!r}.")
         if not len(rows["train"]):
             raise ScLongInputError(
                 f"No training examples in {type(self).__name__}.{self._examples_attr}; call "

@@ -247,7 +247,7 @@ class SaveLoadMixin:
             suffix = "mdata.h5mu" if setup_method == "setup_mudata" else "adata.h5ad"
             path = folder / f"{prefix or ''}{suffix}"
             if not path.exists():
-                raise ValueError(
+                raise ScLongInputError(
                     f"{folder} was saved without its AnnData; pass the data to attach: "
                     f"{cls.__name__}.load({str(folder)!r}, adata=adata)."
                 )

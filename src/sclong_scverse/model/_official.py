@@ -9,6 +9,7 @@ from typing import Literal, Self
 import anndata as ad
 import torch
 
+from ..errors import ScLongInputError
 from ..genes import GeneVocabulary
 from ..io._lean import weights_dtype
 from ._anndata import precision_name
@@ -43,7 +44,7 @@ class OfficialMixin:
             return precision
         name = precision_name(precision)
         if name == "16":
-            raise ValueError(
+            raise ScLongInputError(
                 f"precision={precision!r}: this model's weights are held in bfloat16 (loaded "
                 "with dtype=torch.bfloat16); float16 is not supported on them. Use "
                 "precision='bf16', '32' or 'auto' (the default)."

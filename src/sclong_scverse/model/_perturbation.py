@@ -14,6 +14,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
 
+from ..errors import ScLongKeyError
 from ..go import GeneGraph, default_human_annotations
 from ..module import PerturbationModule, copy_network
 from ..nn import ScLongConfig, ScLongNetwork
@@ -107,6 +108,8 @@ class SCLONGPerturbation(SCLONGHead):
     >>> predicted = model.predict(["STAT1+ctrl"])  # one row per condition, layers["delta"]
     """
 
+    _module_cls = PerturbationModule
+
     _examples_attr = "cells_"
     _split_hint = (
         "its cells are split by condition in adata.obs: run scl.pp.perturbation_split(adata, "
@@ -185,7 +188,7 @@ class SCLONGPerturbation(SCLONGHead):
             args = sclong._setup_args
             layer = args.get("layer")
             if layer is not None and layer not in adata.layers:
-                raise KeyError(
+                raise ScLongKeyError(
                     f"The scLong model reads adata.layers[{layer!r}], which this AnnData lacks; "
                     f"run scl.pp.normalize(adata, key_added={layer!r}) on the counts first."
                 )
@@ -243,12 +246,12 @@ class SCLONGPerturbation(SCLONGHead):
         """
         check_not_view(adata)
         if condition_key not in adata.obs.columns:
-            raise KeyError(
+            raise ScLongKeyError(
                 f"condition_key={condition_key!r} is not a column of adata.obs (columns: "
                 f"{list(adata.obs.columns)}); run scl.pp.perturbation_conditions first."
             )
         if layer is not None and layer not in adata.layers:
-            raise KeyError(f"Layer {layer!r} not in adata.layers ({list(adata.layers)}).")
+            raise ScLongKeyError(f"Layer {layer!r} not in adata.layers ({list(adata.layers)}).")
         labels = adata.obs[condition_key]
         if labels.isna().any():
             raise ScLongInputError(
@@ -287,7 +290,7 @@ class SCLONGPerturbation(SCLONGHead):
         index = {g: i for i, g in enumerate(perturbation_genes)}
         torch.manual_seed(int(spec["seed"]))
         backbone = spec["backbone"]
-        self.module = PerturbationModule(
+        self.module = self._module_cls(
             n_genes=len(genes),
             n_perturbation_genes=len(perturbation_genes),
             go_edge_index=torch.as_tensor(np.asarray(spec["go_edge_index"]), dtype=torch.long),
@@ -361,7 +364,9 @@ class SCLONGPerturbation(SCLONGHead):
         if backbone is not None:
             layer = backbone["layer"]
             if layer is not None and layer not in self.adata.layers:
-                raise KeyError(f"The scLong backbone reads adata.layers[{layer!r}]; not found.")
+                raise ScLongKeyError(
+                    f"The scLong backbone reads adata.layers[{layer!r}]; not found."
+                )
             source = self.adata.X if layer is None else self.adata.layers[layer]
             pool_adata = ad.AnnData(
                 X=sparse.csr_matrix(_dense_rows(source, self._pool)),
@@ -455,7 +460,7 @@ class SCLONGPerturbation(SCLONGHead):
                 out[np.isin(conditions, sorted(held))] = "validation"
             return out, {"kind": "train_conditions"}
         if validation_conditions is not None:
-            raise ValueError("validation_conditions needs train_conditions.")
+            raise ScLongInputError("validation_conditions needs train_conditions.")
         if split_key is not None and split_key in self.adata.obs.columns:
             split = self.adata.obs[split_key].astype(str).to_numpy()
             for name, part in _SPLIT_NAMES.items():
@@ -782,7 +787,7 @@ class SCLONGPerturbation(SCLONGHead):
         """
         backbone = self.spec_["backbone"]
         if backbone is None:
-            raise ValueError("The scLong-free ablation has no scLong features.")
+            raise ScLongInputError("The scLong-free ablation has no scLong features.")
         network = self.module.backbone
         network.eval()
         total = None

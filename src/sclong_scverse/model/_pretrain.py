@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ..errors import ScLongFileNotFound, ScLongInputError, ScLongTypeError
+
 if TYPE_CHECKING:
     from ..data import ScLongCorpus
     from ..genes import GeneVocabulary
@@ -35,7 +37,7 @@ def as_corpus(corpus, **corpus_kwargs) -> ScLongCorpus:
 
     if isinstance(corpus, ScLongCorpus):
         if corpus_kwargs:
-            raise TypeError(
+            raise ScLongTypeError(
                 f"{sorted(corpus_kwargs)} apply when paths are given; this corpus is already "
                 "opened with its own settings."
             )
@@ -62,7 +64,7 @@ def model_from_corpus(
     corpus.bind(vocabulary, np.arange(len(vocabulary)))
     values = corpus.first_cells(n_template_cells)
     if len(values) == 0:
-        raise ValueError("the corpus has no cell with counts; nothing to set a model up on.")
+        raise ScLongInputError("the corpus has no cell with counts; nothing to set a model up on.")
     template = ad.AnnData(
         X=sparse.csr_matrix(values), var=pd.DataFrame(index=pd.Index(vocabulary.genes))
     )
@@ -88,7 +90,7 @@ def _strategy(strategy, accelerator: str, gradient_checkpointing: bool):
     if strategy != "fsdp":
         return strategy
     if accelerator == "cpu":
-        raise ValueError(
+        raise ScLongInputError(
             "strategy='fsdp' needs GPUs: Lightning runs FSDP on CUDA devices only. On CPUs "
             "use strategy='ddp' (every process holds the whole model)."
         )
@@ -178,7 +180,7 @@ def pretrain_on_corpus(
             )
         )
     elif resume is not None and str(resume) in ("last", "auto"):
-        raise ValueError(f"resume={str(resume)!r} needs the checkpoint_dir of the run.")
+        raise ScLongInputError(f"resume={str(resume)!r} needs the checkpoint_dir of the run.")
     if enable_progress_bar:
         callbacks.append(TQDMProgressBar())
     trainer = pl.Trainer(
@@ -204,7 +206,7 @@ def pretrain_on_corpus(
     ckpt_path = None
     if resume is not None and str(resume) == "auto":
         if checkpoint_dir is None:
-            raise ValueError("resume='auto' needs the checkpoint_dir of the run.")
+            raise ScLongInputError("resume='auto' needs the checkpoint_dir of the run.")
         # a requeued job: continue from the last checkpoint when there is one
         resume = "last" if (Path(checkpoint_dir) / "last.ckpt").exists() else None
     if resume is not None:
@@ -212,13 +214,13 @@ def pretrain_on_corpus(
         if ckpt_path == "last":
             last = Path(checkpoint_dir) / "last.ckpt"
             if not last.exists():
-                raise FileNotFoundError(
+                raise ScLongFileNotFound(
                     f"resume='last': no last.ckpt in {checkpoint_dir} (is it the folder the "
                     "interrupted run wrote its checkpoints to?)."
                 )
             ckpt_path = str(last)
         elif not Path(ckpt_path).exists():
-            raise FileNotFoundError(f"resume: no checkpoint at {ckpt_path}.")
+            raise ScLongFileNotFound(f"resume: no checkpoint at {ckpt_path}.")
         from ._checkpoints import verify_resume_checkpoint
 
         # before Lightning reads anything: ours, finite, as written, for this configuration

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import ScLongFileNotFound, ScLongInputError
 from ..io._safe import sha256_file
 from ._saving import MANIFEST_FILE, MODEL_FILE, ModelIntegrityError
 
@@ -74,16 +75,16 @@ def register_pretrained(release: PretrainedRelease, *, overwrite: bool = False) 
         Replace a release registered under the same name.
     """
     if not _REPO_ID.match(release.repo_id):
-        raise ValueError(f"repo_id must look like 'org/name', got {release.repo_id!r}.")
+        raise ScLongInputError(f"repo_id must look like 'org/name', got {release.repo_id!r}.")
     if not _COMMIT.match(release.revision):
-        raise ValueError(
+        raise ScLongInputError(
             f"revision must be a full 40-digit commit hash (a branch can move), got "
             f"{release.revision!r}."
         )
     if not re.fullmatch(r"[0-9a-f]{64}", release.manifest_sha256):
-        raise ValueError("manifest_sha256 must be 64 lower-case hex digits.")
+        raise ScLongInputError("manifest_sha256 must be 64 lower-case hex digits.")
     if release.name in _REGISTRY and not overwrite:
-        raise ValueError(f"{release.name!r} is registered already; pass overwrite=True.")
+        raise ScLongInputError(f"{release.name!r} is registered already; pass overwrite=True.")
     _REGISTRY[release.name] = release
 
 
@@ -211,7 +212,7 @@ def resolve_pretrained(
         release = _REGISTRY.get(text)
         if release is not None:
             if revision not in (None, release.revision):
-                raise ValueError(
+                raise ScLongInputError(
                     f"{text!r} is pinned to revision {release.revision}; pass its repository id "
                     f"{release.repo_id!r} to load another revision."
                 )
@@ -221,7 +222,7 @@ def resolve_pretrained(
             repo_id, revision = text, revision or "main"
         else:
             known = ", ".join(sorted(_REGISTRY)) or "none registered yet"
-            raise FileNotFoundError(
+            raise ScLongFileNotFound(
                 f"{text!r} is not a folder, a registered model ({known}) or a hub repository id "
                 "('org/name')."
             )
@@ -240,14 +241,14 @@ def resolve_pretrained(
             commit = revision if _COMMIT.match(revision) else "<commit>"
             where = _repo_folder(cache, repo_id) / "snapshots" / commit
             refs = "" if _COMMIT.match(revision) else f" and {revision}'s commit in refs/{revision}"
-            raise FileNotFoundError(
+            raise ScLongFileNotFound(
                 f"{repo_id}@{revision} is not in the hub cache {cache} and {reason}. Offline, "
                 f"place {' and '.join(MODEL_FILES)} of the release in {where}{refs}, or pass the "
                 "folder that holds them."
             )
     for name in MODEL_FILES:
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder} has no {name}; is it a saved SCLONG model?")
+            raise ScLongFileNotFound(f"{folder} has no {name}; is it a saved SCLONG model?")
     if manifest_sha256 is not None:
         actual = sha256_file(folder / MANIFEST_FILE)
         if actual != manifest_sha256.lower():

@@ -15,11 +15,13 @@ from scvi import REGISTRY_KEYS, settings
 from tqdm.auto import tqdm
 
 from .._docs import fill_doc
+from ..errors import ScLongTypeError
 from ..module._module import DEFAULT_POOLING, POOLINGS, pool_decoded
 from ..validation import (
     SCLONG_MAX_VALUE,
     ScLongInputError,
     check_not_view,
+    check_whole,
     to_memory,
     validate_adata_input,
 )
@@ -79,7 +81,7 @@ class QueryMixin:
             return self.adata
         if isinstance(adata, MuData):
             if self._modality is None:
-                raise ValueError(
+                raise ScLongInputError(
                     "This model was set up on an AnnData; pass an AnnData, not a MuData."
                 )
             rna = _rna(adata, self._modality)
@@ -92,9 +94,9 @@ class QueryMixin:
             )
             return self._validate_anndata(adata)
         if not isinstance(adata, ad.AnnData):
-            raise TypeError(f"expected an AnnData, got {type(adata).__name__}.")
+            raise ScLongTypeError(f"expected an AnnData, got {type(adata).__name__}.")
         if self._modality is not None:
-            raise ValueError(
+            raise ScLongInputError(
                 f"This model was set up on a MuData; pass a MuData with the {self._modality!r} "
                 "modality, not an AnnData."
             )
@@ -154,6 +156,7 @@ class QueryMixin:
         ``progress_bar``: ``True``/``False``, or ``None`` to show one (cells done, cells/s, time
         left) when the call reads at least ``_PROGRESS_MIN_VALUES`` cell x gene values.
         """
+        batch_size = check_whole("batch_size", batch_size, allow_none=True)
         if indices is not None:
             indices = np.asarray(indices)
             if indices.dtype == bool:
@@ -165,7 +168,9 @@ class QueryMixin:
         bar = tqdm(total=n_cells, desc=desc, unit="cell", disable=not progress_bar)
         try:
             loader = self._make_data_loader(
-                adata=data, indices=indices, batch_size=batch_size or settings.batch_size
+                adata=data,
+                indices=indices,
+                batch_size=settings.batch_size if batch_size is None else batch_size,
             )
             for tensors in loader:
                 yield tensors
@@ -207,7 +212,12 @@ class QueryMixin:
         )
         with torch.inference_mode(), autocast:
             loader = self._loader(
-                adata, indices, batch_size or 16, progress_bar, desc, min_coverage=min_coverage
+                adata,
+                indices,
+                16 if batch_size is None else batch_size,
+                progress_bar,
+                desc,
+                min_coverage=min_coverage,
             )
             for tensors in loader:
                 inputs = self.module._get_inference_input(tensors)
@@ -272,7 +282,7 @@ class QueryMixin:
             cannot read.
         """
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
+            raise ScLongInputError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
         n_genes = self.module.config.n_genes
         pooled = []
         batches = self._batches(
@@ -392,7 +402,7 @@ class QueryMixin:
             else:
                 table = (total / max(n_cells, 1)).cpu()
         else:
-            raise ValueError(f"kind must be 'static' or 'contextual', not {kind!r}.")
+            raise ScLongInputError(f"kind must be 'static' or 'contextual', not {kind!r}.")
         return self._per_var(table.numpy())
 
     def _per_var(self, token_table: np.ndarray) -> pd.DataFrame:

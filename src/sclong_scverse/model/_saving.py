@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import ModelIntegrityError, ScLongError, ScLongFileNotFound
+from ..errors import ModelIntegrityError, ScLongError, ScLongFileNotFound, ScLongTypeError
 from ..io._safe import UnsafeFileError, non_finite_tensors, safe_torch_load, sha256_file
 from ..validation import ScLongInputError
 from ._saved_schema import check_saved_content, read_manifest
@@ -64,7 +64,7 @@ def to_plain(value: Any, where: str = "model") -> Any:
     if isinstance(value, defaultdict):
         factory = value.default_factory
         if factory not in (dict, list, None):
-            raise TypeError(f"{where}: a defaultdict of {factory} has no plain form.")
+            raise ScLongTypeError(f"{where}: a defaultdict of {factory} has no plain form.")
         return {
             _TAG: "defaultdict",
             "factory": None if factory is None else factory.__name__,
@@ -75,7 +75,7 @@ def to_plain(value: Any, where: str = "model") -> Any:
     if isinstance(value, list | tuple):
         items = [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
         return items if isinstance(value, list) else tuple(items)
-    raise TypeError(f"{where}: {type(value).__name__} has no plain form to save safely.")
+    raise ScLongTypeError(f"{where}: {type(value).__name__} has no plain form to save safely.")
 
 
 def from_plain(value: Any) -> Any:
@@ -492,28 +492,38 @@ def save_head(
 
 
 def _dry_build(model, spec: dict, state: dict, network, dir_path) -> None:
-    """Build the head described by ``spec`` on the meta device and compare it with ``state``.
+    """Build the head described by ``spec`` with its module on the meta device; compare shapes.
 
-    Nothing is allocated: a damaged or edited ``spec`` that asks for other (or huge) layers is
-    refused before the real module is built. A spec that cannot be built on the meta device
-    (a build step that needs real values) is left to the real build and ``load_state_dict``.
+    The head's own preparation (featurising drugs, reading its data) runs as usual; only its
+    torch module (``_module_cls``) and backbone network are built on the meta device, so nothing
+    of their size is allocated: a damaged or edited ``spec`` that asks for other (or huge)
+    layers is refused before the real module is built.
     """
-    try:
+    real = type(model)._module_cls
+
+    def on_meta(*args, **kwargs):
         with torch.device("meta"):
-            if network is None:
-                model._build(spec)
-            else:
-                model._build(spec, network(spec, state))
+            return real(*args, **kwargs)
+
+    model._module_cls = on_meta
+    try:
+        if network is None:
+            model._build(spec)
+        else:
+            with torch.device("meta"):
+                backbone = network(spec, state)
+            model._build(spec, backbone)
         expected = {name: tuple(value.shape) for name, value in model.module.named_parameters()}
     except ScLongError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
         raise ModelIntegrityError(
             f"{dir_path} holds a spec_ that does not build a {type(model).__name__} "
-            f"({type(error).__name__}: {error}); the file is corrupted or was edited."
+            f"({type(error).__name__}: {' '.join(str(error).split())[:200]}); the file is "
+            "corrupted or was edited."
         ) from None
-    except (RuntimeError, NotImplementedError):  # an operation the meta device lacks
-        return
+    finally:
+        del model._module_cls
     for name, shape in expected.items():
         saved = state.get(name)
         if saved is not None and tuple(saved.shape) != shape:

@@ -15,6 +15,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
+from ..errors import ScLongKeyError
 from ..genes import GeneVocabulary
 from ..go import GeneGraph, default_human_annotations
 from ..module import ScLongModule, ScLongTrainingPlan
@@ -188,7 +189,7 @@ class SCLONG(
         elif config.n_genes is None:
             config = config.replace(n_genes=len(vocabulary))
         if config.n_genes != len(vocabulary):
-            raise ValueError(
+            raise ScLongInputError(
                 f"config.n_genes ({config.n_genes}) differs from the vocabulary size "
                 f"({len(vocabulary)})."
             )
@@ -196,7 +197,7 @@ class SCLONG(
             if network is not None and network.config.low_expression_branch != bool(
                 low_expression_branch
             ):
-                raise ValueError(
+                raise ScLongInputError(
                     "low_expression_branch differs from the given network's; a network's "
                     "branches are fixed when it is built."
                 )
@@ -370,7 +371,7 @@ class SCLONG(
         }
         rna_name = modalities["rna_layer"]
         if rna_name not in mdata.mod:
-            raise KeyError(f"Modality {rna_name!r} not in the MuData ({list(mdata.mod)}).")
+            raise ScLongKeyError(f"Modality {rna_name!r} not in the MuData ({list(mdata.mod)}).")
         rna = mdata.mod[rna_name]
         if rna.n_obs == 0 or rna.n_vars == 0:
             raise ScLongInputError(
@@ -468,7 +469,7 @@ class SCLONG(
         table = torch.as_tensor(np.asarray(table), dtype=torch.float32)
         config = self.module.config
         if table.shape != (config.n_genes, config.dim):
-            raise ValueError(
+            raise ScLongInputError(
                 f"gene2vec must have shape (n_genes, dim) = ({config.n_genes}, {config.dim}), "
                 f"got {tuple(table.shape)}."
             )
@@ -567,17 +568,17 @@ class SCLONG(
         self._query(None)  # the registered values may have been changed since setup_anndata
         fraction = 0.9 if train_size is None else float(train_size)
         if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"train_size must be in (0, 1], got {train_size!r}.")
+            raise ScLongInputError(f"train_size must be in (0, 1], got {train_size!r}.")
         if validation_size is not None and not 0.0 <= validation_size < 1.0 - fraction + 1e-9:
-            raise ValueError(
+            raise ScLongInputError(
                 f"validation_size must be in [0, 1 - train_size], got {validation_size!r} "
                 f"with train_size={fraction:g}."
             )
         has_validation = train_size is None or train_size < 1.0 or bool(validation_size)
         if early_stopping and not has_validation:
-            raise ValueError("early_stopping needs validation cells: use train_size < 1.")
+            raise ScLongInputError("early_stopping needs validation cells: use train_size < 1.")
         if early_stopping and trainer_kwargs.get("max_steps", -1) not in (None, -1):
-            raise ValueError(
+            raise ScLongInputError(
                 "early_stopping watches the validation loss computed at the end of each epoch, "
                 "but max_steps can end training in the middle of an epoch, before it exists. "
                 "Limit training with max_epochs instead, or train without early_stopping."

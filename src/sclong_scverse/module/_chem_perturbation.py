@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import ScLongInputError
 from ._head import HeadModuleMixin
 
 #: The packed drug graph tensors (:func:`pack_bond_graphs`), the module's context when training.
@@ -435,7 +436,7 @@ class ChemPerturbationModule(HeadModuleMixin, nn.Module):
         out = self.output(joint).squeeze(-1) + self.offset
         if self.residual:
             if drug_inputs is None:
-                raise ValueError("A residual module needs drug_inputs (mean_atom_inputs).")
+                raise ScLongInputError("A residual module needs drug_inputs (mean_atom_inputs).")
             out = out + self.wide(drug_inputs, drug_index, cells, cell_index, dose_index)
         if return_attention:
             return out, attention

@@ -11,6 +11,7 @@ from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
+from ..errors import ScLongInputError
 from ..nn import ScLongConfig, ScLongNetwork
 from ..nn.lora import ATTENTION_PROJECTIONS, add_lora
 from ._module import HEAD_POOLING, POOLINGS, NoGenerativeModel, Pooling, pool_decoded
@@ -143,7 +144,7 @@ def unfrozen_prefixes(config: ScLongConfig, n_layers: int) -> list[str]:
     Prefixes of network state-dict keys (e.g. ``"decoder.layers.1."``).
     """
     if n_layers < 1:
-        raise ValueError(f"n_unfrozen_layers must be >= 1, got {n_layers}.")
+        raise ScLongInputError(f"n_unfrozen_layers must be >= 1, got {n_layers}.")
     prefixes = ["decoder_norm."]
     n_decoder = min(n_layers, config.decoder_depth)
     prefixes += [
@@ -389,11 +390,11 @@ class ScLongClassifierModule(NoGenerativeModel, BaseModuleClass):
     ):
         super().__init__()
         if mode not in FINE_TUNE_MODES:
-            raise ValueError(f"mode must be one of {FINE_TUNE_MODES}, not {mode!r}.")
+            raise ScLongInputError(f"mode must be one of {FINE_TUNE_MODES}, not {mode!r}.")
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
+            raise ScLongInputError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
         if n_classes < 2:
-            raise ValueError(f"A classifier needs at least 2 classes, got {n_classes}.")
+            raise ScLongInputError(f"A classifier needs at least 2 classes, got {n_classes}.")
         self.network = network
         self.mode = mode
         self.n_unfrozen_layers = int(n_unfrozen_layers)
@@ -401,7 +402,7 @@ class ScLongClassifierModule(NoGenerativeModel, BaseModuleClass):
         self.n_classes = int(n_classes)
         positions = torch.as_tensor(var_positions, dtype=torch.long)
         if positions.numel() and positions.max() >= network.config.n_genes:
-            raise ValueError("var_positions point beyond the vocabulary.")
+            raise ScLongInputError("var_positions point beyond the vocabulary.")
         self.register_buffer("var_positions", positions)
         self.register_buffer("label_to_class", torch.as_tensor(label_to_class, dtype=torch.long))
         self.register_buffer("class_weights", torch.ones(self.n_classes))
@@ -446,7 +447,7 @@ class ScLongClassifierModule(NoGenerativeModel, BaseModuleClass):
             mode, the adapters (query mapping).
         """
         if scope not in ("mode", "head", "adapters"):
-            raise ValueError(f"scope must be 'mode', 'head' or 'adapters', not {scope!r}.")
+            raise ScLongInputError(f"scope must be 'mode', 'head' or 'adapters', not {scope!r}.")
         for name, parameter in self.network.named_parameters():
             if scope == "head":
                 parameter.requires_grad_(False)
@@ -564,7 +565,7 @@ class ScLongClassifierModule(NoGenerativeModel, BaseModuleClass):
         """
         if self.reads_pooled:
             if x.shape[-1] != self.n_features:
-                raise ValueError(
+                raise ScLongInputError(
                     f"Expected cached pooled features of width {self.n_features}, got "
                     f"{x.shape[-1]}."
                 )

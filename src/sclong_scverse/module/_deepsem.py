@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..errors import ScLongInputError
+
 
 @dataclass
 class DeepSEMConfig:
@@ -65,12 +67,12 @@ class DeepSEMConfig:
         for name in ("n_epochs", "n_hidden", "batch_size", "k2"):
             if int(getattr(self, name)) < 1:
                 value = getattr(self, name)
-                raise ValueError(f"DeepSEM {name} must be a positive integer, got {value}")
+                raise ScLongInputError(f"DeepSEM {name} must be a positive integer, got {value}")
         if self.k1 < 0:
-            raise ValueError(f"DeepSEM k1 must be >= 0, got {self.k1}")
+            raise ScLongInputError(f"DeepSEM k1 must be >= 0, got {self.k1}")
         for name in ("alpha", "beta", "lr", "lr_adj_factor", "gamma"):
             if not float(getattr(self, name)) >= 0:
-                raise ValueError(f"DeepSEM {name} must be >= 0, got {getattr(self, name)}")
+                raise ScLongInputError(f"DeepSEM {name} must be >= 0, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         """Plain dictionary of the fields."""
@@ -154,7 +156,7 @@ class GramAccumulator:
         and columns of genes whose decodings are all 0 are 0.
         """
         if self.n_cells == 0:
-            raise ValueError("no cells were accumulated; nothing to seed DeepSEM with")
+            raise ScLongInputError("no cells were accumulated; nothing to seed DeepSEM with")
         scale = torch.where(self.l1 > 0, 1.0 / self.l1, torch.zeros_like(self.l1))
         seed = self.gram * scale[:, None] * scale[None, :]
         seed.fill_diagonal_(0.0)
@@ -183,7 +185,7 @@ def gram_seed(decoding_batches: Iterable[torch.Tensor], n_genes: int) -> torch.T
             accumulator = GramAccumulator(n_genes, batch.device)
         accumulator.update(batch)
     if accumulator is None:
-        raise ValueError("no cells were accumulated; nothing to seed DeepSEM with")
+        raise ScLongInputError("no cells were accumulated; nothing to seed DeepSEM with")
     return accumulator.seed()
 
 
@@ -211,9 +213,9 @@ class DeepSEM(nn.Module):
         super().__init__()
         adjacency = torch.as_tensor(adjacency, dtype=torch.float32)
         if adjacency.ndim != 2 or adjacency.shape[0] != adjacency.shape[1]:
-            raise ValueError(f"adjacency must be square, got shape {tuple(adjacency.shape)}")
+            raise ScLongInputError(f"adjacency must be square, got shape {tuple(adjacency.shape)}")
         if not torch.isfinite(adjacency).all():
-            raise ValueError("adjacency contains NaN or infinite values")
+            raise ScLongInputError("adjacency contains NaN or infinite values")
         self.n_genes = int(adjacency.shape[0])
         self.adj_A = nn.Parameter(adjacency.clone())
         self.encoder = _mlp(1, n_hidden, 2)
@@ -323,9 +325,9 @@ def train_deepsem(
     config = config or DeepSEMConfig()
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] < 2:
-        raise ValueError(f"DeepSEM needs at least 2 cells and 2 genes, got shape {X.shape}")
+        raise ScLongInputError(f"DeepSEM needs at least 2 cells and 2 genes, got shape {X.shape}")
     if not np.isfinite(X).all():
-        raise ValueError("the expression contains NaN or infinite values")
+        raise ScLongInputError("the expression contains NaN or infinite values")
     data = torch.from_numpy(standardize(X))
     n_cells, n_genes = data.shape
     generator = torch.Generator().manual_seed(int(seed))
@@ -333,7 +335,7 @@ def train_deepsem(
         adjacency = default_adjacency(n_genes, generator)
     adjacency = torch.as_tensor(adjacency, dtype=torch.float32)
     if adjacency.shape != (n_genes, n_genes):
-        raise ValueError(
+        raise ScLongInputError(
             f"the starting adjacency has shape {tuple(adjacency.shape)}, expected ({n_genes}, "
             f"{n_genes})"
         )

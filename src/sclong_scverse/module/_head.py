@@ -24,6 +24,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from ..errors import ScLongInputError
+
 #: The metric the heads' early stopping and best-epoch selection watch.
 VALIDATION_LOSS = "validation_loss"
 _CONTEXT_PREFIX = "context_"
@@ -94,9 +96,9 @@ class HeadTrainingPlan(pl.LightningModule):
     ):
         super().__init__()
         if optimizer not in ("Adam", "AdamW"):
-            raise ValueError(f"optimizer must be 'Adam' or 'AdamW', not {optimizer!r}.")
+            raise ScLongInputError(f"optimizer must be 'Adam' or 'AdamW', not {optimizer!r}.")
         if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr!r}.")
+            raise ScLongInputError(f"lr must be positive, got {lr!r}.")
         self.module = module
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)

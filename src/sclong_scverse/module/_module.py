@@ -6,6 +6,7 @@ import torch
 from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 
+from ..errors import ScLongInputError
 from ..nn import ScLongConfig, ScLongNetwork
 
 
@@ -108,7 +109,7 @@ def pooled_dim(pooling: str, dim: int, n_genes: int) -> int:
 
 def _check_pooling(pooling: str) -> None:
     if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
+        raise ScLongInputError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -275,7 +276,7 @@ class ScLongModule(NoGenerativeModel, BaseModuleClass):
         self.replace_fraction = replace_fraction
         positions = torch.as_tensor(var_positions, dtype=torch.long)
         if positions.max() >= self.network.config.n_genes:
-            raise ValueError("var_positions point beyond the vocabulary.")
+            raise ScLongInputError("var_positions point beyond the vocabulary.")
         self.register_buffer("var_positions", positions)
 
     @property

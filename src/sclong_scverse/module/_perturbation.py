@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ScLongInputError
 from ..nn import ScLongNetwork
 from ._head import HeadModuleMixin
 
@@ -161,10 +162,12 @@ class PerturbationModule(HeadModuleMixin, nn.Module):
         self.backbone = backbone
         if backbone is not None:
             if backbone_positions is None:
-                raise ValueError("backbone_positions are needed with a backbone.")
+                raise ScLongInputError("backbone_positions are needed with a backbone.")
             positions = torch.as_tensor(backbone_positions, dtype=torch.long)
             if positions.shape != (self.n_genes,) or int(positions.min()) < 0:
-                raise ValueError("backbone_positions must give a vocabulary position per gene.")
+                raise ScLongInputError(
+                    "backbone_positions must give a vocabulary position per gene."
+                )
             self.register_buffer("backbone_positions", positions)
             self.feature_proj = nn.Linear(backbone.config.dim, hidden)
             if self.freeze_backbone:
@@ -297,7 +300,7 @@ class PerturbationModule(HeadModuleMixin, nn.Module):
         if self.backbone is not None:
             if features is None:
                 if tokens is None:
-                    raise ValueError("Give the control cells' backbone features or tokens.")
+                    raise ScLongInputError("Give the control cells' backbone features or tokens.")
                 features = self.backbone_features(tokens)
             base = self.feature_proj(features.to(control.dtype))
         else:

@@ -191,7 +191,7 @@ class ScLongConfig:
     def n_tokens(self) -> int:
         """Number of values per cell, the vocabulary plus one pad token (``max_seq_len``)."""
         if self.n_genes is None:
-            raise ValueError("n_genes is not set: give the vocabulary size to the config.")
+            raise ScLongInputError("n_genes is not set: give the vocabulary size to the config.")
         return self.n_genes + 1
 
     def features_for(self, dim_head: int) -> int:

@@ -9,6 +9,8 @@ from torch import nn
 from torch_geometric.nn import SGConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
+from ..errors import ScLongInputError
+
 
 class ValueEmbedding(nn.Module):
     """Scalar expression value -> vector: ``Linear(1, hidden) -> ReLU -> Linear(hidden, dim)``.
@@ -102,19 +104,19 @@ class GeneEmbedding(nn.Module):
         """
         edge_index = torch.as_tensor(edge_index, dtype=torch.long)
         if edge_index.ndim != 2 or edge_index.shape[0] != 2:
-            raise ValueError(
+            raise ScLongInputError(
                 f"edge_index must have shape (2, n_edges), got {tuple(edge_index.shape)}."
             )
         if edge_weight is None:
             edge_weight = torch.ones(edge_index.shape[1])
         edge_weight = torch.as_tensor(edge_weight, dtype=torch.float32)
         if edge_weight.shape != (edge_index.shape[1],):
-            raise ValueError(
+            raise ScLongInputError(
                 f"edge_weight must have shape ({edge_index.shape[1]},), "
                 f"got {tuple(edge_weight.shape)}."
             )
         if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= self.n_tokens):
-            raise ValueError(
+            raise ScLongInputError(
                 f"edge_index refers to positions outside 0..{self.n_tokens - 1} "
                 f"(found {int(edge_index.min())}..{int(edge_index.max())})."
             )

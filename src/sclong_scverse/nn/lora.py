@@ -19,6 +19,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ..errors import ScLongInputError
+
 #: The projections of :class:`~sclong_scverse.nn.FavorSelfAttention` adapters can wrap.
 ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out")
 
@@ -55,7 +57,7 @@ class LoRALinear(nn.Linear):
     ):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         if rank < 1:
-            raise ValueError(f"LoRA rank must be >= 1, got {rank}.")
+            raise ScLongInputError(f"LoRA rank must be >= 1, got {rank}.")
         self.rank = int(rank)
         self.alpha = float(alpha)
         self.scaling = self.alpha / self.rank
@@ -153,7 +155,9 @@ def add_lora(
     targets = tuple(targets)
     unknown = sorted(set(targets) - set(ATTENTION_PROJECTIONS))
     if unknown:
-        raise ValueError(f"Unknown LoRA targets {unknown}; choose from {ATTENTION_PROJECTIONS}.")
+        raise ScLongInputError(
+            f"Unknown LoRA targets {unknown}; choose from {ATTENTION_PROJECTIONS}."
+        )
     adapted = []
     for name, child in list(module.named_modules()):
         if not isinstance(child, FavorSelfAttention):

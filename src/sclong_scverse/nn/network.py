@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ScLongInputError
 from .config import ScLongConfig
 from .embeddings import GeneEmbedding, ValueEmbedding
 from .performer import Performer, ZeroTokenCache, cached_first_layer_attention
@@ -47,7 +48,7 @@ class ScLongNetwork(nn.Module):
         c = config
         n_tokens = c.n_tokens
         if not 0 < c.top_seq_len < n_tokens:
-            raise ValueError(
+            raise ScLongInputError(
                 f"top_seq_len ({c.top_seq_len}) must be between 1 and "
                 f"n_tokens - 1 ({n_tokens - 1})."
             )
@@ -322,12 +323,12 @@ class ScLongNetwork(nn.Module):
         """
         n_tokens = self.config.n_tokens
         if x.ndim != 2 or x.shape[1] != n_tokens:
-            raise ValueError(
+            raise ScLongInputError(
                 f"Expected input of shape (batch, {n_tokens}) (n_genes + 1 pad token), "
                 f"got {tuple(x.shape)}."
             )
         if route_values is not None and route_values.shape != x.shape:
-            raise ValueError(
+            raise ScLongInputError(
                 f"route_values must have the shape of x {tuple(x.shape)}, "
                 f"got {tuple(route_values.shape)}."
             )

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
+from ..errors import ScLongInputError
+
 KeyMax = Literal["batch", "cell"]
 
 
@@ -118,7 +120,7 @@ def softmax_kernel_features(
     elif key_max == "cell":
         stabiliser = data_dash.amax(dim=(-1, -2), keepdim=True)
     else:
-        raise ValueError(f"key_max must be 'batch' or 'cell', not {key_max!r}.")
+        raise ScLongInputError(f"key_max must be 'batch' or 'cell', not {key_max!r}.")
     # ratio * exp(z) = exp(z + log ratio): one shift of size (..., tokens, 1), one exp
     shift = diag_data + stabiliser.detach() - math.log(ratio)
     if torch.is_grad_enabled() and data_dash.requires_grad:
@@ -243,7 +245,7 @@ def streamed_favor_attention(
         elif key_max == "cell":
             local = features.amax(dim=(-1, -2), keepdim=True)  # (b, H, 1, 1)
         else:
-            raise ValueError(f"key_max must be 'batch' or 'cell', not {key_max!r}.")
+            raise ScLongInputError(f"key_max must be 'batch' or 'cell', not {key_max!r}.")
         diag = (k * k).sum(dim=-1, keepdim=True).mul_(half_sq)
         features.sub_(diag).sub_(local).exp_()
         contexts.append(torch.matmul(features.transpose(-1, -2), v))  # (b, H, m, d)
@@ -507,7 +509,7 @@ class Performer(nn.Module):
     @key_max.setter
     def key_max(self, value: KeyMax) -> None:
         if value not in ("batch", "cell"):
-            raise ValueError(f"key_max must be 'batch' or 'cell', not {value!r}.")
+            raise ScLongInputError(f"key_max must be 'batch' or 'cell', not {value!r}.")
         for layer in self.layers:
             layer.attention.key_max = value
 
@@ -519,7 +521,7 @@ class Performer(nn.Module):
     @chunk_size.setter
     def chunk_size(self, value: int | None) -> None:
         if value is not None and (int(value) != value or value < 1):
-            raise ValueError(f"chunk_size must be a positive integer or None, not {value!r}.")
+            raise ScLongInputError(f"chunk_size must be a positive integer or None, not {value!r}.")
         for layer in self.layers:
             layer.attention.chunk_size = value
             layer.feed_forward.chunk_size = value

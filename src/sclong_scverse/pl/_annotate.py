@@ -7,6 +7,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ..errors import ScLongKeyError
 from ._plots import _axes, _finish
 
 if TYPE_CHECKING:
@@ -51,7 +52,9 @@ def confusion_matrix(
     """
     for key in (true_key, pred_key):
         if key not in adata.obs:
-            raise KeyError(f"{key!r} is not a column of adata.obs (run scl.tl.annotate first?).")
+            raise ScLongKeyError(
+                f"{key!r} is not a column of adata.obs (run scl.tl.annotate first?)."
+            )
     table = pd.crosstab(
         adata.obs[true_key].astype(str).rename("true"),
         adata.obs[pred_key].astype(str).rename("predicted"),

@@ -9,6 +9,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ..errors import ScLongKeyError
 from ._plots import _axes, _finish
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ def _results(adata_or_table: ad.AnnData | pd.DataFrame, key: str) -> tuple[pd.Da
     if isinstance(adata_or_table, pd.DataFrame):
         return adata_or_table, {}
     if key not in adata_or_table.uns or "results" not in adata_or_table.uns[key]:
-        raise KeyError(
+        raise ScLongKeyError(
             f"adata.uns[{key!r}]['results'] not found; run the benchmark first "
             "(scl.tl.benchmark_integration / scl.tl.benchmark_grn) or pass key=..."
         )
@@ -95,7 +96,7 @@ def benchmark(
         table = (table - table.min()) / spread
     if sort_by not in table:
         if sort_by != "Total" or not len(table.columns):
-            raise KeyError(
+            raise ScLongKeyError(
                 f"sort_by={sort_by!r} is not a column of the results; columns: "
                 f"{list(table.columns)}"
             )
@@ -194,7 +195,7 @@ def grn_benchmark(
     """
     table, _ = _results(adata_or_table, key)
     if metric not in table:
-        raise KeyError(f"no column {metric!r} in the results; columns: {list(table.columns)}")
+        raise ScLongKeyError(f"no column {metric!r} in the results; columns: {list(table.columns)}")
     wide = table.pivot(index="ground_truth", columns="method", values=metric)
     wide = wide[[m for m in pd.unique(table["method"])]]  # keep the order of the table
     wide = wide.loc[list(pd.unique(table["ground_truth"]))]

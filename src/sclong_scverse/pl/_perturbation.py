@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ..errors import ScLongKeyError
 from ..pp._perturbation import CONTROL
 from ._plots import _axes, _finish
 
@@ -67,7 +68,7 @@ def perturbation(
     for condition in conditions:
         rows = np.flatnonzero(labels == condition)
         if not len(rows):
-            raise KeyError(f"No cells of {condition!r} in adata.obs[{condition_key!r}].")
+            raise ScLongKeyError(f"No cells of {condition!r} in adata.obs[{condition_key!r}].")
         observed = np.asarray(values[rows].mean(axis=0)).ravel() - control
         delta = predicted[condition, genes].layers["delta"]
         delta = np.asarray(delta.toarray() if sparse.issparse(delta) else delta).ravel()
@@ -113,7 +114,7 @@ def perturbation_benchmark(
     The axes (unless shown).
     """
     if metric not in table.columns:
-        raise KeyError(f"{metric!r} is not a column of the table ({list(table.columns)}).")
+        raise ScLongKeyError(f"{metric!r} is not a column of the table ({list(table.columns)}).")
     methods = list(dict.fromkeys(table["method"]))
     ax = _axes(ax, (1.0 + 0.7 * len(methods), 3.5))
     means = table.groupby("method", sort=False)[metric].mean().reindex(methods)

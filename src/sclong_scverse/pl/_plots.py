@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ..errors import ScLongInputError, ScLongKeyError
 from ..io._safe import sha256_plain
 
 if TYPE_CHECKING:
@@ -92,11 +93,11 @@ def training_history(
 
     history = getattr(model_or_history, "history", model_or_history)
     if history is None:
-        raise ValueError("The model has no training history: train it first.")
+        raise ScLongInputError("The model has no training history: train it first.")
     curves = [(_series(history, t), _series(history, v)) for t, v in _CURVES]
     train, validation = next(((t, v) for t, v in curves if t is not None), (None, None))
     if train is None:
-        raise ValueError(
+        raise ScLongInputError(
             f"No training curve in the history (keys: {sorted(history)}); expected "
             "'masked_mse_train' or 'train_loss'."
         )
@@ -130,7 +131,7 @@ def _grn_genes(
     from ..tl import grn_edges
 
     if key not in adata.varp:
-        raise KeyError(f"adata.varp[{key!r}] not found; run scl.tl.grn(adata, model) first.")
+        raise ScLongKeyError(f"adata.varp[{key!r}] not found; run scl.tl.grn(adata, model) first.")
     edges = grn_edges(adata, key=key, tfs=genes)
     if symmetric:
         pairs = pd.Series(
@@ -140,7 +141,7 @@ def _grn_genes(
     if genes is not None:
         genes = [g for g in genes if g in adata.var_names]
         if not genes:
-            raise ValueError("None of the given genes are in adata.var_names.")
+            raise ScLongInputError("None of the given genes are in adata.var_names.")
         edges = edges[edges["target"].isin(genes)].head(n_top)
         return list(dict.fromkeys(genes)), edges
     edges = edges.head(n_top)
@@ -196,10 +197,10 @@ def grn(
     import matplotlib as mpl
 
     if kind not in ("heatmap", "network"):
-        raise ValueError(f"kind must be 'heatmap' or 'network', not {kind!r}.")
+        raise ScLongInputError(f"kind must be 'heatmap' or 'network', not {kind!r}.")
     nodes, edges = _grn_genes(adata, key, genes, n_top, symmetric)
     if not len(edges):
-        raise ValueError(f"adata.varp[{key!r}] has no edges among the chosen genes.")
+        raise ScLongInputError(f"adata.varp[{key!r}] has no edges among the chosen genes.")
     if kind == "heatmap":
         positions = adata.var_names.get_indexer(nodes)
         matrix = adata.varp[key]
@@ -317,7 +318,7 @@ def embedding(
     import scanpy as sc
 
     if basis not in adata.obsm:
-        raise KeyError(
+        raise ScLongKeyError(
             f"adata.obsm[{basis!r}] not found; run scl.tl.embed(adata, model) first "
             f"(obsm keys: {list(adata.obsm)})."
         )

@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from ..errors import ScLongKeyError
 from ..validation import (
     ScLongInputError,
     check_counts,
@@ -108,9 +109,9 @@ def normalize(
     """
     for name, value in (("target_sum", target_sum), ("max_value", max_value)):
         if not (isinstance(value, int | float | np.number) and np.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+            raise ScLongInputError(f"{name} must be a positive finite number, got {value!r}")
     if empty_cells not in ("error", "zero"):
-        raise ValueError(f"empty_cells must be 'error' or 'zero', got {empty_cells!r}")
+        raise ScLongInputError(f"empty_cells must be 'error' or 'zero', got {empty_cells!r}")
     if copy:
         # a backed AnnData is copied into memory (its copy() would need a file name)
         adata = adata.to_memory() if adata.isbacked else adata.copy()
@@ -126,7 +127,7 @@ def normalize(
         X, where = adata.X, "adata.X"
     else:
         if layer not in adata.layers:
-            raise KeyError(
+            raise ScLongKeyError(
                 f"layer {layer!r} not found in adata.layers (available: {list(adata.layers)})"
             )
         X, where = adata.layers[layer], f"adata.layers[{layer!r}]"

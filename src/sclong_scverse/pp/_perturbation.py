@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ..errors import ScLongKeyError
 from ..validation import ScLongInputError, check_not_view
 
 logger = logging.getLogger(__name__)
@@ -155,12 +156,12 @@ def perturbation_conditions(
     """
     check_not_view(adata)
     if perturbation_key not in adata.obs.columns:
-        raise KeyError(
+        raise ScLongKeyError(
             f"perturbation_key={perturbation_key!r} is not a column of adata.obs (columns: "
             f"{list(adata.obs.columns)})."
         )
     if layer is not None and layer not in adata.layers:
-        raise KeyError(f"Layer {layer!r} not in adata.layers ({list(adata.layers)}).")
+        raise ScLongKeyError(f"Layer {layer!r} not in adata.layers ({list(adata.layers)}).")
     if copy:
         adata = adata.copy()
     labels = adata.obs[perturbation_key]
@@ -359,9 +360,9 @@ def perturbation_split(
         there are doubles) empty.
     """
     if split not in ("simulation", "single"):
-        raise ValueError(f"split must be 'simulation' or 'single', not {split!r}.")
+        raise ScLongInputError(f"split must be 'simulation' or 'single', not {split!r}.")
     if condition_key not in adata.obs.columns:
-        raise KeyError(
+        raise ScLongKeyError(
             f"condition_key={condition_key!r} is not a column of adata.obs; run "
             "scl.pp.perturbation_conditions first."
         )
@@ -370,9 +371,9 @@ def perturbation_split(
         ("combo_seen2_train_fraction", combo_seen2_train_fraction),
     ):
         if not 0.0 < value < 1.0:
-            raise ValueError(f"{name} must be in (0, 1), got {value}.")
+            raise ScLongInputError(f"{name} must be in (0, 1), got {value}.")
     if not 0.0 <= val_gene_fraction < 1.0:
-        raise ValueError(f"val_gene_fraction must be in [0, 1), got {val_gene_fraction}.")
+        raise ScLongInputError(f"val_gene_fraction must be in [0, 1), got {val_gene_fraction}.")
     labels = adata.obs[condition_key].astype(str).to_numpy()
     if not (labels == CONTROL).any():
         raise ScLongInputError(f"No control cells ({CONTROL!r}) in adata.obs[{condition_key!r}].")

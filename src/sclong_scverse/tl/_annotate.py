@@ -6,6 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ..errors import ScLongInputError
 from ._embed import _target, _warn_replacing
 
 if TYPE_CHECKING:
@@ -85,14 +86,16 @@ def annotate(
     """
     if isinstance(threshold, str):
         if threshold != "auto":
-            raise ValueError(f"threshold must be 'auto' or a number in [0, 1], not {threshold!r}.")
+            raise ScLongInputError(
+                f"threshold must be 'auto' or a number in [0, 1], not {threshold!r}."
+            )
         threshold, rule = model.confidence_threshold()
     else:
         if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold!r}.")
+            raise ScLongInputError(f"threshold must be in [0, 1], got {threshold!r}.")
         rule = "given"
     if unknown_label in model.classes_:
-        raise ValueError(
+        raise ScLongInputError(
             f"unknown_label={unknown_label!r} is one of the model's classes; choose another."
         )
     target = _target(adata, copy)

@@ -11,6 +11,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ..errors import ScLongKeyError
 from ..validation import (
     LOG_MAX_THRESHOLD,
     ScLongInputError,
@@ -79,7 +80,7 @@ def _counts(adata: ad.AnnData, layer: str | None) -> Any:
     if layer is None:
         return adata.X
     if layer not in adata.layers:
-        raise KeyError(
+        raise ScLongKeyError(
             f"adata.layers[{layer!r}] not found (available: {list(adata.layers)}); pass the "
             "layer that holds raw counts as layer=..."
         )
@@ -212,7 +213,7 @@ def _scvi_latent(
 def _default_embeddings(adata: ad.AnnData) -> list[str]:
     keys = [k for k in adata.obsm if str(k).startswith("X_sclong")]
     if not keys:
-        raise KeyError(
+        raise ScLongKeyError(
             "no scLong embedding in adata.obsm (keys starting with 'X_sclong'; found "
             f"{list(adata.obsm)}); run scl.tl.embed(adata, model) first or pass embeddings=[...]"
         )
@@ -221,7 +222,9 @@ def _default_embeddings(adata: ad.AnnData) -> list[str]:
 
 def _check_labels(adata: ad.AnnData, key: str, what: str) -> pd.Series:
     if key not in adata.obs:
-        raise KeyError(f"adata.obs[{key!r}] ({what}) not found; columns: {list(adata.obs.columns)}")
+        raise ScLongKeyError(
+            f"adata.obs[{key!r}] ({what}) not found; columns: {list(adata.obs.columns)}"
+        )
     values = adata.obs[key]
     if values.isna().any():
         raise ScLongInputError(
@@ -373,7 +376,7 @@ def benchmark_integration(
 
     check_not_view(adata)
     if counts_layer is not None and layer is not None and counts_layer != layer:
-        raise ValueError(
+        raise ScLongInputError(
             f"layer={layer!r} and counts_layer={counts_layer!r} name different layers; "
             "give layer= only (counts_layer is its former name)"
         )
@@ -383,15 +386,17 @@ def benchmark_integration(
     labels = _check_labels(adata, label_key, "labels")
     unknown = sorted(set(baselines) - set(BASELINE_KEYS))
     if unknown:
-        raise ValueError(f"unknown baselines {unknown}; choose from {sorted(BASELINE_KEYS)}")
+        raise ScLongInputError(f"unknown baselines {unknown}; choose from {sorted(BASELINE_KEYS)}")
     keys = list(embeddings) if embeddings is not None else _default_embeddings(adata)
     missing = [k for k in keys if k not in adata.obsm]
     if missing:
-        raise KeyError(f"adata.obsm has no {missing} (available: {list(adata.obsm)})")
+        raise ScLongKeyError(f"adata.obsm has no {missing} (available: {list(adata.obsm)})")
     for key in keys:
         values = np.asarray(adata.obsm[key])
         if values.shape[0] != adata.n_obs or values.ndim != 2:
-            raise ValueError(f"adata.obsm[{key!r}] must be (n_cells, dim), not {values.shape}")
+            raise ScLongInputError(
+                f"adata.obsm[{key!r}] must be (n_cells, dim), not {values.shape}"
+            )
         if not np.isfinite(values).all():
             raise ScLongInputError(f"adata.obsm[{key!r}] contains NaN or infinite values")
 

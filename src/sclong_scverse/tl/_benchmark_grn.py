@@ -10,6 +10,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ..errors import ScLongInputError, ScLongKeyError
 from ._grn_evaluation import CandidateSet, _as_ground_truth, evaluate_grn, expected_random_aupr
 
 RANDOM = "random"
@@ -21,7 +22,7 @@ def _methods(
     if methods is None:
         keys = [str(k) for k in adata.varp if str(k).endswith("_grn")]
         if not keys:
-            raise KeyError(
+            raise ScLongKeyError(
                 "no GRN in adata.varp (keys ending in '_grn'; found "
                 f"{list(adata.varp)}); run scl.tl.grn / coexpression_grn / genie3_grn first "
                 "or pass methods=..."
@@ -33,7 +34,7 @@ def _methods(
         mapping = {str(key): str(key) for key in methods}
     missing = [key for key in mapping.values() if key not in adata.varp]
     if missing:
-        raise KeyError(f"adata.varp has no {missing} (available: {list(adata.varp)})")
+        raise ScLongKeyError(f"adata.varp has no {missing} (available: {list(adata.varp)})")
     return mapping
 
 
@@ -127,9 +128,11 @@ def benchmark_grn(
     """
     mapping = _methods(adata, methods)
     if not ground_truths:
-        raise ValueError("give at least one ground truth, e.g. {'TRRUST': path}")
+        raise ScLongInputError("give at least one ground truth, e.g. {'TRRUST': path}")
     if gene_symbols is not None and gene_symbols not in adata.var:
-        raise KeyError(f"adata.var[{gene_symbols!r}] not found; columns: {list(adata.var.columns)}")
+        raise ScLongKeyError(
+            f"adata.var[{gene_symbols!r}] not found; columns: {list(adata.var.columns)}"
+        )
     if gene_symbols is None:
         names = np.asarray(adata.var_names, dtype=str)
     else:
@@ -163,7 +166,7 @@ def benchmark_grn(
                     gene_symbols="name",
                 )
             except ValueError as error:
-                raise ValueError(f"method {method!r} on {truth_name!r}: {error}") from error
+                raise ScLongInputError(f"method {method!r} on {truth_name!r}: {error}") from error
             rows.append({"ground_truth": truth_name, "method": method, **result})
     results = pd.DataFrame(rows)
     results["expected_random_aupr_ratio"] = [

@@ -8,7 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..validation import ScLongInputError, check_not_view
+from ..validation import ScLongInputError, check_not_view, check_whole
 from ._grn import grn_edges
 
 Method = Literal["ulm", "mlm"]
@@ -54,8 +54,7 @@ def tf_network(
     DataFrame with columns ``source`` (TF), ``target`` and ``weight`` (the GRN's score), the
     layout ``decoupler.mt.ulm`` / ``mlm`` read.
     """
-    if int(n_targets) != n_targets or n_targets < 1:
-        raise ValueError(f"n_targets must be a positive integer, got {n_targets!r}.")
+    n_targets = check_whole("n_targets", n_targets)
     present = pd.Index(tfs).intersection(adata.var_names)
     if present.empty:
         raise ScLongInputError(
@@ -136,12 +135,13 @@ def tf_activities(
         Unknown ``method``; ``net`` without the needed columns; no ``tfs`` without ``net``.
     """
     if method not in ("ulm", "mlm"):
-        raise ValueError(f"method must be 'ulm' or 'mlm', not {method!r}.")
+        raise ScLongInputError(f"method must be 'ulm' or 'mlm', not {method!r}.")
+    tmin = check_whole("tmin", tmin, minimum=0)
     if not copy:
         check_not_view(adata)
     if net is None:
         if tfs is None:
-            raise ValueError(
+            raise ScLongInputError(
                 "give tfs (e.g. the sources of TRRUST or CollecTRI): a scLong GRN scores every "
                 "gene pair and does not say which genes are TFs."
             )
@@ -149,10 +149,16 @@ def tf_activities(
     else:
         missing = {"source", "target", "weight"} - set(net.columns)
         if missing:
-            raise ValueError(
+            raise ScLongInputError(
                 f"net needs columns 'source', 'target', 'weight'; missing {sorted(missing)}."
             )
         network = net[["source", "target", "weight"]]
+        weights = pd.to_numeric(network["weight"], errors="coerce").to_numpy(dtype=float)
+        if not np.isfinite(weights).all():
+            raise ScLongInputError(
+                f"net's weight column holds {int((~np.isfinite(weights)).sum())} missing, "
+                "non-numeric or infinite values; drop or fill those edges first."
+            )
         if tfs is not None:
             network = network[network["source"].isin(pd.Index(tfs))]
         network = network.drop_duplicates(["source", "target"])
@@ -162,6 +168,8 @@ def tf_activities(
             "to score adata.X."
         )
     values = adata.X if layer is None else adata.layers[layer]
+    if network.empty:
+        raise ScLongInputError("the TF network has no edges; give a net with edges.")
     counts = network["target"].isin(adata.var_names).groupby(network["source"]).sum()
     if not (counts >= tmin).any():
         raise ScLongInputError(

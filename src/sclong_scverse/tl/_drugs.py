@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ..errors import ScLongKeyError
 from ..module._module import HEAD_POOLING, Pooling
 from ..validation import ScLongInputError, check_not_view
 
@@ -86,9 +87,11 @@ def cell_line_embedding(
 
     check_not_view(adata)
     if groupby not in adata.obs.columns:
-        raise KeyError(f"groupby={groupby!r} is not a column of adata.obs ({list(adata.obs)}).")
+        raise ScLongKeyError(
+            f"groupby={groupby!r} is not a column of adata.obs ({list(adata.obs)})."
+        )
     if pooling not in ("mean", "pseudobulk"):
-        raise ValueError(f"pooling must be 'mean' or 'pseudobulk', not {pooling!r}.")
+        raise ScLongInputError(f"pooling must be 'mean' or 'pseudobulk', not {pooling!r}.")
     labels = adata.obs[groupby]
     keep = labels.notna().to_numpy()
     if not keep.any():
@@ -103,7 +106,7 @@ def cell_line_embedding(
         table = np.stack([latent[rows[g]].mean(axis=0) for g in groups])
     else:
         if counts_layer is not None and counts_layer not in adata.layers:
-            raise KeyError(
+            raise ScLongKeyError(
                 f"counts_layer {counts_layer!r} not in adata.layers ({list(adata.layers)})."
             )
         counts = adata.X if counts_layer is None else adata.layers[counts_layer]

@@ -7,6 +7,7 @@ import anndata as ad
 import pandas as pd
 
 from .._docs import fill_doc
+from ..errors import ScLongInputError
 from ..model._anndata import MIN_QUERY_COVERAGE
 from ..module._module import DEFAULT_POOLING, Pooling
 from ..validation import check_not_view
@@ -197,7 +198,7 @@ def gene_embeddings(
 def _check_same_genes(adata: ad.AnnData, model: SCLONG) -> None:
     registered = model.adata.var_names
     if not adata.var_names.equals(registered):
-        raise ValueError(
+        raise ScLongInputError(
             "adata.var_names differ from the genes the model was set up with; gene-level results "
             "are written for the model's genes. Use the registered AnnData or "
             "adata[:, model.adata.var_names].copy()."

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..validation import ScLongInputError
+from ..errors import ScLongKeyError
+from ..validation import ScLongInputError, check_finite_number, check_whole
 from ._embed import _check_same_genes, _gene_table, _target, _warn_replacing
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def _check_top_k(top_k: int | None) -> int | None:
     if top_k is None:
         return None
     if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
-        raise ValueError(
+        raise ScLongInputError(
             f"top_k must be a positive integer (partners kept per gene), or None for the dense "
             f"matrix of all pairs; got {top_k!r}."
         )
@@ -107,9 +108,11 @@ def cosine_similarity_graph(
     top_k = _check_top_k(top_k)
     values = np.asarray(embeddings, dtype=np.float32)
     if values.ndim != 2:
-        raise ValueError(f"embeddings must be (n_genes, dim), got shape {values.shape}.")
+        raise ScLongInputError(f"embeddings must be (n_genes, dim), got shape {values.shape}.")
     if np.isinf(values).any():
-        raise ValueError("embeddings contain infinite values; a gene's row must be finite or NaN.")
+        raise ScLongInputError(
+            "embeddings contain infinite values; a gene's row must be finite or NaN."
+        )
     missing = np.isnan(values).any(axis=1)
     values = np.where(missing[:, None], 0.0, values).astype(np.float32, copy=False)
     if center and (~missing).any():
@@ -274,7 +277,7 @@ def grn(
     >>> scl.tl.benchmark_grn(adata, {"TRRUST": path}, tfs=tfs)  # doctest: +SKIP
     """
     if method not in ("cosine", "deepsem"):
-        raise ValueError(f"method must be 'cosine' or 'deepsem', not {method!r}.")
+        raise ScLongInputError(f"method must be 'cosine' or 'deepsem', not {method!r}.")
     if method == "deepsem":
         return _deepsem_grn(
             adata,
@@ -292,15 +295,15 @@ def grn(
             precision=precision,
         )
     if model is None:
-        raise ValueError(
+        raise ScLongInputError(
             "method='cosine' scores the model's gene embeddings: pass the model "
             "(scl.tl.grn(adata, model)); only method='deepsem' runs without one."
         )
     if kind not in ("static", "contextual"):
-        raise ValueError(f"kind must be 'static' or 'contextual', not {kind!r}.")
+        raise ScLongInputError(f"kind must be 'static' or 'contextual', not {kind!r}.")
     top_k = _check_top_k(top_k)
     if top_k is None and adata.n_vars > _DENSE_LIMIT:
-        raise ValueError(
+        raise ScLongInputError(
             f"A dense {adata.n_vars} x {adata.n_vars} GRN would need "
             f"{adata.n_vars**2 * 4 / 2**30:.1f} GiB; give top_k (e.g. top_k=50)."
         )
@@ -404,14 +407,14 @@ def _deepsem_grn(
 
     top_k = _check_top_k(top_k)
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int | np.integer) or n_seeds < 1:
-        raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}.")
+        raise ScLongInputError(f"n_seeds must be a positive integer, got {n_seeds!r}.")
     known = {f.name for f in dataclasses.fields(DeepSEMConfig)}
     unknown = sorted(set(deepsem_kwargs or {}) - known)
     if unknown:
-        raise ValueError(f"unknown deepsem_kwargs {unknown}; known: {sorted(known)}.")
+        raise ScLongInputError(f"unknown deepsem_kwargs {unknown}; known: {sorted(known)}.")
     config = DeepSEMConfig(**dict(deepsem_kwargs or {}))
     if adata.n_vars > _DENSE_LIMIT:
-        raise ValueError(
+        raise ScLongInputError(
             f"DeepSEM over {adata.n_vars} genes needs dense {adata.n_vars} x {adata.n_vars} "
             "matrices and a linear solve of that size per step; subset the genes first (e.g. "
             "to highly variable genes and TFs)."
@@ -420,7 +423,7 @@ def _deepsem_grn(
     if tfs is not None:
         regulators = np.flatnonzero(adata.var_names.isin(pd.Index([str(t) for t in tfs])))
         if regulators.size == 0:
-            raise ValueError(
+            raise ScLongInputError(
                 f"none of the {len(list(tfs))} given tfs is among adata.var_names (e.g. "
                 f"{list(adata.var_names[:3])})."
             )
@@ -523,7 +526,9 @@ def grn_edges(
     highest first (self pairs excluded).
     """
     if key not in adata.varp:
-        raise KeyError(f"adata.varp[{key!r}] not found; run scl.tl.grn(adata, model) first.")
+        raise ScLongKeyError(f"adata.varp[{key!r}] not found; run scl.tl.grn(adata, model) first.")
+    n_top = check_whole("n_top", n_top, allow_none=True)
+    min_score = check_finite_number("min_score", min_score, allow_none=True)
     matrix = sparse.coo_matrix(adata.varp[key])
     names = np.asarray(adata.var_names)
     keep = matrix.row != matrix.col

@@ -17,7 +17,8 @@ from scipy import sparse
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
-from ..validation import ScLongInputError, check_not_view, summarize_values
+from ..errors import ScLongKeyError
+from ..validation import ScLongInputError, check_not_view, check_whole, summarize_values
 
 _DENSE_LIMIT = 20_000
 _COUNTS_MAX = 50.0
@@ -62,7 +63,7 @@ def _library_sizes(
         return own, n_genes
     if isinstance(total_counts, str):
         if total_counts not in adata.obs:
-            raise KeyError(
+            raise ScLongKeyError(
                 f"adata.obs[{total_counts!r}] not found (columns: {list(adata.obs.columns)}); "
                 "pass the column with each cell's total counts over all genes"
             )
@@ -72,7 +73,7 @@ def _library_sizes(
         values = np.asarray(total_counts, dtype=np.float64).ravel()
         source = "the given total_counts"
         if values.shape != (adata.n_obs,):
-            raise ValueError(
+            raise ScLongInputError(
                 f"total_counts has {values.size} values; give one per cell ({adata.n_obs})"
             )
     bad = ~np.isfinite(values) | (values <= 0)
@@ -105,10 +106,10 @@ def _normalized_expression(
     counts, used as given).
     """
     if layer is not None and layer not in adata.layers:
-        raise KeyError(f"adata.layers[{layer!r}] not found (available: {list(adata.layers)})")
+        raise ScLongKeyError(f"adata.layers[{layer!r}] not found (available: {list(adata.layers)})")
     X = adata.X if layer is None else adata.layers[layer]
     if X is None:
-        raise ValueError("adata.X is empty; pass layer=... with the expression values")
+        raise ScLongInputError("adata.X is empty; pass layer=... with the expression values")
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     summary = summarize_values(X)
     if summary.n_nan or summary.n_inf:
@@ -213,10 +214,10 @@ def coexpression_grn(
         NaN or infinite values, cells without counts, non-positive ``total_counts``.
     """
     if method not in ("pearson", "spearman"):
-        raise ValueError(f"method must be 'pearson' or 'spearman', not {method!r}")
+        raise ScLongInputError(f"method must be 'pearson' or 'spearman', not {method!r}")
     check_not_view(adata)
     if adata.n_vars > _DENSE_LIMIT:
-        raise ValueError(
+        raise ScLongInputError(
             f"a dense {adata.n_vars} x {adata.n_vars} correlation matrix would need "
             f"{adata.n_vars**2 * 4 / 2**30:.1f} GiB; subset the genes first (e.g. to highly "
             "variable genes or to the genes of the ground truth)"
@@ -323,8 +324,10 @@ def genie3_grn(
     from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 
     check_not_view(adata)
+    check_whole("n_estimators", n_estimators)
+    check_whole("min_samples_leaf", min_samples_leaf)
     if tree_method not in ("random_forest", "extra_trees"):
-        raise ValueError(
+        raise ScLongInputError(
             f"tree_method must be 'random_forest' or 'extra_trees', not {tree_method!r}"
         )
     names = adata.var_names
@@ -337,12 +340,14 @@ def genie3_grn(
 
     regulator_pos, target_pos = positions(regulators), positions(targets)
     if len(regulator_pos) < 2:
-        raise ValueError(
+        raise ScLongInputError(
             f"{len(regulator_pos)} of the given regulators are in adata.var_names (e.g. "
             f"{list(names[:3])}); at least two are needed (check the gene naming)"
         )
     if len(target_pos) == 0:
-        raise ValueError("none of the given targets is in adata.var_names (check the gene naming)")
+        raise ScLongInputError(
+            "none of the given targets is in adata.var_names (check the gene naming)"
+        )
 
     X, normalized_over = _normalized_expression(adata, layer, total_counts)
     wanted = np.union1d(regulator_pos, target_pos)

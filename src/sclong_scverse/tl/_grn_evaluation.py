@@ -18,6 +18,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 from sklearn.metrics import average_precision_score
 
+from ..errors import ScLongInputError, ScLongKeyError, ScLongTypeError, reading
+
 PathLike = str | os.PathLike
 
 GroundTruthFormat = Literal["auto", "trrust", "beeline", "dorothea", "collectri", "edgelist"]
@@ -38,7 +40,7 @@ def _first_line(path: Path) -> str:
         for line in handle:
             if line.strip() and not line.startswith("#"):
                 return line.rstrip("\r\n")
-    raise ValueError(f"ground-truth file {path} is empty")
+    raise ScLongInputError(f"ground-truth file {path} is empty")
 
 
 def _split(line: str) -> tuple[list[str], str | None]:
@@ -61,7 +63,7 @@ def _detect_format(path: Path) -> tuple[str, str | None]:
         return "trrust", sep
     if len(fields) >= 2:
         return "edgelist", sep
-    raise ValueError(
+    raise ScLongInputError(
         f"cannot recognise the format of {path}: its first line {fields!r} has no "
         "'Gene1,Gene2' or 'source,target' / 'tf,target' header and fewer than two columns; pass "
         "a DataFrame with 'source' and 'target' columns instead"
@@ -103,7 +105,17 @@ def read_ground_truth(
     0   AATF    BAX
     1   AATF CDKN1A
     """
+    if not isinstance(path, str | os.PathLike):
+        raise ScLongTypeError(
+            f"give the ground truth as a file path (or a DataFrame to evaluate_grn), not "
+            f"{type(path).__name__}."
+        )
     path = Path(path)
+    with reading(path, "ground-truth file", "a TRRUST, BEELINE, DoRothEA or CollecTRI table"):
+        return _read_ground_truth(path, format, sep)
+
+
+def _read_ground_truth(path: Path, format: str, sep: str | None) -> pd.DataFrame:
     detected, detected_sep = _detect_format(path)
     if format == "auto":
         format = detected  # type: ignore[assignment]
@@ -112,7 +124,7 @@ def read_ground_truth(
     if format in ("trrust", "edgelist"):
         table = pd.read_csv(path, header=None, dtype=str, comment="#", **read_kw)
         if table.shape[1] < 2:
-            raise ValueError(f"{path}: expected at least two columns (source, target)")
+            raise ScLongInputError(f"{path}: expected at least two columns (source, target)")
         table = table.iloc[:, :2]
         table.columns = ["source", "target"]
     elif format in ("beeline", "collectri", "dorothea"):
@@ -125,12 +137,12 @@ def read_ground_truth(
                 table.columns = ["source", "target"]
                 break
         else:
-            raise ValueError(
+            raise ScLongInputError(
                 f"{path}: format {format!r} needs a 'Gene1,Gene2', 'source,target' or "
                 f"'tf,target' header; found columns {list(table.columns)}"
             )
     else:
-        raise ValueError(
+        raise ScLongInputError(
             f"unknown ground-truth format {format!r}; use 'auto', 'trrust', 'beeline', "
             "'dorothea', 'collectri' or 'edgelist'"
         )
@@ -151,7 +163,7 @@ def _as_ground_truth(ground_truth: pd.DataFrame | PathLike) -> pd.DataFrame:
                 table = ground_truth[[columns[src], columns[tgt]]]
                 table.columns = ["source", "target"]
                 return _clean_edges(table)
-        raise ValueError(
+        raise ScLongInputError(
             "the ground-truth DataFrame needs 'source' and 'target' columns (or 'Gene1'/'Gene2', "
             f"'tf'/'target'); found {list(ground_truth.columns)}"
         )
@@ -162,14 +174,14 @@ def _prediction_from_adata(
     adata: AnnData, key: str, gene_symbols: str | None
 ) -> tuple[np.ndarray, Any]:
     if key not in adata.varp:
-        raise KeyError(
+        raise ScLongKeyError(
             f"adata.varp[{key!r}] not found (available: {list(adata.varp)}); run scl.tl.grn "
             "first or pass key=..."
         )
     if gene_symbols is None:
         return np.asarray(adata.var_names, dtype=str), adata.varp[key]
     if gene_symbols not in adata.var:
-        raise KeyError(
+        raise ScLongKeyError(
             f"adata.var[{gene_symbols!r}] not found (columns: {list(adata.var.columns)}); pass "
             "the column with the gene names the ground truth uses"
         )
@@ -183,7 +195,7 @@ def _check_finite_scores(values: np.ndarray) -> None:
     if not np.isfinite(values).all():
         n_nan = int(np.isnan(values).sum())
         n_inf = int(np.isinf(values).sum())
-        raise ValueError(
+        raise ScLongInputError(
             f"the predicted scores contain {n_nan} NaN and {n_inf} infinite values between "
             "evaluated genes; drop or replace them first (e.g. np.nan_to_num, or clip to the "
             "finite range)"
@@ -281,7 +293,7 @@ def _refuse_row_restricted(blocks: _Blocks, universe: pd.Index) -> None:
     if not target_only.any():
         return
     n_rows, n_target_only = int(blocks.as_source.sum()), int(target_only.sum())
-    raise ValueError(
+    raise ScLongInputError(
         f"the prediction scores only {n_rows} of the {len(universe)} evaluated genes as sources "
         f"(rows): {n_target_only} genes, e.g. {list(universe[target_only][:3])}, are scored as "
         "targets only. Scored over all pairs among the ground truth's genes "
@@ -313,7 +325,7 @@ def _prediction_genes(edges_or_adata: Any, key: str, gene_symbols: str | None) -
     if isinstance(edges_or_adata, AnnData):
         names, matrix = _prediction_from_adata(edges_or_adata, key, gene_symbols)
         if matrix.shape != (len(names), len(names)):
-            raise ValueError(
+            raise ScLongInputError(
                 f"adata.varp[{key!r}] has shape {matrix.shape}, expected genes x genes "
                 f"({len(names)}, {len(names)})"
             )
@@ -323,7 +335,7 @@ def _prediction_genes(edges_or_adata: Any, key: str, gene_symbols: str | None) -
         missing = {"source", "target"} - columns
         if missing or not {"weight", "score"} & columns:
             absent = sorted(missing) + ([] if {"weight", "score"} & columns else ["weight"])
-            raise ValueError(
+            raise ScLongInputError(
                 "the edge table needs columns 'source', 'target' and 'weight' (or 'score'); "
                 f"missing {absent}"
             )
@@ -332,7 +344,7 @@ def _prediction_genes(edges_or_adata: Any, key: str, gene_symbols: str | None) -
             edges = edges.rename(columns={"weight": "score"})
         genes = pd.Index(pd.unique(edges[["source", "target"]].astype(str).values.ravel()))
         return None, None, edges, genes
-    raise TypeError(
+    raise ScLongTypeError(
         "edges_or_adata must be an AnnData (scores in varp[key]) or a DataFrame with 'source', "
         f"'target', 'weight' (or 'score') columns; got {type(edges_or_adata).__name__}"
     )
@@ -352,7 +364,7 @@ def _source_mask(
         is_source = universe.isin(pd.Index(np.asarray(given, dtype=str)))
         if not is_source.any():
             what = "TFs" if tfs is not None else "candidate sources"
-            raise ValueError(
+            raise ScLongInputError(
                 f"none of the {len(given)} given {what} is among the {len(universe)} evaluated "
                 f"genes (e.g. {list(universe[:3])}); check the gene naming"
             )
@@ -361,7 +373,7 @@ def _source_mask(
         return np.ones(len(universe), dtype=bool)
     is_source = np.asarray(universe.isin(pd.Index(truth["source"].unique())))
     if not is_source.any():
-        raise ValueError(
+        raise ScLongInputError(
             f"none of the ground truth's {truth['source'].nunique()} source genes (its TFs, e.g. "
             f"{list(truth['source'].unique()[:3])}) is among the {len(universe)} evaluated genes: "
             "no TF row to score. Pass tfs=... (the regulators), or candidates='truth_genes' "
@@ -516,12 +528,12 @@ def evaluate_grn(
     ('tf_rows', 2.56)
     """
     if candidates not in CANDIDATE_SETS:
-        raise ValueError(
+        raise ScLongInputError(
             f"candidates must be one of {list(CANDIDATE_SETS)} (TF rows x all genes, or pairs "
             f"among the ground truth's genes), not {candidates!r}"
         )
     if tfs is not None and candidate_sources is not None:
-        raise ValueError(
+        raise ScLongInputError(
             "give tfs= or candidate_sources= (the same restriction of the candidate pairs' "
             "sources), not both"
         )
@@ -535,7 +547,7 @@ def evaluate_grn(
     truth_genes = pd.Index(pd.unique(truth[["source", "target"]].values.ravel()))
     shared = predicted_genes[predicted_genes.isin(truth_genes)].unique()
     if len(shared) < 2:
-        raise ValueError(
+        raise ScLongInputError(
             f"only {len(shared)} of the {len(predicted_genes)} predicted genes occur in the "
             f"ground truth ({len(truth_genes)} genes, e.g. {list(truth_genes[:3])}; predicted "
             f"e.g. {list(predicted_genes[:3])}). Check the gene naming (symbols vs Ensembl ids: "
@@ -590,7 +602,7 @@ def evaluate_grn(
         else f"pairs among the {n} ground-truth genes ({rows.size} as sources)"
     )
     if n_positives == 0:
-        raise ValueError(
+        raise ScLongInputError(
             f"no ground-truth edge among the {n_candidates} candidate pairs ({what}, "
             f"directed={directed}) of the {len(shared)} genes shared by the prediction and the "
             "ground truth; nothing to evaluate (check the gene set, tfs=..., directed=...)"

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..validation import ScLongInputError, check_not_view, summarize_values
+from ..validation import ScLongInputError, check_not_view, check_whole, summarize_values
 
 if TYPE_CHECKING:
     from ..model import SCLONG
@@ -122,6 +122,12 @@ def in_silico_perturb(
     check_not_view(adata)
     if mode not in ("delete", "overexpress"):
         raise ScLongInputError(f"mode must be 'delete' or 'overexpress', not {mode!r}.")
+    n_null, n_bins = check_whole("n_null", n_null), check_whole("n_bins", n_bins)
+    check_whole("batch_size", batch_size, allow_none=True)
+    if isinstance(genes, str) or not len(genes):
+        raise ScLongInputError(
+            f"genes must be a non-empty list of gene names, e.g. [{str(genes)!r}], got {genes!r}."
+        )
     names = pd.Index(adata.var_names.astype(str))
     genes = [str(g) for g in genes]
     unknown = [g for g in genes if g not in names]
@@ -323,6 +329,10 @@ def in_silico_vs_screen(
     from ..pp._perturbation import condition_genes
 
     check_not_view(adata)
+    for name, value in (("n_de_genes", n_de_genes), ("n_null", n_null), ("n_bins", n_bins)):
+        check_whole(name, value)
+    check_whole("n_cells", n_cells, allow_none=True)
+    check_whole("batch_size", batch_size, allow_none=True)
     if condition_key not in adata.obs:
         raise ScLongInputError(
             f"adata.obs has no column {condition_key!r}; run "

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ..errors import ScLongTypeError
 from ..pp._perturbation import CONTROL, condition_genes
 from ..validation import ScLongInputError
 
@@ -103,7 +104,7 @@ def _embedding_table(source: Any) -> pd.DataFrame | None:
             table = source.module.network.gene_embedding().float().cpu().numpy()
         genes = list(source.vocabulary.genes)
         return pd.DataFrame(table[: len(genes)], index=genes)
-    raise TypeError(
+    raise ScLongTypeError(
         f"gene_embeddings must be a DataFrame (genes x dims) or an SCLONG, not "
         f"{type(source).__name__}."
     )

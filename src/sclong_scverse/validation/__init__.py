@@ -11,12 +11,14 @@ format) without densifying the whole matrix, and on objects that can only be sli
 (``h5py`` datasets, anndata's backed sparse datasets, dask arrays). Messages name the offending
 location through the ``where`` argument (``"adata.X"``, ``"adata.layers['counts']"``).
 
-Modules, lowest first: ``_errors`` (:class:`ScLongInputError`), ``_values`` (value summaries,
+Modules, lowest first: ``_errors`` (:class:`ScLongInputError`), ``_arguments`` (plain
+arguments: whole numbers, finite numbers), ``_values`` (value summaries,
 count and log-normalised checks, block reading), ``_anndata`` (AnnData structure: views, gene
 names, ``obs`` columns), ``_model_input`` (the model's input and the normalisation it expects).
 """
 
 from ._anndata import check_not_view, check_obs_key, check_unique_var_names
+from ._arguments import check_finite_number, check_whole
 from ._errors import ScLongInputError
 from ._model_input import (
     N_SAMPLE_CELLS,
@@ -47,11 +49,13 @@ __all__ = [
     "ScLongInputError",
     "ValueSummary",
     "check_counts",
+    "check_finite_number",
     "check_log_normalized",
     "check_nonempty_cells",
     "check_not_view",
     "check_obs_key",
     "check_unique_var_names",
+    "check_whole",
     "empty_cells_message",
     "model_normalization",
     "normalization_record",

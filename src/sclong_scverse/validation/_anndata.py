@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ScLongKeyError
 from ._errors import ScLongInputError
 
 
@@ -88,7 +89,7 @@ def check_obs_key(adata: Any, key: str | None, argument: str, *, n_examples: int
     if key is None:
         return
     if key not in adata.obs.columns:
-        raise KeyError(
+        raise ScLongKeyError(
             f"{argument}={key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)})."
         )
     column = adata.obs[key]

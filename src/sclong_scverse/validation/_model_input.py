@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..errors import ScLongKeyError
 from ._errors import ScLongInputError
 from ._values import SCLONG_MAX_VALUE, ValueSummary, _iter_row_blocks, summarize_values
 
@@ -396,7 +397,7 @@ def validate_adata_input(
         ``layer`` is not in ``adata.layers``.
     """
     if layer is not None and layer not in adata.layers:
-        raise KeyError(
+        raise ScLongKeyError(
             f"Layer {layer!r} not in {name}.layers ({list(adata.layers)}). Run "
             f"`scl.pp.normalize(adata, key_added={layer!r})` on raw counts first."
         )
@@ -460,13 +461,15 @@ def model_normalization(
     """
     if given is not None:
         if not isinstance(given, Mapping) or "max_value" not in given:
-            raise ValueError(
+            raise ScLongInputError(
                 "normalization must be a dict with at least 'max_value' (the per-cell maximum "
                 f"of the values, 10 for scl.pp.normalize), got {given!r}."
             )
         max_value = float(given["max_value"])
         if not (np.isfinite(max_value) and max_value > 0):
-            raise ValueError(f"normalization['max_value'] must be positive, got {max_value!r}.")
+            raise ScLongInputError(
+                f"normalization['max_value'] must be positive, got {max_value!r}."
+            )
         target_sum = given.get("target_sum")
         return {
             "method": str(given.get("method", "given")),

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..errors import ScLongTypeError
 from ._errors import ScLongInputError
 
 # values per block when scanning a matrix (a block of rows for dense data, a slice of the stored
@@ -90,7 +91,7 @@ def _iter_values(X: Any) -> Iterator[tuple[np.ndarray, bool]]:
             yield np.asarray(block).reshape(-1), False
         return
     if not hasattr(X, "shape") or not hasattr(X, "__getitem__") or len(X.shape) != 2:
-        raise TypeError(
+        raise ScLongTypeError(
             f"expected a 2-d numpy array or scipy sparse matrix, got {type(X).__name__}"
         )
     for _, block in _iter_row_blocks(X):  # h5py / backed sparse / dask: read block by block
