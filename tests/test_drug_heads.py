@@ -747,7 +747,7 @@ def test_a_saved_head_refuses_edits_and_the_command_line_names_it(
     model.save(tmp_path / "combo")
     edits = {
         "wide": (
-            lambda c: c["attr_dict"]["spec_"].update(fusion_dims=[60_000, 60_000]),
+            lambda c: c["attr_dict"]["spec_"].update(fusion_dims=[4096, 4096]),
             "do not fit the spec",
         ),
         "text": (lambda c: c["attr_dict"]["spec_"].update(graph_dims="wide"), "does not build"),

@@ -354,6 +354,18 @@ def test_save_load_round_trip(trained, tmp_path):
     np.testing.assert_array_equal(before.X, after.X)
     state, back = model.module.state_dict(), loaded.module.state_dict()
     assert set(state) == set(back) and all(torch.equal(state[k], back[k]) for k in state)
+    # a spec edited to ask for other (wider) layers is refused from the shapes (issue 23), the
+    # module built on the meta device first: nothing of that size is allocated
+    import shutil
+
+    from conftest import rewrite_saved_model
+
+    shutil.copytree(tmp_path / "pert", tmp_path / "wide")
+    rewrite_saved_model(
+        tmp_path / "wide", lambda c: c["attr_dict"]["spec_"].update(hidden_dim=4096)
+    )
+    with pytest.raises(ModelIntegrityError, match="do not fit the spec"):
+        SCLONGPerturbation.load(tmp_path / "wide", adata.copy())
     # a changed file is refused
     path = tmp_path / "pert" / "model.pt"
     path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)

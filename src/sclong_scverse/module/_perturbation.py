@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -163,8 +164,9 @@ class PerturbationModule(HeadModuleMixin, nn.Module):
         if backbone is not None:
             if backbone_positions is None:
                 raise ScLongInputError("backbone_positions are needed with a backbone.")
+            checked = np.asarray(backbone_positions)  # on the host (also under a meta build)
             positions = torch.as_tensor(backbone_positions, dtype=torch.long)
-            if positions.shape != (self.n_genes,) or int(positions.min()) < 0:
+            if checked.shape != (self.n_genes,) or int(checked.min()) < 0:
                 raise ScLongInputError(
                     "backbone_positions must give a vocabulary position per gene."
                 )
