@@ -539,3 +539,27 @@ def test_demo_in_a_fresh_process_prints_no_lightning_lines(tmp_path):
     output = result.stdout + result.stderr
     for line in ("Tip:", "GPU available", "Seed set to", "LOCAL_RANK"):
         assert line not in output, output
+
+
+@pytest.mark.parametrize(
+    "argv, text",
+    [
+        (["pretrain", "IN", "--out", "M", "--batch-size", "0"], "--batch-size: '0'"),
+        (["pretrain", "IN", "--out", "M", "--max-steps", "-5"], "--max-steps: '-5'"),
+        (["pretrain", "IN", "--out", "M", "--lr", "nan"], "--lr: 'nan'"),
+        (["pretrain", "IN", "--out", "M", "--epochs", "two"], "--epochs: 'two'"),
+        (["embed", "IN", "--model", "M", "--min-coverage", "2"], "a number from 0 to 1"),
+        (["grn", "IN", "--model", "M", "--top-k", "-1"], "--top-k: '-1'"),
+        (["embed", "IN", "--model", "M", "--out", "O", "--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_impossible_option_values_are_one_line_before_any_work(capsys, tmp_path, argv, text):
+    # issue 23: --batch-size 0 ended in ZeroDivisionError, --max-steps -5 in Lightning's
+    # exception, both with a traceback
+    argv = [str(tmp_path / a) if a in ("IN", "M") else a for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    _one_line_error(err, text, "--help")
+    assert not (tmp_path / "M").exists()

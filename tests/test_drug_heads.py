@@ -765,6 +765,16 @@ def test_a_saved_head_refuses_edits_and_the_command_line_names_it(
         rewrite_saved_model(folder, edit)
         with pytest.raises(ModelIntegrityError, match=match):
             SCLONGDrugCombination.load(folder, adata.copy())
+    # a flipped byte (the head files' own integrity error, as every head gives)
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for file in (tmp_path / "combo").iterdir():
+        (damaged / file.name).write_bytes(file.read_bytes())
+    raw = bytearray((damaged / "model.pt").read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    (damaged / "model.pt").write_bytes(bytes(raw))
+    with pytest.raises(ModelIntegrityError, match="checksum"):
+        SCLONGDrugCombination.load(damaged, adata.copy())
     query = tmp_path / "lines.h5ad"
     adata.write_h5ad(query)
     code = cli.main(["embed", str(query), "--model", str(tmp_path / "combo"), "--out", "x.h5ad"])
