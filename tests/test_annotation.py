@@ -80,7 +80,12 @@ def test_cross_protocol_celseq2_to_dropseq_beats_majority(cellbench_small, backb
     celseq = adata[adata.obs["batch"] != "sc_dropseq"].copy()
     reference = celseq[_stratified(celseq.obs, "cell_line", 120)].copy()
     query = adata[adata.obs["batch"] == "sc_dropseq"].copy()
-    torch.manual_seed(0)
+    # the fine-tuning modes' train/validation split comes from scvi-tools' data splitter, which
+    # draws from numpy's global generator: seeded here (scvi.settings.seed seeds numpy, torch
+    # and random), else the accuracy varied from 0.43 to 0.80 between runs
+    import scvi
+
+    scvi.settings.seed = 0
     model = SCLONGClassifier.from_sclong(
         backbone, reference, labels_key="cell_line", mode="partial"
     )
