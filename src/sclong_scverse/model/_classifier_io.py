@@ -291,7 +291,7 @@ class ClassifierIOMixin:
             accelerator=accelerator, devices=device, return_device="torch"
         )
         folder = Path(dir_path)
-        saved = read_saved_model(folder, prefix, verify=verify)
+        saved = read_saved_model(folder, prefix, verify=verify, cls=cls)
         attr_dict, state = saved["attr_dict"], saved["model_state_dict"]
         info = saved.get("backbone")
         if not isinstance(info, dict) or "sha256" not in info:
