@@ -37,7 +37,7 @@ import scipy.sparse as sp
 import torch
 
 from .._batch_keys import CHOSEN_KEY, POSITION_KEY, REPLACED_KEY, X_KEY
-from ..errors import ScLongError, ScLongFileError, ScLongFileNotFound, reading
+from ..errors import ScLongFileError, ScLongFileNotFound, _reason, reading
 from ..pp._normalize import normalize_matrix
 from ..validation import ScLongInputError, ValueSummary, check_counts, summarize_values
 
@@ -56,11 +56,6 @@ class _MissingElement(ScLongInputError, KeyError):
     __str__ = BaseException.__str__  # the message as it is, without KeyError's quotes
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
 @contextlib.contextmanager
 def _reading_store(path: Path) -> Iterator[None]:
     """Report any failure to open or read the store ``path`` as one line that names it.
@@ -72,22 +67,16 @@ def _reading_store(path: Path) -> Iterator[None]:
     pass through unchanged.
     """
     what = "zarr store" if path.suffix == ".zarr" else "AnnData file"
-    try:
-        with reading(path, what, _STORE_HINT):
+    try:  # any exception: h5py's RuntimeError, anndata's IORegistryError, zarr's ...
+        with reading(path, what, _STORE_HINT, also=(Exception,)):
             yield
     except ScLongFileNotFound as error:
         if not path.exists():
             raise
         cause = error.__cause__ or error
         raise ScLongFileError(
-            f"cannot read {what} {path}: {_one_line(cause)}; {_STORE_HINT}"
+            f"cannot read {what} {path}: {_reason(cause)}; {_STORE_HINT}"
         ) from cause
-    except ScLongError:
-        raise
-    except Exception as error:  # h5py's RuntimeError, anndata's IORegistryError, ...
-        raise ScLongFileError(
-            f"cannot read {what} {path}: {_one_line(error)}; {_STORE_HINT}"
-        ) from error
 
 
 def _check_not_negative(summary: ValueSummary, where: str) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import ModelIntegrityError, ScLongError, ScLongFileNotFound, ScLongTypeError
+from ..errors import ModelIntegrityError, ScLongError, ScLongFileNotFound, ScLongTypeError, reading
 from ..io._safe import UnsafeFileError, non_finite_tensors, safe_torch_load, sha256_file
 from ..validation import ScLongInputError
 from ._saved_schema import check_saved_content, read_manifest
@@ -355,33 +354,19 @@ def open_saved_model(
     if verify:
         verify_manifest(folder, [name], prefix=prefix)
     try:
-        content, extra = reader(path)
+        with reading(
+            path,
+            "saved model file",
+            "copy it again from its source",
+            also=(Exception,),
+            error=ModelIntegrityError,
+        ):  # what torch's reader raises on damaged bytes
+            content, extra = reader(path)
     except UnsafeFileError as error:
         raise UnsafeFileError(
             f"{error} (Models saved by sclong-scverse before safe saving pickled pandas objects: "
             "load them with the version that wrote them, in an environment you trust, and "
             "save them again.)"
-        ) from None
-    except ScLongError:
-        raise
-    except (
-        RuntimeError,
-        EOFError,
-        OSError,
-        pickle.UnpicklingError,
-        ValueError,
-        IndexError,
-        KeyError,
-        TypeError,
-        AttributeError,
-        RecursionError,
-        OverflowError,
-        MemoryError,
-    ) as error:  # what torch's reader raises on damaged bytes
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
-        raise ModelIntegrityError(
-            f"{path} is not a readable torch file ({reason}); it is damaged: copy it again "
-            "from its source."
         ) from None
     check_saved_content(content, path, cls)
     return path, content, extra
