@@ -11,6 +11,36 @@ from .embeddings import GeneEmbedding, ValueEmbedding
 from .performer import Performer, ZeroTokenCache, cached_first_layer_attention
 
 
+def _key_max(attention_mode: str) -> str:
+    """The Performers' key stabiliser of an attention mode: over the batch or per cell."""
+    return "batch" if attention_mode == "faithful" else "cell"
+
+
+def _performer(config: ScLongConfig, dim: int, depth: int, heads: int, dim_head: int) -> Performer:
+    """A Performer of the network: its own sizes, the config's features, ``ff_mult`` and mode.
+
+    Parameters
+    ----------
+    config
+        The network's sizes and options.
+    dim, depth, heads, dim_head
+        Token width, layers, attention heads and head size of this Performer.
+
+    Returns
+    -------
+    The new Performer.
+    """
+    return Performer(
+        dim,
+        depth,
+        heads,
+        dim_head,
+        config.features_for(dim_head),
+        config.ff_mult,
+        _key_max(config.attention_mode),
+    )
+
+
 class ScLongNetwork(nn.Module):
     """scLong: dual Performer encoder over the whole transcriptome, GO-enriched gene embeddings.
 
@@ -53,7 +83,6 @@ class ScLongNetwork(nn.Module):
                 f"n_tokens - 1 ({n_tokens - 1})."
             )
         self.config = config
-        key_max = "batch" if c.attention_mode == "faithful" else "cell"
 
         self.value_embedding = ValueEmbedding(c.dim, c.value_hidden_dim)
         self.mask_embedding = nn.Embedding(1, c.dim)
@@ -64,40 +93,18 @@ class ScLongNetwork(nn.Module):
 
         self.large_in = nn.Linear(c.dim, c.large_dim)
         self.large_in_norm = nn.LayerNorm(c.large_dim)
-        self.large_encoder = Performer(
-            c.large_dim,
-            c.large_depth,
-            c.large_heads,
-            c.large_dim_head,
-            c.features_for(c.large_dim_head),
-            c.ff_mult,
-            key_max,
+        self.large_encoder = _performer(
+            c, c.large_dim, c.large_depth, c.large_heads, c.large_dim_head
         )
         self.large_out = nn.Linear(c.large_dim, c.dim)
         self.large_out_norm = nn.LayerNorm(c.dim)
         # the ablation without the low-expression branch builds no mini encoder (no weights)
         self.mini_encoder = (
-            Performer(
-                c.dim,
-                c.mini_depth,
-                c.mini_heads,
-                c.mini_dim_head,
-                c.features_for(c.mini_dim_head),
-                c.ff_mult,
-                key_max,
-            )
+            _performer(c, c.dim, c.mini_depth, c.mini_heads, c.mini_dim_head)
             if c.low_expression_branch
             else None
         )
-        self.decoder = Performer(
-            c.dim,
-            c.decoder_depth,
-            c.decoder_heads,
-            c.decoder_dim_head,
-            c.features_for(c.decoder_dim_head),
-            c.ff_mult,
-            key_max,
-        )
+        self.decoder = _performer(c, c.dim, c.decoder_depth, c.decoder_heads, c.decoder_dim_head)
         self.decoder_norm = nn.LayerNorm(c.dim)
         self.expression_head = nn.Linear(c.dim, 1)
         #: inference only: the mini encoder's first layer reads zero-valued tokens (the same in
@@ -127,15 +134,12 @@ class ScLongNetwork(nn.Module):
     def attention_mode(self, mode: str) -> None:
         self.config = self.config.replace(attention_mode=mode)
         for performer in self.performers:
-            performer.key_max = "batch" if mode == "faithful" else "cell"
+            performer.key_max = _key_max(mode)
 
     def redraw_projection_matrices(self, generator: torch.Generator | None = None) -> None:
         """Draw new FAVOR+ random features in all Performers (pretraining only).
 
-        Parameters
-        ----------
-        generator
-            Optional random generator, for reproducible draws.
+        Each Performer draws with :meth:`Performer.redraw_projection_matrices` and ``generator``.
         """
         for performer in self.performers:
             performer.redraw_projection_matrices(generator)

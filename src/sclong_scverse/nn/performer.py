@@ -377,17 +377,9 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Feed-forward update of ``x``, without the residual.
 
-        Every token is independent, so without autograd the tokens go through in blocks of
+        ``(batch, tokens, dim)`` in and out, as :meth:`FavorSelfAttention.forward`. Every token
+        is independent, so without autograd the tokens go through in blocks of
         ``chunk_size`` (the same numbers, a ``(batch, chunk_size, mult * dim)`` hidden layer).
-
-        Parameters
-        ----------
-        x
-            Tokens, ``(batch, tokens, dim)``.
-
-        Returns
-        -------
-        ``(batch, tokens, dim)`` update.
         """
         n = x.shape[1]
         if self.chunk_size is None or torch.is_grad_enabled() or n <= self.chunk_size:
