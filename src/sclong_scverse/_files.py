@@ -11,13 +11,23 @@ instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .errors import ScLongFileError, ScLongFileNotFound, ScLongTypeError, reading
 
-__all__ = ["PathTypeError", "as_path", "existing_file", "existing_folder", "reading", "shown"]
+__all__ = [
+    "PathTypeError",
+    "as_path",
+    "existing_file",
+    "existing_folder",
+    "reading",
+    "reading_file",
+    "shown",
+]
 
 #: The error of a path argument that is not a path (an ``int``, ``None``, a list ...).
 PathTypeError = ScLongTypeError
@@ -63,16 +73,14 @@ def existing_file(value: Any, what: str, hint: str = "") -> Path:
 
     Parameters
     ----------
-    value
-        The argument given.
-    what
-        What the file should be, e.g. ``"GMT file"``.
+    value, what
+        As for :func:`as_path`.
     hint
         Where such files come from, appended to the message of a missing file.
 
     Returns
     -------
-    The path.
+    The path of the existing file.
 
     Raises
     ------
@@ -84,6 +92,24 @@ def existing_file(value: Any, what: str, hint: str = "") -> Path:
         The path is a folder.
     """
     return _existing(value, what, hint, folder=False)
+
+
+@contextlib.contextmanager
+def reading_file(value: Any, what: str, hint: str = "") -> Iterator[Path]:
+    """:func:`existing_file`, then read the file inside :func:`reading` (``with ... as path``).
+
+    Parameters
+    ----------
+    value, what, hint
+        As for :func:`existing_file`.
+
+    Yields
+    ------
+    The path of the existing file.
+    """
+    path = existing_file(value, what, hint)
+    with reading(path, what, hint):
+        yield path
 
 
 def existing_folder(value: Any, what: str, hint: str = "") -> Path:

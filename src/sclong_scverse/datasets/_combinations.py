@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._files import existing_file, reading
+from .._files import existing_file, reading, reading_file
 from ..validation import ScLongInputError
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,7 @@ def read_deepdds_drugs(path: str | os.PathLike) -> pd.Series:
     ScLongFileError
         Not a CSV file (a folder, empty, not text, damaged).
     """
-    path = existing_file(path, "DeepDDS drug table", _DRUGS_HINT)
-    with reading(path, "DeepDDS drug table", _DRUGS_HINT):
+    with reading_file(path, "DeepDDS drug table", _DRUGS_HINT) as path:
         table = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
         if table.shape[1] < 2:
             raise ScLongInputError(f"{path.name} needs at least two columns (name, SMILES).")

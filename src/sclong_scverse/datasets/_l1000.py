@@ -19,7 +19,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._files import as_path, existing_file, reading
+from .._files import as_path, existing_file, reading, reading_file
 from ..errors import ScLongFileNotFound
 from ..validation import ScLongInputError
 from ._cellbench import shared_data_dir
@@ -209,8 +209,7 @@ def read_deepce_signatures(
             f"replicates must be 'median_rank', 'mean' or 'keep', not {replicates!r}."
         )
     genes = _ids(genes, "genes")
-    path = existing_file(path, "DeepCE signature file", _SIGNATURES_HINT)
-    with reading(path, "DeepCE signature file", _SIGNATURES_HINT):
+    with reading_file(path, "DeepCE signature file", _SIGNATURES_HINT) as path:
         return _deepce_signatures(path, genes, pert_type, time, replicates)
 
 
@@ -394,8 +393,7 @@ def read_gctx(
         Not an HDF5 file (a folder, empty, truncated, damaged).
     """
     rows, cols = _ids(rows, "rows"), _ids(cols, "cols")
-    path = existing_file(path, "GCTx file", _GCTX_HINT)
-    with reading(path, "GCTx file", _GCTX_HINT):
+    with reading_file(path, "GCTx file", _GCTX_HINT) as path:
         return _read_gctx(path, rows, cols, row_metadata, col_metadata)
 
 

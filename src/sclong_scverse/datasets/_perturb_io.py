@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import anndata as ad
 import numpy as np
 
-from .._files import PathTypeError, existing_file, reading, shown
+from .._files import PathTypeError, reading, reading_file, shown
 from ..pp._perturbation import CONTROL, condition_genes, perturbation_conditions
 from ..validation import ScLongInputError
 
@@ -29,8 +29,7 @@ def _read_h5ad(path: str | os.PathLike | ad.AnnData, what: str) -> Iterator[ad.A
             f"the {what} must be given as a path (str or pathlib.Path) or an AnnData, not "
             f"{type(path).__name__} {shown(path)}; pass the path of the {what}."
         )
-    path = existing_file(path, what, _H5AD_HINT)
-    with reading(path, what, _H5AD_HINT):
+    with reading_file(path, what, _H5AD_HINT) as path:
         # anndata raises errors of its own for damaged files (IORegistryError, ...)
         with reading(path, what, _H5AD_HINT, also=(Exception,)):
             adata = ad.read_h5ad(path)

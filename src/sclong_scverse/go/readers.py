@@ -16,7 +16,7 @@ from typing import Literal
 
 import pandas as pd
 
-from .._files import PathTypeError, existing_file, reading, shown
+from .._files import PathTypeError, existing_file, reading, reading_file, shown
 from ..errors import ScLongFileError, ScLongInputError
 from ._data import _read
 
@@ -575,8 +575,7 @@ def read_annotations(source: PathLike | Mapping | pd.DataFrame, **kwargs) -> Ann
 
 def _read_annotation_table(path: Path, sep: str, **kwargs) -> Annotations:
     """A long table file (one row per gene and term) through :func:`annotations_from_dataframe`."""
-    path = existing_file(path, "annotation table", _TABLE_HINT)
-    with reading(path, "annotation table", _TABLE_HINT):
+    with reading_file(path, "annotation table", _TABLE_HINT) as path:
         table = pd.read_csv(path, sep=sep, dtype=str)
     try:
         return annotations_from_dataframe(table, **kwargs)
@@ -666,8 +665,7 @@ def read_go_parents(path: PathLike) -> pd.DataFrame:
         A table without the columns ``child`` and ``parent``, or a file that is not text, is
         empty or damaged.
     """
-    path = existing_file(path, "GO parents file", _PARENTS_HINT)
-    with reading(path, "GO parents file", _PARENTS_HINT):
+    with reading_file(path, "GO parents file", _PARENTS_HINT) as path:
         return _read_go_parents(path)
 
 
