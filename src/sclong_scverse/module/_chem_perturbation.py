@@ -347,15 +347,9 @@ class ChemPerturbationModule(HeadModuleMixin, nn.Module):
         Per-gene coefficients of the mean atom features ``(atom_dim, n_genes)``, of the cell
         line (its features, or per-line terms) and of the dose levels.
         """
-        if not self.residual:
-            raise RuntimeError("set_wide needs a module built with residual=True.")
-        for buffer, value in (
-            (self.wide_atoms, atoms),
-            (self.wide_cells, cells),
-            (self.wide_doses, doses),
-            (self.offset, intercept),
-        ):
-            buffer.copy_(torch.as_tensor(value, dtype=torch.float32).reshape(buffer.shape))
+        self._set_wide_buffers(
+            wide_atoms=atoms, wide_cells=cells, wide_doses=doses, offset=intercept
+        )
 
     def wide(
         self,

@@ -7,18 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._drug_response import DrugGraphEncoder, DrugGraphHeadMixin
+from ._drug_response import DrugGraphHeadMixin, mlp
 from ._head import HeadModuleMixin
-
-
-def _mlp(sizes: Sequence[int], dropout: float, norm: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-        if norm:
-            layers.append(nn.LayerNorm(b))
-        layers.append(nn.Dropout(float(dropout)))
-    return nn.Sequential(*layers)
 
 
 class DrugCombinationModule(DrugGraphHeadMixin, HeadModuleMixin, nn.Module):
@@ -60,12 +50,10 @@ class DrugCombinationModule(DrugGraphHeadMixin, HeadModuleMixin, nn.Module):
         symmetric: bool = True,
     ):
         super().__init__()
-        self.drug_encoder = DrugGraphEncoder(atom_dim, graph_dims, dropout)
-        cell_sizes = [int(n_cell_features), *[int(d) for d in cell_dims]]
-        self.cell_encoder = _mlp(cell_sizes, dropout, norm=True)
+        cell_dim = self._build_encoders(n_cell_features, atom_dim, graph_dims, cell_dims, dropout)
         self.symmetric = bool(symmetric)
-        sizes = [2 * self.drug_encoder.out_dim + cell_sizes[-1], *[int(d) for d in fusion_dims]]
-        self.fusion = nn.Sequential(_mlp(sizes, dropout, norm=False), nn.Linear(sizes[-1], 1))
+        sizes = [2 * self.drug_encoder.out_dim + cell_dim, *[int(d) for d in fusion_dims]]
+        self.fusion = nn.Sequential(mlp(sizes, dropout, norm=False), nn.Linear(sizes[-1], 1))
 
     def forward(
         self,
@@ -79,10 +67,8 @@ class DrugCombinationModule(DrugGraphHeadMixin, HeadModuleMixin, nn.Module):
 
         Parameters
         ----------
-        drug_vectors
-            ``(n_drugs, d)`` from :meth:`drug_embedding`.
-        cell_features
-            ``(n_cell_lines, n_cell_features)``.
+        drug_vectors, cell_features
+            The drug and cell-line tables (see :class:`DrugGraphHeadMixin`).
         drug1_index, drug2_index, cell_index
             ``(n_triples,)`` rows of the two tables.
         """
@@ -94,10 +80,9 @@ class DrugCombinationModule(DrugGraphHeadMixin, HeadModuleMixin, nn.Module):
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Binary cross-entropy of a batch of triples (``drug1``, ``drug2``, ``cell``, ``y``).
 
-        Reads the context ``cells`` (standardised cell-line features) and the drugs' packed
-        graphs ``atoms``, ``adjacency``, ``pooling`` (:meth:`set_context`).
+        Reads the context ``cells`` (standardised cell-line features) and the drugs
+        (:meth:`context_drugs`).
         """
-        graphs = (self.context("atoms"), self.context("adjacency"), self.context("pooling"))
-        vectors = self.drug_embedding(*graphs)
+        _, vectors = self.context_drugs()
         logits = self(vectors, self.context("cells"), batch["drug1"], batch["drug2"], batch["cell"])
         return nn.functional.binary_cross_entropy_with_logits(logits, batch["y"])

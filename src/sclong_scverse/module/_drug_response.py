@@ -104,14 +104,58 @@ def pack_graphs(
     return torch.cat(atoms), matrix, pooling
 
 
+def mlp(sizes: Sequence[int], dropout: float, norm: bool) -> nn.Sequential:
+    """Dense layers ``sizes[0] -> ... -> sizes[-1]``, each Linear, ReLU, [LayerNorm,] Dropout."""
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+        if norm:
+            layers.append(nn.LayerNorm(b))
+        layers.append(nn.Dropout(float(dropout)))
+    return nn.Sequential(*layers)
+
+
 class DrugGraphHeadMixin:
-    """A head whose drugs go through a :class:`DrugGraphEncoder` (``self.drug_encoder``)."""
+    """A head whose drugs go through a :class:`DrugGraphEncoder` (``self.drug_encoder``).
+
+    Its :meth:`forward` reads ``drug_vectors`` ``(n_drugs, d)`` (from :meth:`drug_embedding`)
+    and ``cell_features`` ``(n_cell_lines, n_cell_features)``, and rows of the two tables.
+    """
+
+    def _build_encoders(
+        self,
+        n_cell_features: int,
+        atom_dim: int,
+        graph_dims: Sequence[int],
+        cell_dims: Sequence[int],
+        dropout: float,
+    ) -> int:
+        """Build the drug branch ``drug_encoder`` and the cell-line MLP ``cell_encoder``.
+
+        Returns the width of the cell-line vector.
+        """
+        self.drug_encoder = DrugGraphEncoder(atom_dim, graph_dims, dropout)
+        sizes = [int(n_cell_features), *[int(d) for d in cell_dims]]
+        self.cell_encoder = mlp(sizes, dropout, norm=True)
+        return sizes[-1]
 
     def drug_embedding(
         self, atom_features: torch.Tensor, adjacency: torch.Tensor, pooling: torch.Tensor
     ) -> torch.Tensor:
         """Drug vectors ``(n_drugs, graph_dims[-1])`` of packed graphs (:func:`pack_graphs`)."""
         return self.drug_encoder(atom_features, adjacency, pooling)
+
+    def context_drugs(self) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """The drugs' packed graphs set as context and their vectors (for ``training_loss``).
+
+        Reads the context ``atoms``, ``adjacency``, ``pooling`` (:meth:`set_context`).
+
+        Returns
+        -------
+        The graphs ``(atoms, adjacency, pooling)`` and the drug vectors (:meth:`drug_embedding`).
+        """
+        graphs = tuple(self.context(name) for name in ("atoms", "adjacency", "pooling"))
+        return graphs, self.drug_embedding(*graphs)
 
 
 class DrugResponseModule(DrugGraphHeadMixin, HeadModuleMixin, nn.Module):
@@ -162,17 +206,10 @@ class DrugResponseModule(DrugGraphHeadMixin, HeadModuleMixin, nn.Module):
         residual: bool = False,
     ):
         super().__init__()
-        self.drug_encoder = DrugGraphEncoder(atom_dim, graph_dims, dropout)
-        layers: list[nn.Module] = []
-        sizes = [int(n_cell_features), *[int(d) for d in cell_dims]]
-        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-            layers += [nn.Linear(a, b), nn.ReLU(), nn.LayerNorm(b), nn.Dropout(float(dropout))]
-        self.cell_encoder = nn.Sequential(*layers)
-        fusion: list[nn.Module] = []
-        sizes = [self.drug_encoder.out_dim + sizes[-1], *[int(d) for d in fusion_dims]]
-        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-            fusion += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(float(dropout))]
-        fusion.append(nn.Linear(sizes[-1], 1))
+        cell_dim = self._build_encoders(n_cell_features, atom_dim, graph_dims, cell_dims, dropout)
+        sizes = [self.drug_encoder.out_dim + cell_dim, *[int(d) for d in fusion_dims]]
+        # one flat Sequential (the state dict's keys: fusion.0 ... fusion.N)
+        fusion = [*mlp(sizes, dropout, norm=False), nn.Linear(sizes[-1], 1)]
         self.fusion = nn.Sequential(*fusion)
         self.register_buffer("offset", torch.tensor(float(offset)))
         self.residual = bool(residual)
@@ -191,10 +228,7 @@ class DrugResponseModule(DrugGraphHeadMixin, HeadModuleMixin, nn.Module):
 
         ``intercept`` goes to :attr:`offset`.
         """
-        self.wide_cell.copy_(torch.as_tensor(cell, dtype=torch.float32))
-        self.wide_drug.copy_(torch.as_tensor(drug, dtype=torch.float32))
-        self.wide_atoms.copy_(torch.as_tensor(atoms, dtype=torch.float32))
-        self.offset.fill_(float(intercept))
+        self._set_wide_buffers(wide_cell=cell, wide_drug=drug, wide_atoms=atoms, offset=intercept)
 
     def wide_drug_terms(
         self, atom_features: torch.Tensor, pooling: torch.Tensor, known: bool = True
@@ -223,10 +257,8 @@ class DrugResponseModule(DrugGraphHeadMixin, HeadModuleMixin, nn.Module):
 
         Parameters
         ----------
-        drug_vectors
-            ``(n_drugs, d)`` from :meth:`drug_embedding`.
-        cell_features
-            ``(n_cell_lines, n_cell_features)``.
+        drug_vectors, cell_features
+            The drug and cell-line tables (see :class:`DrugGraphHeadMixin`).
         drug_index, cell_index
             ``(n_pairs,)`` rows of the two tables.
         drug_terms
@@ -248,11 +280,10 @@ class DrugResponseModule(DrugGraphHeadMixin, HeadModuleMixin, nn.Module):
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean squared error of a batch of pairs (``drug``, ``cell``, ``y``).
 
-        Reads the context ``cells`` (standardised cell-line features) and the drugs' packed
-        graphs ``atoms``, ``adjacency``, ``pooling`` (:meth:`set_context`).
+        Reads the context ``cells`` (standardised cell-line features) and the drugs
+        (:meth:`context_drugs`).
         """
-        graphs = (self.context("atoms"), self.context("adjacency"), self.context("pooling"))
-        vectors = self.drug_embedding(*graphs)
+        graphs, vectors = self.context_drugs()
         terms = self.wide_drug_terms(graphs[0], graphs[2])
         prediction = self(vectors, self.context("cells"), batch["drug"], batch["cell"], terms)
         return torch.mean((prediction - batch["y"]) ** 2)

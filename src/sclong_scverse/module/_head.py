@@ -70,6 +70,26 @@ class HeadModuleMixin:
         """The mean loss of a mini-batch of training (or validation) examples."""
         raise NotImplementedError
 
+    def _set_wide_buffers(self: nn.Module, **values: torch.Tensor) -> None:
+        """Copy the wide part's closed-form fit into its buffers (``set_wide`` of the heads).
+
+        Parameters
+        ----------
+        **values
+            Buffer name -> value (array, tensor or number), copied as float32 in the buffer's
+            shape.
+
+        Raises
+        ------
+        RuntimeError
+            The module was built without ``residual`` (it has no wide part).
+        """
+        if not self.residual:
+            raise RuntimeError("set_wide needs a module built with residual=True.")
+        for name, value in values.items():
+            buffer = getattr(self, name)
+            buffer.copy_(torch.as_tensor(value, dtype=torch.float32).reshape(buffer.shape))
+
 
 class HeadTrainingPlan(pl.LightningModule):
     """The Lightning training plan of every downstream head (run by scvi-tools' TrainRunner).

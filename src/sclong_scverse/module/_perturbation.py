@@ -220,14 +220,7 @@ class PerturbationModule(HeadModuleMixin, nn.Module):
         RuntimeError
             The module was built without ``residual``.
         """
-        if not self.residual:
-            raise RuntimeError("set_wide needs a module built with residual=True.")
-        for buffer, value in (
-            (self.wide_inputs, inputs),
-            (self.wide_coef, coef),
-            (self.wide_intercept, intercept),
-        ):
-            buffer.copy_(torch.as_tensor(value, dtype=torch.float32).reshape(buffer.shape))
+        self._set_wide_buffers(wide_inputs=inputs, wide_coef=coef, wide_intercept=intercept)
 
     def wide(self, perturbed: torch.Tensor) -> torch.Tensor:
         """The wide part's change ``(batch, n_genes)`` (zero without a perturbed gene).
