@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ScLongKeyError
+from ..tl._optional import import_optional
 from ._plots import _axes, _finish
 
 if TYPE_CHECKING:
@@ -75,17 +76,17 @@ def benchmark(
     KeyError
         ``sort_by`` is not a column of the results.
     """
-    try:
-        import matplotlib as mpl
-        import matplotlib.pyplot as plt
-        from plottable import ColumnDefinition, Table
-        from plottable.cmap import normed_cmap
-        from plottable.plots import bar
-    except ImportError as error:  # pragma: no cover - exercised only without the extra
-        raise ImportError(
-            "scl.pl.benchmark draws with plottable, installed with scib-metrics: "
-            "pip install 'sclong-scverse[scib]'"
-        ) from error
+    import_optional(  # plottable imports matplotlib too
+        "plottable.cmap",
+        "plottable.plots",
+        message="scl.pl.benchmark draws with plottable, installed with scib-metrics: "
+        "pip install 'sclong-scverse[scib]'",
+    )
+    import matplotlib as mpl
+    import matplotlib.pyplot as plt
+    from plottable import ColumnDefinition, Table
+    from plottable.cmap import normed_cmap
+    from plottable.plots import bar
 
     table, metric_type = _results(adata_or_table, key)
     table = table.astype(np.float64)
@@ -157,7 +158,7 @@ def benchmark(
         column_border_kw={"linewidth": 1, "linestyle": "-"},
         index_col="Method",
     ).autoset_fontcolors(colnames=[*metrics, *scores])
-    return drawn if _finish(ax, show, save) is not None else None
+    return _finish(ax, show, save, drawn=drawn)
 
 
 def grn_benchmark(

@@ -31,7 +31,24 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
     return ax
 
 
-def _finish(ax: Axes, show: bool | None, save: str | os.PathLike | None) -> Axes | None:
+def _finish(ax: Axes, show: bool | None, save: str | os.PathLike | None, drawn: Any = None) -> Any:
+    """Save and show the figure of ``ax`` as the plotting functions' ``show`` and ``save`` say.
+
+    Parameters
+    ----------
+    ax
+        Axes of the figure.
+    show
+        Show the figure; ``None``: scanpy's ``autoshow``, unless ``save`` is given.
+    save
+        Write the figure to this path.
+    drawn
+        What the plotting function returns when the figure is not shown (default: ``ax``).
+
+    Returns
+    -------
+    ``drawn`` (or ``ax``), or ``None`` when shown.
+    """
     import matplotlib.pyplot as plt
 
     if save is not None:
@@ -43,7 +60,7 @@ def _finish(ax: Axes, show: bool | None, save: str | os.PathLike | None) -> Axes
     if show:
         plt.show()
         return None
-    return ax
+    return ax if drawn is None else drawn
 
 
 def _series(history: Mapping[str, Any], key: str) -> pd.Series | None:
@@ -314,7 +331,6 @@ def embedding(
     embedding has changed since (e.g. :func:`~sclong_scverse.tl.embed` ran again), or a cached
     UMAP has no record, they are computed again, with a warning, never drawn stale.
     """
-    import matplotlib.pyplot as plt
     import scanpy as sc
 
     if basis not in adata.obsm:
@@ -343,12 +359,4 @@ def embedding(
             sc.tl.umap(adata, neighbors_key=neighbors, random_state=random_state, key_added=plotted)
             adata.uns.setdefault(plotted, {})["source_fingerprint"] = source
     axes = sc.pl.embedding(adata, basis=plotted, color=color, show=False, **kwargs)
-    if save is not None:
-        first = axes[0] if isinstance(axes, list) else axes
-        first.figure.savefig(save, dpi=150, bbox_inches="tight")
-    if show is None:
-        show = bool(sc.settings.autoshow) and save is None
-    if show:
-        plt.show()
-        return None
-    return axes
+    return _finish(axes[0] if isinstance(axes, list) else axes, show, save, drawn=axes)

@@ -18,6 +18,7 @@ from ..validation import (
     check_not_view,
     summarize_values,
 )
+from ._optional import import_optional
 
 Baseline = Literal["pca", "hvg_pca", "scvi"]
 
@@ -36,18 +37,6 @@ AGGREGATE = "Aggregate score"
 #: The aggregate columns, in the order the table ends with: bio conservation (do cell types
 #: survive?), batch correction, and their 0.6 / 0.4 total.
 AGGREGATES = ("Bio conservation", "Batch correction", "Total")
-
-
-def _import_scib_metrics() -> Any:
-    try:
-        import scib_metrics
-        from scib_metrics.benchmark import Benchmarker  # noqa: F401
-    except ImportError as error:  # pragma: no cover - exercised only without the extra
-        raise ImportError(
-            "scl.tl.benchmark_integration needs scib-metrics, an optional dependency: "
-            "pip install 'sclong-scverse[scib]' (or pip install scib-metrics)."
-        ) from error
-    return scib_metrics
 
 
 def sklearn_neighbors(X: np.ndarray, k: int) -> Any:
@@ -371,7 +360,12 @@ def benchmark_integration(
     ... )  # doctest: +SKIP
     >>> scl.pl.benchmark(adata)  # doctest: +SKIP
     """
-    scib_metrics = _import_scib_metrics()
+    scib_metrics = import_optional(
+        "scib_metrics",
+        "scib_metrics.benchmark",
+        message="scl.tl.benchmark_integration needs scib-metrics, an optional dependency: "
+        "pip install 'sclong-scverse[scib]' (or pip install scib-metrics).",
+    )
     from scib_metrics.benchmark import BatchCorrection, Benchmarker, BioConservation
 
     check_not_view(adata)

@@ -10,19 +10,9 @@ import pandas as pd
 
 from ..validation import ScLongInputError, check_not_view, check_whole
 from ._grn import grn_edges
+from ._optional import import_optional
 
 Method = Literal["ulm", "mlm"]
-
-
-def _decoupler():
-    try:
-        import decoupler
-    except ImportError as error:  # an optional extra
-        raise ImportError(
-            "scl.tl.tf_activities needs decoupler: pip install 'sclong-scverse[decoupler]' "
-            "(or pip install decoupler)."
-        ) from error
-    return decoupler
 
 
 def tf_network(
@@ -176,7 +166,11 @@ def tf_activities(
             f"No TF has {tmin} targets among adata's genes (most: {int(counts.max())}); lower "
             "tmin or use more genes."
         )
-    dc = _decoupler()
+    dc = import_optional(
+        "decoupler",
+        message="scl.tl.tf_activities needs decoupler: pip install 'sclong-scverse[decoupler]' "
+        "(or pip install decoupler).",
+    )
     scratch = ad.AnnData(X=values, obs=pd.DataFrame(index=adata.obs_names.copy()))
     scratch.var_names = adata.var_names.copy()
     getattr(dc.mt, method)(scratch, network, tmin=tmin)
