@@ -37,6 +37,12 @@ precision
     Of scLong's forward passes: ``"32"`` (default, float32), ``"bf16"`` (bfloat16 autocast,
     for GPUs and CPUs with bfloat16 instructions), ``"auto"`` or ``"16"`` (float16, GPUs
     only); see :meth:`~sclong_scverse.model.SCLONG.get_latent_representation`.""",
+    "plot_show_save": """\
+show
+    Show the figure; ``None`` (default): scanpy's ``settings.autoshow``, unless ``save`` is
+    given.
+save
+    Write the figure to this file (e.g. ``"figure.png"``).""",
     "save_folder": """\
 dir_path
     Folder to write (created).

@@ -7,6 +7,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .._docs import fill_doc
 from ..errors import ScLongKeyError
 from ._plots import _axes, _finish
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 
+@fill_doc
 def confusion_matrix(
     adata: ad.AnnData,
     true_key: str,
@@ -41,10 +43,7 @@ def confusion_matrix(
         Show the fraction of each true label's cells (rows sum to 1); else counts.
     ax
         Axes to draw into (default: a new figure).
-    show
-        Show the figure (default: scanpy's ``autoshow`` unless ``save``).
-    save
-        File to save the figure to.
+    {plot_show_save}
 
     Returns
     -------

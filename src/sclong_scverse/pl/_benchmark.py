@@ -9,6 +9,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .._docs import fill_doc
 from ..errors import ScLongKeyError
 from ..tl._optional import import_optional
 from ._plots import _axes, _finish
@@ -33,6 +34,7 @@ def _results(adata_or_table: ad.AnnData | pd.DataFrame, key: str) -> tuple[pd.Da
     return pd.DataFrame(entry["results"]), dict(entry.get("metric_type", {}))
 
 
+@fill_doc
 def benchmark(
     adata_or_table: ad.AnnData | pd.DataFrame,
     *,
@@ -60,10 +62,7 @@ def benchmark(
         Column that orders the rows (highest first), e.g. ``"Bio conservation"``.
     min_max_scale
         Scale each metric to [0, 1] across embeddings before drawing (as scib-metrics offers).
-    show
-        Show the figure (default: scanpy's autoshow setting, unless saving).
-    save
-        Save the figure to this file.
+    {plot_show_save}
 
     Returns
     -------
@@ -161,6 +160,7 @@ def benchmark(
     return _finish(ax, show, save, drawn=drawn)
 
 
+@fill_doc
 def grn_benchmark(
     adata_or_table: ad.AnnData | pd.DataFrame,
     *,
@@ -185,10 +185,7 @@ def grn_benchmark(
         Column to draw: ``"aupr_ratio"`` (default), ``"epr"`` or ``"aupr"``.
     ax
         Axes to draw into.
-    show
-        Show the figure (default: scanpy's autoshow setting, unless saving).
-    save
-        Save the figure to this file.
+    {plot_show_save}
 
     Returns
     -------

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from .._docs import fill_doc
 from ..errors import ScLongInputError, ScLongKeyError
 from ..io._safe import sha256_plain
 
@@ -72,6 +73,7 @@ def _series(history: Mapping[str, Any], key: str) -> pd.Series | None:
     return series if len(series) else None
 
 
+@fill_doc
 def training_history(
     model_or_history: SCLONG | Mapping[str, Any],
     *,
@@ -97,10 +99,7 @@ def training_history(
     baseline
         A reference error drawn as a horizontal line, e.g. the per-gene mean baseline of
         :meth:`~sclong_scverse.model.SCLONG.evaluate_masked_mse` (``baseline_mse``).
-    show
-        Show the figure (default: ``scanpy.settings.autoshow``, unless ``save`` is given).
-    save
-        Write the figure to this path (e.g. ``"history.png"``).
+    {plot_show_save}
 
     Returns
     -------
@@ -166,6 +165,7 @@ def _grn_genes(
     return nodes, edges
 
 
+@fill_doc
 def grn(
     adata: ad.AnnData,
     *,
@@ -202,10 +202,7 @@ def grn(
         Colour map of the scores.
     ax
         Axes to draw into (default: a new figure).
-    show
-        Show the figure (default: ``scanpy.settings.autoshow``, unless ``save`` is given).
-    save
-        Write the figure to this path.
+    {plot_show_save}
 
     Returns
     -------
@@ -283,6 +280,7 @@ def _recorded_source(adata: ad.AnnData, key: str) -> str | None:
     return record.get("source_fingerprint") if isinstance(record, dict) else None
 
 
+@fill_doc
 def embedding(
     adata: ad.AnnData,
     color: str | Sequence[str] | None = None,
@@ -313,10 +311,7 @@ def embedding(
         Neighbours of the kNN graph, when the UMAP is computed here.
     random_state
         Seed of the UMAP, when computed here.
-    show
-        Show the figure (default: ``scanpy.settings.autoshow``, unless ``save`` is given).
-    save
-        Write the figure to this path.
+    {plot_show_save}
     **kwargs
         Passed to :func:`scanpy.pl.embedding` (e.g. ``legend_loc``, ``frameon``, ``title``).
 
