@@ -25,14 +25,15 @@ __all__ = [
     "pl",
     "pp",
     "tl",
+    "settings",
     "SCLONGClassifier",
     "SCLONGPerturbation",
     "SCLONGDrugResponse",
     "SCLONGChemPerturbation",
     "SCLONGDrugCombination",
 ]
-_SUBMODULES = {name for name in __all__ if name.islower()}  # the subpackages
-_ATTRIBUTES = {"SCLONG": "model", "ScLongConfig": "nn"}
+_ATTRIBUTES = {"SCLONG": "model", "ScLongConfig": "nn", "settings": "_settings"}
+_SUBMODULES = {name for name in __all__ if name.islower()} - set(_ATTRIBUTES)  # subpackages
 _ATTRIBUTES["SCLONGClassifier"] = "model"  # cell-type annotation (fine-tuning)
 _ATTRIBUTES["SCLONGPerturbation"] = "model"  # genetic perturbation (GEARS-style head)
 _ATTRIBUTES["SCLONGDrugResponse"] = "model"  # drug response (DeepCDR-style head)
@@ -41,6 +42,7 @@ _ATTRIBUTES["SCLONGDrugCombination"] = "model"  # drug combination (DeepDDS-styl
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager names
     from . import chem, data, datasets, errors, genes, go, io, model, module, nn, pl, pp, tl
+    from ._settings import settings
     from .model import (
         SCLONG,
         SCLONGChemPerturbation,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import re
 import secrets
@@ -17,6 +16,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from .._settings import quiet_libraries
 from ..errors import ScLongError
 from ._staging import _staged
 
@@ -239,28 +239,15 @@ def _prepare_values(
 
 
 # ---------------------------------------------------------------------- library output
-@contextlib.contextmanager
-def _quiet_libraries() -> Iterator[None]:
+def _quiet_libraries() -> contextlib.AbstractContextManager[None]:
     """Silence the info lines of scvi-tools and Lightning while the block runs.
 
+    Whatever ``sclong_scverse.settings.library_info`` says (``_settings.quiet_libraries``):
     scvi-tools logs e.g. a colour-coded "File ... already downloaded" when a model loads;
     Lightning logs accelerator lines and third-party tips ("Tip: ... try installing
     litlogger"). Warnings and errors still show.
     """
-    # imported first: importing Lightning sets its loggers to INFO, undoing a level set before
-    import lightning.pytorch  # noqa: F401
-    import scvi  # noqa: F401
-
-    names = ("scvi", "lightning", "lightning.pytorch", "lightning.fabric")
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+    return quiet_libraries(True)
 
 
 class _DropLines:

@@ -145,8 +145,10 @@ def _demo_files(
     timings: dict[str, float] = {}
 
     def lap(name: str, since: float) -> float:
+        """Record and print how long the stage ``name`` took (a line per stage)."""
         now = time.perf_counter()
         timings[name] = now - since
+        _say(f"  {name}: {timings[name]:.1f} s")
         return now
 
     tick = time.perf_counter()
@@ -166,16 +168,20 @@ def _demo_files(
         lr=lr,
         accelerator=accelerator,
         enable_progress_bar=progress,
+        simple_progress_bar=False,  # a bar over the steps of each epoch, with time left
         **({"max_time": timedelta(minutes=max_train_minutes)} if max_train_minutes else {}),
     )
     tick = lap("pretraining", tick)
     done = model.history.get("masked_mse_train")
     epochs_done = len(done) if done is not None else epochs
-    validation = model.evaluate_masked_mse(seed=seed, batch_size=64)
+    _say("held-out masked MSE against the per-gene mean ...")
+    validation = model.evaluate_masked_mse(seed=seed, batch_size=64, progress_bar=progress)
     tick = lap("held-out masked MSE", tick)
 
-    tl.embed(adata, model, pooling=DEFAULT_POOLING, batch_size=64)
+    _say(f"embedding {adata.n_obs} cells (tl.embed) ...")
+    tl.embed(adata, model, pooling=DEFAULT_POOLING, batch_size=64, progress_bar=progress)
     tick = lap("embedding", tick)
+    _say("neighbours, UMAP and Leiden on X_sclong ...")
     sc.pp.neighbors(adata, use_rep="X_sclong", key_added="X_sclong_neighbors", random_state=seed)
     sc.tl.umap(
         adata, neighbors_key="X_sclong_neighbors", key_added="X_sclong_umap", random_state=seed
@@ -185,11 +191,13 @@ def _demo_files(
 
     # centred cosine: a small self-pretrained model's gene embeddings share a large common
     # component (plain cosine ~0.98 for every pair); see tl.grn
-    tl.grn(adata, model, center=True, top_k=top_k, batch_size=64)
+    _say(f"gene network over {adata.n_vars} genes (tl.grn) ...")
+    tl.grn(adata, model, center=True, top_k=top_k, batch_size=64, progress_bar=progress)
     edges = _edge_table(adata, "sclong_grn", 100)
     edges.to_csv(dest("grn_edges.csv"), index=False)
     tick = lap("GRN", tick)
 
+    _say("plots ...")
     colors = ["bulk_labels"] + (["leiden"] if leiden_method else [])
     pl.embedding(adata, colors, basis="X_sclong", show=False, wspace=0.6)
     plt.gcf().savefig(dest("umap.png"), dpi=120, bbox_inches="tight")
@@ -203,6 +211,7 @@ def _demo_files(
         plt.close("all")
     tick = lap("plots", tick)
 
+    _say("writing demo.h5ad ...")
     adata.obs["leiden"] = adata.obs["leiden"] if leiden_method else "n/a"
     adata.write_h5ad(dest("demo.h5ad"))
     lap("writing", tick)
