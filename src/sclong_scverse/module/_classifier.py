@@ -14,7 +14,14 @@ from torch import nn
 from ..errors import ScLongInputError
 from ..nn import ScLongConfig, ScLongNetwork
 from ..nn.lora import ATTENTION_PROJECTIONS, add_lora
-from ._module import HEAD_POOLING, POOLINGS, NoGenerativeModel, Pooling, pool_decoded
+from ._module import (
+    HEAD_POOLING,
+    POOLINGS,
+    NoGenerativeModel,
+    Pooling,
+    VocabularyInputMixin,
+    pool_decoded,
+)
 
 FineTuneMode = Literal["frozen", "partial", "lora"]
 TrainScope = Literal["mode", "head", "adapters"]
@@ -333,7 +340,7 @@ class ClassDistance(nn.Module):
         return best.clamp(min=0.0).sqrt().float()
 
 
-class ScLongClassifierModule(NoGenerativeModel, BaseModuleClass):
+class ScLongClassifierModule(VocabularyInputMixin, NoGenerativeModel, BaseModuleClass):
     """A cell-type classification head on scLong's pooled merged decodings (scvi-tools module).
 
     The network maps a cell's values to per-gene merged decodings; these are pooled over the
@@ -424,11 +431,6 @@ class ScLongClassifierModule(NoGenerativeModel, BaseModuleClass):
         )
         self.set_trainable("mode")
 
-    @property
-    def config(self) -> ScLongConfig:
-        """The backbone network's configuration."""
-        return self.network.config
-
     # ------------------------------------------------------------------ what trains
     def _is_tuned(self, name: str) -> bool:
         """Whether network key ``name`` belongs to the part fine-tuning changes in this mode."""
@@ -492,23 +494,6 @@ class ScLongClassifierModule(NoGenerativeModel, BaseModuleClass):
         }
 
     # ------------------------------------------------------------------ forward
-    def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """Place data values on vocabulary positions (absent genes and the pad token: 0).
-
-        Parameters
-        ----------
-        x
-            ``(batch, n_vars)`` values in the registered genes' order.
-
-        Returns
-        -------
-        ``(batch, n_tokens)`` values.
-        """
-        kept = self.var_positions >= 0
-        tokens = x.new_zeros(x.shape[0], self.config.n_tokens)
-        tokens[:, self.var_positions[kept]] = x[:, kept].to(tokens.dtype)
-        return tokens
-
     def pool(
         self,
         decodings: torch.Tensor,

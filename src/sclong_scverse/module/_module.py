@@ -212,7 +212,39 @@ class NoGenerativeModel:
         return {}
 
 
-class ScLongModule(NoGenerativeModel, BaseModuleClass):
+class VocabularyInputMixin:
+    """Places the registered data's genes on the vocabulary (scLong, its classifier).
+
+    The module holds ``network`` (an :class:`~sclong_scverse.nn.ScLongNetwork`) and
+    ``var_positions`` (a buffer: the vocabulary position of each registered gene, ``-1`` for
+    genes outside it).
+    """
+
+    @property
+    def config(self) -> ScLongConfig:
+        """The network configuration."""
+        return self.network.config
+
+    def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Place data values on vocabulary positions.
+
+        Parameters
+        ----------
+        x
+            ``(batch, n_vars)`` values in the registered genes' order.
+
+        Returns
+        -------
+        ``(batch, n_tokens)`` values; vocabulary genes absent from the data and the pad token
+        are 0, data genes outside the vocabulary are left out.
+        """
+        kept = self.var_positions >= 0
+        tokens = x.new_zeros(x.shape[0], self.config.n_tokens)
+        tokens[:, self.var_positions[kept]] = x[:, kept].to(tokens.dtype)
+        return tokens
+
+
+class ScLongModule(VocabularyInputMixin, NoGenerativeModel, BaseModuleClass):
     """scLong as an scvi-tools module: places data genes on the vocabulary, masks, computes MSE.
 
     Parameters
@@ -278,29 +310,6 @@ class ScLongModule(NoGenerativeModel, BaseModuleClass):
         if positions.max() >= self.network.config.n_genes:
             raise ScLongInputError("var_positions point beyond the vocabulary.")
         self.register_buffer("var_positions", positions)
-
-    @property
-    def config(self) -> ScLongConfig:
-        """The network configuration."""
-        return self.network.config
-
-    def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """Place data values on vocabulary positions.
-
-        Parameters
-        ----------
-        x
-            ``(batch, n_vars)`` values in the registered genes' order.
-
-        Returns
-        -------
-        ``(batch, n_tokens)`` values; vocabulary genes absent from the data and the pad token
-        are 0, data genes outside the vocabulary are left out.
-        """
-        kept = self.var_positions >= 0
-        tokens = x.new_zeros(x.shape[0], self.config.n_tokens)
-        tokens[:, self.var_positions[kept]] = x[:, kept].to(tokens.dtype)
-        return tokens
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
         return {"x": tensors[REGISTRY_KEYS.X_KEY]}
