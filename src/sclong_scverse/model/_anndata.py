@@ -1,8 +1,8 @@
 """AnnData helpers of the scLong models: values, gene ids, input checks and registration.
 
-Shared by :class:`~sclong_scverse.SCLONG` and the heads built on it (all still importable from
-``model/_sclong.py``): reading a registered AnnData's values and gene ids, the checks every
-``setup_anndata`` makes, the scvi-tools registration, aligning data to a model's genes, and the
+Shared by :class:`~sclong_scverse.SCLONG` and the heads built on it: reading a registered
+AnnData's values and gene ids, the checks every ``setup_anndata`` makes, the scvi-tools
+registration and what a model reads back from it, aligning data to a model's genes, and the
 autocast of a query.
 """
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import anndata as ad
 import numpy as np
@@ -25,6 +26,7 @@ from scvi.data import AnnDataManager, fields
 from ..errors import ScLongKeyError
 from ..io._lean import weights_dtype
 from ..nn._precision import native_bf16, widened_weights
+from ..pp._perturbation import refuse_missing
 from ..validation import (
     ScLongInputError,
     check_not_view,
@@ -59,13 +61,11 @@ def _gene_ids(adata: ad.AnnData, gene_id_key: str | None) -> pd.Index:
             f"(columns: {list(adata.var.columns)})."
         )
     column = adata.var[gene_id_key]
-    missing = np.asarray(column.isna())
-    if missing.any():
-        raise ScLongInputError(
-            f"adata.var[{gene_id_key!r}] (gene_id_key) has no id for {int(missing.sum())} genes "
-            f"(e.g. {list(adata.var_names[missing][:3])}); remove those genes "
-            f"(adata = adata[:, adata.var[{gene_id_key!r}].notna()].copy()) or fill in their ids."
-        )
+    fix = (
+        f"remove those genes (adata = adata[:, adata.var[{gene_id_key!r}].notna()].copy()) or "
+        "fill in their ids"
+    )
+    refuse_missing(column, f"adata.var[{gene_id_key!r}] (gene_id_key)", "id", "genes", fix)
     return pd.Index(column.astype(str))
 
 
@@ -205,9 +205,75 @@ def register_cell_values(cls: type, adata: ad.AnnData, arguments: dict, **kwargs
         fields.CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, args["batch_key"]),
         fields.CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, args["labels_key"]),
     ]
-    adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
-    adata_manager.register_fields(adata, **kwargs)
-    cls.register_manager(adata_manager)
+    register_fields(cls, adata, setup_method_args, anndata_fields, **kwargs)
+
+
+def register_fields(
+    cls: type,
+    data: ad.AnnData | MuData,
+    setup_method_args: dict,
+    data_fields: Sequence[Any],
+    **kwargs,
+) -> None:
+    """Register ``data`` with scvi-tools fields: the last step of every model's setup method.
+
+    Parameters
+    ----------
+    cls
+        The model class (its manager is registered on it).
+    data
+        The AnnData (or MuData) being set up.
+    setup_method_args
+        ``cls._get_setup_method_args(**locals())`` of the setup call, saved with the model.
+    data_fields
+        scvi-tools fields (``fields.LayerField``, ``fields.ObsmField``, ...).
+    **kwargs
+        Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+    """
+    manager = AnnDataManager(fields=list(data_fields), setup_method_args=setup_method_args)
+    manager.register_fields(data, **kwargs)
+    cls.register_manager(manager)
+
+
+class RegisteredCellsMixin:
+    """What a model registered on cells (scLong, its classifier) reads from its registry.
+
+    The setup arguments of :func:`register_cell_values` (or scLong's ``setup_mudata``).
+    """
+
+    @property
+    def _setup_args(self) -> dict:
+        return self.adata_manager.registry["setup_args"]
+
+    @property
+    def _gene_id_key(self) -> str | None:
+        return self._setup_args.get("gene_id_key")
+
+    @property
+    def _layer(self) -> str | None:
+        args = self._setup_args
+        return args.get("layer", args.get("rna_layer"))
+
+    @property
+    def _modality(self) -> str | None:
+        """The RNA modality of a MuData registration (``None``: an AnnData)."""
+        args = self._setup_args
+        if "modalities" not in args:
+            return None
+        return {"rna_layer": "rna", **(args["modalities"] or {})}["rna_layer"]
+
+    @property
+    def _registered_rna(self) -> ad.AnnData:
+        """The registered AnnData (of a MuData, its RNA modality)."""
+        return _rna(self.adata, self._modality)
+
+    def _model_gene_ids(self) -> pd.Index:
+        """The registered genes' ids (the ``gene_id_key`` column, else the var names)."""
+        return _gene_ids(self._registered_rna, self._gene_id_key)
+
+    def _saved_gene_ids(self) -> pd.Index | None:
+        """The gene ids saved with the model: the ``gene_id_key`` column (``None``: none)."""
+        return None if self._gene_id_key is None else self._model_gene_ids()
 
 
 #: Fewest of the model's genes (fraction) a query must hold; below it, queries are refused.

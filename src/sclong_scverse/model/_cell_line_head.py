@@ -16,14 +16,14 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
-from scipy import sparse
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager, fields
+from scvi.data import fields
 
 from ..errors import ScLongKeyError
 from ..module import pack_graphs
-from ..validation import ScLongInputError
-from ._head_base import SCLONGHead
+from ..validation import ScLongInputError, check_not_view
+from ._anndata import register_fields
+from ._head_base import SCLONGHead, dense, drug_smiles
 
 
 def packed_drug_graphs(graphs: dict) -> tuple:
@@ -34,8 +34,53 @@ def packed_drug_graphs(graphs: dict) -> tuple:
     return pack_graphs(features, adjacency)
 
 
+def head_settings(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """A head's architecture settings from its ``__init__``'s ``locals()``, taken first thing.
+
+    Every argument but ``self``, ``adata`` and ``smiles`` (as scvi-tools' ``_get_init_params``
+    reads a model's ``__init__``), for :meth:`CellLineTableHead._cell_line_spec`.
+    """
+    skipped = ("self", "__class__", "adata", "smiles")
+    return {name: value for name, value in arguments.items() if name not in skipped}
+
+
 class CellLineTableHead(SCLONGHead):
     """A head whose AnnData is a cell lines x features table and whose drugs are SMILES."""
+
+    @staticmethod
+    def _examples_table(
+        adata: ad.AnnData, slot: str, key: str, argument: str, what: str
+    ) -> pd.DataFrame:
+        """The DataFrame of examples ``adata.<slot>[key]`` a head's ``setup_anndata`` reads.
+
+        Parameters
+        ----------
+        adata
+            The cell lines (not a view).
+        slot
+            ``"obsm"`` or ``"uns"``.
+        key, argument
+            The key and the argument that named it (for messages).
+        what
+            What the DataFrame holds, for messages (``"a DataFrame with columns ..."``).
+
+        Raises
+        ------
+        KeyError
+            ``key`` not in ``adata.<slot>``.
+        ScLongInputError
+            ``adata`` is a view, or the value is not a DataFrame.
+        """
+        check_not_view(adata)
+        store = getattr(adata, slot)
+        if key not in store:
+            raise ScLongKeyError(
+                f"{argument}={key!r} not in adata.{slot} ({list(store)}); put {what} there."
+            )
+        table = store[key]
+        if not isinstance(table, pd.DataFrame):
+            raise ScLongInputError(f"adata.{slot}[{key!r}] must be {what}.")
+        return table
 
     @classmethod
     def _register_cell_lines(
@@ -62,7 +107,7 @@ class CellLineTableHead(SCLONGHead):
                 f"features_key={features_key!r} not in adata.obsm ({list(adata.obsm)})."
             )
         features = adata.X if features_key is None else adata.obsm[features_key]
-        features = features.toarray() if sparse.issparse(features) else np.asarray(features)
+        features = dense(features)
         if features.ndim != 2 or not np.isfinite(features.astype(np.float64)).all():
             raise ScLongInputError(
                 "The cell-line features must be a finite 2-d table (NaN or infinite values "
@@ -73,38 +118,29 @@ class CellLineTableHead(SCLONGHead):
             if features_key is None
             else fields.ObsmField(REGISTRY_KEYS.X_KEY, features_key, is_count_data=False)
         )
-        manager = AnnDataManager(
-            fields=[feature_field, *extra_fields], setup_method_args=setup_method_args
-        )
-        manager.register_fields(adata, **kwargs)
-        cls.register_manager(manager)
+        register_fields(cls, adata, setup_method_args, [feature_field, *extra_fields], **kwargs)
 
     def _cell_line_spec(
         self, drugs: list[str], smiles: Mapping[str, str], missing_hint: str, **settings: Any
     ) -> dict:
         """The plain-data spec of the drugs (with their SMILES), cell lines and ``settings``.
 
-        ``settings``: the widths (``graph_dims``, ``cell_dims``, ``fusion_dims``), ``dropout``,
-        ``standardize``, ``max_atoms``, ``seed`` and the head's own options.
+        ``settings`` (:func:`head_settings`): the widths (``graph_dims``, ``cell_dims``,
+        ``fusion_dims``), ``dropout``, ``standardize``, ``max_atoms``, ``seed`` and the head's
+        own options (``residual``, ``symmetric``).
 
         Raises
         ------
         ScLongInputError
             A drug without SMILES (``missing_hint`` says where the drugs come from).
         """
-        smiles = {str(k): v for k, v in dict(smiles).items()}
-        missing = [d for d in drugs if d not in smiles]
-        if missing:
-            raise ScLongInputError(
-                f"{len(missing)} drugs of {missing_hint} have no SMILES (e.g. {missing[:5]}); "
-                "pass smiles for them or drop them from the data."
-            )
         spec = {
             "drugs": list(drugs),
-            "smiles": [str(smiles[d]) for d in drugs],
+            "smiles": drug_smiles(drugs, smiles, missing_hint, "drop them from the data"),
             "cell_lines": [str(c) for c in self.adata.obs_names],
         }
-        plain = {"dropout": float, "standardize": bool, "max_atoms": int, "seed": int}
+        plain = {"dropout": float, "max_atoms": int, "seed": int}
+        plain.update(dict.fromkeys(("standardize", "residual", "symmetric"), bool))
         for name, value in settings.items():  # plain numbers and lists, as saved
             if name.endswith("_dims"):
                 spec[name] = [int(d) for d in value]
@@ -153,8 +189,7 @@ class CellLineTableHead(SCLONGHead):
         """The registered cell-line features, ``(n_cell_lines, n_features)`` float32."""
         key = self._setup_args["features_key"]
         values = self.adata.X if key is None else self.adata.obsm[key]
-        values = values.toarray() if sparse.issparse(values) else np.asarray(values)
-        return values.astype(np.float32)
+        return dense(values).astype(np.float32)
 
     def _featurize(self, spec: dict) -> dict:
         """Set ``spec_``, the drugs' packed graphs and the drug / cell-line lookups.

@@ -11,17 +11,17 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
-from scipy import sparse
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager, fields
+from scvi.data import fields
 
 from ..datasets._l1000 import check_not_signatures, parse_dose
 from ..errors import ScLongKeyError
 from ..metrics import PRECISION_KS, signature_metrics
 from ..module import ChemPerturbationModule, pack_bond_graphs
 from ..validation import ScLongInputError, check_not_view
+from ._anndata import register_fields
 from ._drug_response import SCLONGDrugResponse
-from ._head_base import SCLONGHead, fit_ridge
+from ._head_base import SCLONGHead, dense, drug_smiles, fit_ridge
 
 if TYPE_CHECKING:
     from ._sclong import SCLONG
@@ -263,13 +263,7 @@ class SCLONGChemPerturbation(SCLONGHead):
         super().__init__(adata)
         profiles = self._profile_table()
         drugs = sorted(set(profiles["drug"]))
-        smiles = {str(k): v for k, v in dict(smiles).items()}
-        missing = [d for d in drugs if d not in smiles]
-        if missing:
-            raise ScLongInputError(
-                f"{len(missing)} drugs of adata have no SMILES (e.g. {missing[:5]}); pass smiles "
-                "for them or drop their profiles."
-            )
+        ordered_smiles = drug_smiles(drugs, smiles, "adata", "drop their profiles")
         genes = [str(g) for g in self.adata.var_names]
         cell_lines = sorted(set(profiles["cell_line"]))
         if gene_features is None:
@@ -323,7 +317,7 @@ class SCLONGChemPerturbation(SCLONGHead):
                 raise ScLongInputError("cell_features holds NaN or infinite values.")
         spec = {
             "drugs": drugs,
-            "smiles": [str(smiles[d]) for d in drugs],
+            "smiles": ordered_smiles,
             "genes": genes,
             "gene_features": table,
             "gene_feature_columns": (
@@ -388,6 +382,7 @@ class SCLONGChemPerturbation(SCLONGHead):
             :func:`~sclong_scverse.datasets.read_deepce_signatures` does with a count),
             unreadable doses, missing drug or cell ids, duplicated genes.
         """
+        setup_method_args = cls._get_setup_method_args(**locals())  # first: the call's arguments
         check_not_view(adata)
         for key in (drug_key, cell_line_key, dose_key):
             if key not in adata.obs.columns:
@@ -397,7 +392,7 @@ class SCLONGChemPerturbation(SCLONGHead):
         if adata.var_names.has_duplicates:
             raise ScLongInputError("adata.var_names (genes) have duplicates.")
         values = adata.X if layer is None else adata.layers[layer]
-        values = values.toarray() if sparse.issparse(values) else np.asarray(values)
+        values = dense(values)
         bad = ~np.isfinite(values.astype(np.float64)).all(axis=1)
         if bad.any():
             raise ScLongInputError(
@@ -410,18 +405,8 @@ class SCLONGChemPerturbation(SCLONGHead):
             if empty.any():
                 raise ScLongInputError(f"{int(empty.sum())} profiles have no {key!r}.")
         _doses(adata.obs[dose_key])  # raises on unreadable doses
-        setup_method_args = cls._get_setup_method_args(
-            cls=cls,
-            adata=adata,
-            drug_key=drug_key,
-            cell_line_key=cell_line_key,
-            dose_key=dose_key,
-            layer=layer,
-        )
-        anndata_fields = [fields.LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)]
-        manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
-        manager.register_fields(adata, **kwargs)
-        cls.register_manager(manager)
+        values_field = fields.LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)
+        register_fields(cls, adata, setup_method_args, [values_field], **kwargs)
 
     def _profile_table(self) -> pd.DataFrame:
         args = self._setup_args
@@ -437,8 +422,7 @@ class SCLONGChemPerturbation(SCLONGHead):
     def _targets(self) -> np.ndarray:
         layer = self._setup_args["layer"]
         values = self.adata.X if layer is None else self.adata.layers[layer]
-        values = values.toarray() if sparse.issparse(values) else np.asarray(values)
-        return values.astype(np.float32)
+        return dense(values).astype(np.float32)
 
     # ------------------------------------------------------------------ construction
     def _build(self, spec: dict) -> None:

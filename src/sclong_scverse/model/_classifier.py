@@ -36,7 +36,7 @@ from ..validation import (
     check_not_view,
     check_obs_key,
 )
-from ._anndata import register_cell_values
+from ._anndata import RegisteredCellsMixin, register_cell_values
 from ._classifier_io import (
     MIN_QUERY_OVERLAP,
     BackboneMismatchError,
@@ -74,7 +74,11 @@ def _label_mapping(categories: Sequence[str], unlabeled_category: str | None):
 
 
 class SCLONGClassifier(
-    ClassifierIOMixin, ClassifierTrainingMixin, UnsupervisedTrainingMixin, BaseModelClass
+    RegisteredCellsMixin,
+    ClassifierIOMixin,
+    ClassifierTrainingMixin,
+    UnsupervisedTrainingMixin,
+    BaseModelClass,
 ):
     """Cell-type annotation by fine-tuning scLong: a classification head on its decodings.
 
@@ -359,22 +363,6 @@ class SCLONGClassifier(
             normalization=args.get("normalization"),
         )
         return cls(adata, model, **kwargs)
-
-    @property
-    def _setup_args(self) -> dict:
-        return self.adata_manager.registry["setup_args"]
-
-    @property
-    def _gene_id_key(self) -> str | None:
-        return self._setup_args.get("gene_id_key")
-
-    @property
-    def _layer(self) -> str | None:
-        return self._setup_args.get("layer")
-
-    @property
-    def _modality(self) -> None:
-        return None
 
     @property
     def labels_key(self) -> str:

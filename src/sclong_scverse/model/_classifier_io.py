@@ -24,9 +24,15 @@ from ..module._classifier import backbone_sha256 as network_sha256
 from ..module._classifier import copy_network
 from ..nn import ScLongConfig, ScLongNetwork
 from ..validation import ScLongInputError, check_not_view
-from ._anndata import MIN_QUERY_COVERAGE, check_query_coverage, match_query_ids
+from ._anndata import (
+    MIN_QUERY_COVERAGE,
+    _align_to_genes,
+    _gene_ids,
+    check_query_coverage,
+    match_query_ids,
+)
 from ._saving import ModelIntegrityError
-from ._sclong import SCLONG, _align_to_genes, _gene_ids, _rna
+from ._sclong import SCLONG
 
 if TYPE_CHECKING:
     from ._classifier import SCLONGClassifier
@@ -204,9 +210,6 @@ class ClassifierIOMixin:
             keys = set(self.module.fine_tuned_state_keys())
             state = {k: v for k, v in state.items() if k in keys}
         config = self.module.config.to_dict()
-        gene_ids = None
-        if self._gene_id_key is not None:
-            gene_ids = _gene_ids(self.adata, self._gene_id_key)
         save_model_folder(
             self,
             dir_path,
@@ -215,7 +218,7 @@ class ClassifierIOMixin:
             save_anndata,
             anndata_write_kwargs,
             state=state,
-            gene_ids=gene_ids,
+            gene_ids=self._saved_gene_ids(),
             content={
                 "backbone": {
                     "sha256": self.backbone_sha256_,
@@ -285,7 +288,7 @@ class ClassifierIOMixin:
         """
         from scvi.model._utils import parse_device_args
 
-        from ._saving import read_saved_model, verify_manifest
+        from ._saving import read_saved_data, read_saved_model
 
         _, _, torch_device = parse_device_args(
             accelerator=accelerator, devices=device, return_device="torch"
@@ -335,15 +338,7 @@ class ClassifierIOMixin:
                 )
             network = copy_network(source)
         if adata is None:
-            path = folder / f"{prefix or ''}adata.h5ad"
-            if not path.exists():
-                raise ScLongInputError(
-                    f"{folder} was saved without its AnnData; pass the data to attach: "
-                    f"{cls.__name__}.load({str(folder)!r}, adata=adata, backbone=...)."
-                )
-            if verify:
-                verify_manifest(folder, [path.name], prefix=prefix)
-            adata = ad.read_h5ad(path)
+            adata = read_saved_data(cls, folder, prefix, verify, hint=", backbone=...")
         else:
             var_names = pd.Index(np.asarray(saved["var_names"]).astype(str))
             if not adata.var_names.equals(var_names):
@@ -435,14 +430,13 @@ def prepare_query_anndata(
     ScLongInputError
         Fewer than ``min_overlap`` of the reference's genes are in the query.
     """
-    registered = _rna(reference_model.adata, reference_model._modality)
     if return_reference_var_names:
-        return pd.Index(registered.var_names.copy())
+        return pd.Index(reference_model._registered_rna.var_names.copy())
     check_not_view(adata)
     gene_id_key = reference_model._gene_id_key
     args = reference_model._setup_args
     layer = reference_model._layer
-    model_ids = _gene_ids(registered, gene_id_key)
+    model_ids = reference_model._model_gene_ids()
     ids = match_query_ids(_gene_ids(adata, gene_id_key), model_ids)  # id types, case, aliases
     check_query_coverage(model_ids, ids, min_overlap)
     found = model_ids.isin(ids)
@@ -459,7 +453,7 @@ def prepare_query_anndata(
             layer,
             ids,
             model_ids,
-            registered.var_names,
+            reference_model._registered_rna.var_names,
             expected_max=(args.get("normalization") or {}).get("max_value"),
             check_normalization=bool(args.get("check_normalization", True)),
         )

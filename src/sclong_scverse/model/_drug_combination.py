@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import ScLongKeyError
 from ..metrics import synergy_metrics
 from ..module import DrugCombinationModule
-from ..validation import ScLongInputError, check_not_view
-from ._cell_line_head import CellLineTableHead, packed_drug_graphs
+from ..validation import ScLongInputError
+from ._cell_line_head import CellLineTableHead, head_settings, packed_drug_graphs
 from ._head_base import split_examples
 
 logger = logging.getLogger(__name__)
@@ -179,23 +178,11 @@ class SCLONGDrugCombination(CellLineTableHead):
         max_atoms: int = 150,
         seed: int = 0,
     ):
+        settings = head_settings(locals())
         super().__init__(adata)
         triples = self._triples()
         drugs = sorted(set(triples["drug1"]) | set(triples["drug2"]))
-        spec = self._cell_line_spec(
-            drugs,
-            smiles,
-            "the combinations",
-            graph_dims=graph_dims,
-            cell_dims=cell_dims,
-            fusion_dims=fusion_dims,
-            dropout=dropout,
-            symmetric=bool(symmetric),
-            standardize=standardize,
-            max_atoms=max_atoms,
-            seed=seed,
-        )
-        self._build(spec)
+        self._build(self._cell_line_spec(drugs, smiles, "the combinations", **settings))
         self._init_examples(triples)
 
     # ------------------------------------------------------------------ setup
@@ -233,15 +220,9 @@ class SCLONGDrugCombination(CellLineTableHead):
             is not a row of ``adata``), no labelled triple, features that are not finite,
             duplicated cell-line ids.
         """
-        check_not_view(adata)
-        if combinations_key not in adata.uns:
-            raise ScLongKeyError(
-                f"combinations_key={combinations_key!r} not in adata.uns ({list(adata.uns)}); put "
-                "a DataFrame with columns drug1, drug2, cell_line, label there."
-            )
-        table = adata.uns[combinations_key]
-        if not isinstance(table, pd.DataFrame):
-            raise ScLongInputError(f"adata.uns[{combinations_key!r}] must be a DataFrame.")
+        setup_method_args = cls._get_setup_method_args(**locals())  # first: the call's arguments
+        what = f"a DataFrame with columns {', '.join(COMBINATION_COLUMNS)}"
+        table = cls._examples_table(adata, "uns", combinations_key, "combinations_key", what)
         missing = [c for c in COMBINATION_COLUMNS if c not in table.columns]
         if missing:
             raise ScLongInputError(
@@ -259,9 +240,6 @@ class SCLONGDrugCombination(CellLineTableHead):
                 f"Unknown cell ids {unknown[:10]} ({len(unknown)}): the combinations name cell "
                 "lines that are not rows of adata (no features); add them or drop those triples."
             )
-        setup_method_args = cls._get_setup_method_args(
-            cls=cls, adata=adata, combinations_key=combinations_key, features_key=features_key
-        )
         cls._register_cell_lines(adata, features_key, setup_method_args, **kwargs)
 
     def _triples(self) -> pd.DataFrame:

@@ -12,10 +12,9 @@ import pandas as pd
 import torch
 from scvi.data import fields
 
-from ..errors import ScLongKeyError
 from ..module import DrugResponseModule
-from ..validation import ScLongInputError, check_not_view
-from ._cell_line_head import CellLineTableHead, packed_drug_graphs
+from ..validation import ScLongInputError
+from ._cell_line_head import CellLineTableHead, head_settings, packed_drug_graphs
 from ._head_base import fit_ridge, ridge_probe, split_examples
 
 logger = logging.getLogger(__name__)
@@ -221,23 +220,10 @@ class SCLONGDrugResponse(CellLineTableHead):
         residual: bool = True,
         seed: int = 0,
     ):
+        settings = head_settings(locals())
         super().__init__(adata)
-        response = self._response_table()
-        drugs = [str(d) for d in response.columns]
-        spec = self._cell_line_spec(
-            drugs,
-            smiles,
-            "the response table",
-            graph_dims=graph_dims,
-            cell_dims=cell_dims,
-            fusion_dims=fusion_dims,
-            dropout=dropout,
-            standardize=standardize,
-            max_atoms=max_atoms,
-            residual=bool(residual),
-            seed=seed,
-        )
-        self._build(spec)
+        drugs = [str(d) for d in self._response_table().columns]
+        self._build(self._cell_line_spec(drugs, smiles, "the response table", **settings))
         self._init_examples(self._measured_pairs())
 
     # ------------------------------------------------------------------ setup
@@ -275,17 +261,9 @@ class SCLONGDrugResponse(CellLineTableHead):
             A response table that is not a DataFrame, has no measured pair, or holds infinite
             values; features that are not finite; duplicated cell-line ids.
         """
-        check_not_view(adata)
-        if response_key not in adata.obsm:
-            raise ScLongKeyError(
-                f"response_key={response_key!r} not in adata.obsm ({list(adata.obsm)}); put a "
-                "cell lines x drugs DataFrame of ln IC50 there (NaN: not measured)."
-            )
-        table = adata.obsm[response_key]
-        if not isinstance(table, pd.DataFrame):
-            raise ScLongInputError(
-                f"adata.obsm[{response_key!r}] must be a DataFrame whose columns are drug names."
-            )
+        setup_method_args = cls._get_setup_method_args(**locals())  # first: the call's arguments
+        what = "a cell lines x drugs DataFrame of ln IC50 (columns: drug names, NaN: not measured)"
+        table = cls._examples_table(adata, "obsm", response_key, "response_key", what)
         values = table.to_numpy(dtype=np.float64)
         if np.isinf(values).any():
             raise ScLongInputError(f"adata.obsm[{response_key!r}] holds infinite values.")
@@ -295,9 +273,6 @@ class SCLONGDrugResponse(CellLineTableHead):
             )
         if table.columns.has_duplicates:
             raise ScLongInputError(f"adata.obsm[{response_key!r}] has duplicated drug columns.")
-        setup_method_args = cls._get_setup_method_args(
-            cls=cls, adata=adata, response_key=response_key, features_key=features_key
-        )
         response = fields.ObsmField("response", response_key, is_count_data=False)
         cls._register_cell_lines(adata, features_key, setup_method_args, [response], **kwargs)
 

@@ -32,6 +32,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
+from scipy import sparse
 from scvi.model.base import BaseModelClass
 
 from .._docs import fill_doc
@@ -211,6 +212,41 @@ def training_settings(arguments: Mapping[str, Any]) -> dict[str, Any]:
     """
     settings = {name: arguments[name] for name in TRAINING_SETTINGS}
     return {**settings, **dict(arguments.get("trainer_kwargs") or {})}
+
+
+def drug_smiles(
+    drugs: Sequence[str], smiles: Mapping[str, str], source: str, fix: str
+) -> list[str]:
+    """The SMILES of ``drugs``, in order (``smiles``' keys read as text).
+
+    Parameters
+    ----------
+    drugs
+        The head's drugs.
+    smiles
+        Drug name -> SMILES, as the user gave them.
+    source, fix
+        For the message: where the drugs come from (``"adata"``) and what else the user can
+        do besides passing their SMILES (``"drop their profiles"``).
+
+    Raises
+    ------
+    ScLongInputError
+        A drug without SMILES.
+    """
+    smiles = {str(k): v for k, v in dict(smiles).items()}
+    missing = [d for d in drugs if d not in smiles]
+    if missing:
+        raise ScLongInputError(
+            f"{len(missing)} drugs of {source} have no SMILES (e.g. {missing[:5]}); pass smiles "
+            f"for them or {fix}."
+        )
+    return [str(smiles[d]) for d in drugs]
+
+
+def dense(values: Any) -> np.ndarray:
+    """A registered matrix (dense or scipy sparse) as a dense array."""
+    return values.toarray() if sparse.issparse(values) else np.asarray(values)
 
 
 def ridge_probe(

@@ -19,8 +19,6 @@ from ..validation import SCLONG_MAX_VALUE, ScLongInputError
 from ._anndata import (
     MIN_QUERY_COVERAGE,
     _align_to_genes,
-    _gene_ids,
-    _rna,
     check_query_coverage,
     match_query_ids,
 )
@@ -133,9 +131,6 @@ class SaveLoadMixin:
         """
         from ._saving import save_model_folder
 
-        gene_ids = None
-        if self._gene_id_key is not None:
-            gene_ids = _gene_ids(_rna(self.adata, self._modality), self._gene_id_key)
         manifest = {"config": self.module.config.to_dict()}
         source = getattr(self, "official_source_", None)
         if source:  # made from official files (from_official): their names and sha256
@@ -148,7 +143,7 @@ class SaveLoadMixin:
             save_anndata,
             anndata_write_kwargs,
             state=self.module.state_dict(),
-            gene_ids=gene_ids,
+            gene_ids=self._saved_gene_ids(),
             manifest=manifest,
         )
 
@@ -217,7 +212,7 @@ class SaveLoadMixin:
         from scvi.model._utils import parse_device_args
         from scvi.model.base._save_load import _initialize_model, _validate_var_names
 
-        from ._saving import read_saved_model, saved_folder_path, verify_manifest
+        from ._saving import read_saved_data, read_saved_model, saved_folder_path
 
         _, _, torch_device = parse_device_args(
             accelerator=accelerator,
@@ -244,21 +239,8 @@ class SaveLoadMixin:
         _check_saved_network(folder / f"{prefix or ''}model.pt", attr_dict, state)
         setup_method = registry.get("setup_method_name", "setup_anndata")
         if adata is None:
-            suffix = "mdata.h5mu" if setup_method == "setup_mudata" else "adata.h5ad"
-            path = folder / f"{prefix or ''}{suffix}"
-            if not path.exists():
-                raise ScLongInputError(
-                    f"{folder} was saved without its AnnData; pass the data to attach: "
-                    f"{cls.__name__}.load({str(folder)!r}, adata=adata)."
-                )
-            if verify:
-                verify_manifest(folder, [path.name], prefix=prefix)
-            if setup_method == "setup_mudata":
-                import mudata
-
-                adata = mudata.read_h5mu(path)
-            else:
-                adata = ad.read_h5ad(path)
+            mudata = setup_method == "setup_mudata"
+            adata = read_saved_data(cls, folder, prefix, verify, mudata=mudata)
         elif not isinstance(adata, MuData):
             layer = registry["setup_args"].get("layer")
             model_ids = pd.Index(np.asarray(var_names).astype(str))

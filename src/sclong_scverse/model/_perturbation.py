@@ -12,15 +12,22 @@ import pandas as pd
 import torch
 from scipy import sparse
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager, fields
+from scvi.data import fields
 
 from ..errors import ScLongKeyError
 from ..go import GeneGraph, default_human_annotations
 from ..module import PerturbationModule, copy_network
 from ..nn import ScLongConfig, ScLongNetwork
-from ..pp._perturbation import CONTROL, condition_genes, condition_label, parse_condition
-from ..validation import ScLongInputError, check_not_view, to_memory, validate_adata_input
-from ._head_base import SCLONGHead, fit_ridge
+from ..pp._perturbation import (
+    CONTROL,
+    condition_genes,
+    condition_label,
+    parse_condition,
+    perturbation_labels,
+)
+from ..validation import ScLongInputError, to_memory, validate_adata_input
+from ._anndata import register_fields
+from ._head_base import SCLONGHead, dense, fit_ridge
 
 if TYPE_CHECKING:
     from ._sclong import SCLONG
@@ -37,9 +44,7 @@ _MASK_CELLS = 512
 
 
 def _dense_rows(values, rows: np.ndarray) -> np.ndarray:
-    block = values[rows]
-    block = block.toarray() if sparse.issparse(block) else np.asarray(block)
-    return block.astype(np.float32)
+    return dense(values[rows]).astype(np.float32)
 
 
 class SCLONGPerturbation(SCLONGHead):
@@ -244,21 +249,9 @@ class SCLONGPerturbation(SCLONGHead):
             The control label does not occur (or no cell has it), missing labels, or values
             that are not finite and non-negative.
         """
-        check_not_view(adata)
-        if condition_key not in adata.obs.columns:
-            raise ScLongKeyError(
-                f"condition_key={condition_key!r} is not a column of adata.obs (columns: "
-                f"{list(adata.obs.columns)}); run scl.pp.perturbation_conditions first."
-            )
-        if layer is not None and layer not in adata.layers:
-            raise ScLongKeyError(f"Layer {layer!r} not in adata.layers ({list(adata.layers)}).")
-        labels = adata.obs[condition_key]
-        if labels.isna().any():
-            raise ScLongInputError(
-                f"adata.obs[{condition_key!r}] has {int(labels.isna().sum())} cells without a "
-                "condition; drop them first."
-            )
-        present = set(labels.astype(str))
+        setup_method_args = cls._get_setup_method_args(**locals())  # first: the call's arguments
+        hint = "; run scl.pp.perturbation_conditions first"
+        present = set(perturbation_labels(adata, condition_key, "condition_key", layer, hint))
         if control not in present:
             raise ScLongInputError(
                 f"The control label {control!r} does not occur in adata.obs[{condition_key!r}] "
@@ -266,16 +259,11 @@ class SCLONGPerturbation(SCLONGHead):
                 "scl.pp.perturbation_conditions (control -> 'ctrl') or pass control=..."
             )
         validate_adata_input(adata, layer, check_normalization=False)
-        setup_method_args = cls._get_setup_method_args(
-            cls=cls, adata=adata, condition_key=condition_key, control=control, layer=layer
-        )
         anndata_fields = [
             fields.LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
             fields.CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, condition_key),
         ]
-        manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
-        manager.register_fields(adata, **kwargs)
-        cls.register_manager(manager)
+        register_fields(cls, adata, setup_method_args, anndata_fields, **kwargs)
 
     def _registered_conditions(self) -> np.ndarray:
         args = self._setup_args

@@ -70,7 +70,7 @@ class QueryMixin:
         check = bool(args.get("check_normalization", True))
         layer = self._layer
         if adata is None or adata is self.adata:
-            rna = _rna(self.adata, self._modality)
+            rna = self._registered_rna
             validate_adata_input(
                 rna,
                 layer,
@@ -104,8 +104,8 @@ class QueryMixin:
         if adata.n_obs == 0:
             raise ScLongInputError("adata has no cells; nothing to read.")
         ids = _gene_ids(adata, self._gene_id_key)
-        registered = _rna(self.adata, self._modality)
-        model_ids = _gene_ids(registered, self._gene_id_key)
+        registered = self._registered_rna
+        model_ids = self._model_gene_ids()
         if ids.equals(model_ids):
             validate_adata_input(
                 adata, layer, expected_max=expected_max, check_normalization=check, indices=indices
@@ -410,7 +410,7 @@ class QueryMixin:
         out = np.full((len(positions), token_table.shape[1]), np.nan, dtype=np.float32)
         kept = positions >= 0
         out[kept] = token_table[positions[kept]]
-        names = _rna(self.adata, self._modality).var_names
+        names = self._registered_rna.var_names
         return pd.DataFrame(out, index=names.copy())
 
     @fill_doc

@@ -323,6 +323,46 @@ def saved_folder_path(dir_path: Any, prefix: Any = None) -> Path:
     return Path(dir_path)
 
 
+def read_saved_data(
+    cls: type, folder: Path, prefix: str | None, verify: bool, mudata: bool = False, hint: str = ""
+):
+    """The AnnData (``mudata``: MuData) saved next to a model (``save_anndata=True``).
+
+    Parameters
+    ----------
+    cls
+        The loading class (named in the message).
+    folder, prefix
+        The saved model's folder and file-name prefix.
+    verify
+        Check the file's sha256 against the manifest first.
+    mudata
+        Read ``mdata.h5mu`` (a model set up on a MuData) instead of ``adata.h5ad``.
+    hint
+        More arguments of ``load`` to name in the message (e.g. ``", backbone=..."``).
+
+    Raises
+    ------
+    ScLongInputError
+        The model was saved without its data (pass them to ``load``).
+    """
+    path = folder / f"{prefix or ''}{'mdata.h5mu' if mudata else 'adata.h5ad'}"
+    if not path.exists():
+        raise ScLongInputError(
+            f"{folder} was saved without its AnnData; pass the data to attach: "
+            f"{cls.__name__}.load({str(folder)!r}, adata=adata{hint})."
+        )
+    if verify:
+        verify_manifest(folder, [path.name], prefix=prefix)
+    if mudata:
+        import mudata as md
+
+        return md.read_h5mu(path)
+    import anndata as ad
+
+    return ad.read_h5ad(path)
+
+
 def open_saved_model(
     dir_path: str | os.PathLike,
     prefix: str | None,

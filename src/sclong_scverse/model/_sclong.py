@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from mudata import MuData
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager, fields
+from scvi.data import fields
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from ..errors import ScLongKeyError
@@ -27,18 +27,13 @@ from ..validation import (
     model_normalization,
     validate_adata_input,
 )
-
-# the AnnData helpers live in _anndata; other modules import them from here too
-from ._anndata import (  # noqa: F401
-    Pooling,
-    QueryPrecision,
-    _align_to_genes,
+from ._anndata import (
+    RegisteredCellsMixin,
     _gene_ids,
     _rna,
     _values,
-    check_model_input,
-    inference_autocast,
     register_cell_values,
+    register_fields,
 )
 from ._embed_corpus import EmbedCorpusMixin
 from ._hub import SaveLoadMixin
@@ -81,6 +76,7 @@ def _default_gene_graph(vocabulary: GeneVocabulary) -> GeneGraph:
 
 
 class SCLONG(
+    RegisteredCellsMixin,
     QueryMixin,
     EmbedCorpusMixin,
     OfficialMixin,
@@ -418,9 +414,7 @@ class SCLONG(
                 REGISTRY_KEYS.LABELS_KEY, labels_key, mod_key=modalities["labels_key"]
             ),
         ]
-        adata_manager = AnnDataManager(fields=mudata_fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(mdata, **kwargs)
-        cls.register_manager(adata_manager)
+        register_fields(cls, mdata, setup_method_args, mudata_fields, **kwargs)
 
     @property
     def gene_graph_summary(self) -> str:
@@ -429,26 +423,6 @@ class SCLONG(
         n_edges = embedding.edge_index.shape[1]
         n_connected = int(torch.unique(embedding.edge_index[1]).numel()) if n_edges else 0
         return f"{n_edges:,} GO edges into {n_connected:,} of {embedding.n_tokens - 1:,} genes"
-
-    @property
-    def _setup_args(self) -> dict:
-        return self.adata_manager.registry["setup_args"]
-
-    @property
-    def _gene_id_key(self) -> str | None:
-        return self._setup_args.get("gene_id_key")
-
-    @property
-    def _layer(self) -> str | None:
-        args = self._setup_args
-        return args.get("layer", args.get("rna_layer"))
-
-    @property
-    def _modality(self) -> str | None:
-        args = self._setup_args
-        if "modalities" not in args:
-            return None
-        return {"rna_layer": "rna", **(args["modalities"] or {})}["rna_layer"]
 
     def _gene_graph(self, vocabulary: GeneVocabulary, gene_graph: GeneGraph | None):
         if isinstance(gene_graph, GeneGraph):

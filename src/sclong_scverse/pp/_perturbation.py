@@ -92,6 +92,62 @@ def condition_genes(condition: str) -> tuple[str, ...]:
     return tuple(sorted({g for g in str(condition).split("+") if g and g != CONTROL}))
 
 
+def perturbation_labels(
+    adata: ad.AnnData, key: str, argument: str, layer: str | None, hint: str = ""
+) -> np.ndarray:
+    """The perturbation labels ``adata.obs[key]`` as text, after checking them and ``layer``.
+
+    Parameters
+    ----------
+    adata
+        The screen (not a view).
+    key
+        ``adata.obs`` column of the labels (every cell needs one).
+    argument
+        The argument that named it (``"perturbation_key"``), for messages.
+    layer
+        The layer the caller reads (``None``: ``adata.X``).
+    hint
+        Appended to the message of a missing column (what to run first).
+
+    Raises
+    ------
+    KeyError
+        ``key`` or ``layer`` not found.
+    ScLongInputError
+        ``adata`` is a view, or cells without a label.
+    """
+    check_not_view(adata)
+    if key not in adata.obs.columns:
+        raise ScLongKeyError(
+            f"{argument}={key!r} is not a column of adata.obs (columns: "
+            f"{list(adata.obs.columns)}){hint}."
+        )
+    if layer is not None and layer not in adata.layers:
+        raise ScLongKeyError(f"Layer {layer!r} not in adata.layers ({list(adata.layers)}).")
+    labels = adata.obs[key]
+    refuse_missing(labels, f"adata.obs[{key!r}]", "label", "cells", "drop them or label them first")
+    return labels.astype(str).to_numpy()
+
+
+def refuse_missing(column: pd.Series, where: str, what: str, rows: str, fix: str) -> None:
+    """Refuse a column of ``adata.obs`` or ``adata.var`` with missing values (NaN / ``None``).
+
+    The message: ``"{where} has no {what} for {n} {rows} (e.g. <3 row names>); {fix}."``.
+
+    Raises
+    ------
+    ScLongInputError
+        Some rows have no value.
+    """
+    missing = np.asarray(column.isna())
+    if missing.any():
+        raise ScLongInputError(
+            f"{where} has no {what} for {int(missing.sum())} {rows} (e.g. "
+            f"{list(column.index[missing][:3])}); {fix}."
+        )
+
+
 def perturbation_conditions(
     adata: ad.AnnData,
     perturbation_key: str,
@@ -154,24 +210,9 @@ def perturbation_conditions(
     ScLongInputError
         A ``control`` label that is not in the column, no control cells, or missing labels.
     """
-    check_not_view(adata)
-    if perturbation_key not in adata.obs.columns:
-        raise ScLongKeyError(
-            f"perturbation_key={perturbation_key!r} is not a column of adata.obs (columns: "
-            f"{list(adata.obs.columns)})."
-        )
-    if layer is not None and layer not in adata.layers:
-        raise ScLongKeyError(f"Layer {layer!r} not in adata.layers ({list(adata.layers)}).")
+    text = perturbation_labels(adata, perturbation_key, "perturbation_key", layer)
     if copy:
         adata = adata.copy()
-    labels = adata.obs[perturbation_key]
-    missing = np.asarray(labels.isna())
-    if missing.any():
-        raise ScLongInputError(
-            f"adata.obs[{perturbation_key!r}] has no label for {int(missing.sum())} cells (e.g. "
-            f"{list(adata.obs_names[missing][:3])}); drop them or label them first."
-        )
-    text = labels.astype(str).to_numpy()
     present = set(text)
     controls = None
     if control is not None:
