@@ -43,6 +43,11 @@ show
     given.
 save
     Write the figure to this file (e.g. ``"figure.png"``).""",
+    # the end of the Returns section of tl.embed and tl.grn (written through tl._embed._target)
+    "verb_replaced": """\
+Nothing else in ``adata`` changes. An existing result under ``key_added`` and
+``adata.uns[key_added]`` are replaced, as scanpy does; the replacement is logged as a
+warning.""",
     "save_folder": """\
 dir_path
     Folder to write (created).

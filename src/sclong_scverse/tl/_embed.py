@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 import anndata as ad
 import pandas as pd
 
-from .._docs import PARAMETERS, fill_doc
+from .._docs import fill_doc
 from ..errors import ScLongInputError
 from ..model._anndata import MIN_QUERY_COVERAGE
 from ..module._module import DEFAULT_POOLING, Pooling
@@ -16,15 +16,6 @@ if TYPE_CHECKING:
     from ..model import SCLONG
 
 logger = logging.getLogger(__name__)
-
-#: The end of the Returns section of a verb that writes through ``_target`` and
-#: ``_warn_replacing`` (``tl.embed``, ``tl.grn``); a docstring line ``{verb_replaced}``.
-PARAMETERS.setdefault(
-    "verb_replaced",
-    "Nothing else in ``adata`` changes. An existing result under ``key_added`` and\n"
-    "``adata.uns[key_added]`` are replaced, as scanpy does; the replacement is logged as a\n"
-    "warning.",
-)
 
 
 def _copy(adata: ad.AnnData) -> ad.AnnData:
