@@ -125,3 +125,50 @@ def test_queries_match_genes_across_id_types_and_case(pbmc):
     )
     # before: Ensembl ids on a symbol model matched nothing and the query was refused
     assert not query.var_names.isin(adata.var_names).any()
+
+
+QUIET_SCRIPT = """
+import sys, warnings
+import sclong_scverse as scl
+scl.settings.library_info = sys.argv[1] == "on"
+adata = scl.datasets.pbmc68k_counts(max_cells=60, seed=0)
+scl.pp.normalize(adata)
+scl.SCLONG.setup_anndata(adata, layer="sclong")
+warnings.simplefilter("ignore")
+model = scl.SCLONG(adata, config="tiny", gene_graph=False)
+model.train(max_epochs=2, batch_size=8, simple_progress_bar=False)  # the step bar
+print("history", sorted(model.history))
+"""
+LIBRARY_LINES = (
+    "GPU available",
+    "Tip:",
+    "LOCAL_RANK",
+    "Validation",
+    "Sanity Checking",
+    "Trainer.fit",
+)
+
+
+@pytest.mark.parametrize("library_info", ["off", "on"])
+def test_training_from_python_is_as_quiet_as_the_command_line(library_info):
+    """``SCLONG.train`` in a fresh interpreter (Lightning sets its loggers to INFO when first
+    imported): by default the step bar and the history, none of Lightning's or scvi-tools'
+    information lines or validation bars; ``scl.settings.library_info = True`` shows them."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", QUIET_SCRIPT, library_info],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "'masked_mse_validation'" in result.stdout, output[-2000:]  # validated each epoch
+    assert "Epoch 1: 100%" in output, output[-2000:]  # the step bar, to the last step
+    shown = [line for line in LIBRARY_LINES if line in output]
+    if library_info == "off":
+        assert shown == [], output[-3000:]
+    else:
+        assert "GPU available" in shown and "Validation" in shown, output[-3000:]

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from scvi import REGISTRY_KEYS
 
+from .._settings import quiet_libraries
 from ..validation import ScLongInputError
 
 #: Fraction of the validation cells that the calibrated threshold of
@@ -128,7 +129,8 @@ class ClassifierTrainingMixin:
         self.module.reads_pooled = cached
         self.module.train()
         try:
-            return UnsupervisedTrainingMixin.train(self, **kwargs)
+            with quiet_libraries():
+                return UnsupervisedTrainingMixin.train(self, **kwargs)
         finally:
             self.module.reads_pooled = False
             self.module.eval()

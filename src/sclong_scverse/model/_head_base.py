@@ -36,6 +36,7 @@ from scipy import sparse
 from scvi.model.base import BaseModelClass
 
 from .._docs import fill_doc
+from .._settings import quiet_libraries
 from ..errors import ScLongTypeError
 from ..validation import ScLongInputError
 
@@ -578,17 +579,17 @@ class SCLONGHead(BaseModelClass):
         if precision is not None:
             trainer_kwargs["precision"] = precision
         trainer_kwargs.setdefault("log_every_n_steps", 1)
-        runner = TrainRunner(
-            self,
-            training_plan=plan,
-            data_splitter=datamodule,
-            max_epochs=int(max_epochs),
-            accelerator=accelerator,
-            devices=devices,
-            callbacks=callbacks,
-            **trainer_kwargs,
-        )
-        with warnings.catch_warnings():
+        with quiet_libraries(), warnings.catch_warnings():
+            runner = TrainRunner(
+                self,
+                training_plan=plan,
+                data_splitter=datamodule,
+                max_epochs=int(max_epochs),
+                accelerator=accelerator,
+                devices=devices,
+                callbacks=callbacks,
+                **trainer_kwargs,
+            )
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
             runner()

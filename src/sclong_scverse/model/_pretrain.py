@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from .._settings import quiet_libraries
 from ..errors import ScLongFileNotFound, ScLongInputError, ScLongTypeError
 
 if TYPE_CHECKING:
@@ -134,9 +135,10 @@ def pretrain_on_corpus(
 ) -> pd.DataFrame:
     """See :meth:`SCLONG.pretrain`."""
     import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from ..data import CorpusDataModule
+    from ..module._progress import StepProgressBar
     from ..module._training_plan import ScLongPretrainingPlan
 
     corpus = as_corpus(corpus)
@@ -182,27 +184,28 @@ def pretrain_on_corpus(
     elif resume is not None and str(resume) in ("last", "auto"):
         raise ScLongInputError(f"resume={str(resume)!r} needs the checkpoint_dir of the run.")
     if enable_progress_bar:
-        callbacks.append(TQDMProgressBar())
-    trainer = pl.Trainer(
-        max_epochs=max_epochs,
-        max_steps=max_steps if max_steps is not None else -1,
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=_strategy(strategy, accelerator, gradient_checkpointing),
-        precision=precision,
-        accumulate_grad_batches=accumulate_grad_batches,
-        gradient_clip_val=gradient_clip_val,
-        callbacks=callbacks,
-        enable_progress_bar=enable_progress_bar,
-        enable_checkpointing=checkpoint_dir is not None,
-        default_root_dir=str(checkpoint_dir) if checkpoint_dir is not None else None,
-        logger=trainer_kwargs.pop("logger", False),
-        use_distributed_sampler=False,  # the corpus splits the batches over processes
-        enable_model_summary=trainer_kwargs.pop("enable_model_summary", False),
-        num_sanity_val_steps=0,
-        **trainer_kwargs,
-    )
+        callbacks.append(StepProgressBar())
+    with quiet_libraries():  # the accelerator lines are logged when the trainer is built
+        trainer = pl.Trainer(
+            max_epochs=max_epochs,
+            max_steps=max_steps if max_steps is not None else -1,
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy=_strategy(strategy, accelerator, gradient_checkpointing),
+            precision=precision,
+            accumulate_grad_batches=accumulate_grad_batches,
+            gradient_clip_val=gradient_clip_val,
+            callbacks=callbacks,
+            enable_progress_bar=enable_progress_bar,
+            enable_checkpointing=checkpoint_dir is not None,
+            default_root_dir=str(checkpoint_dir) if checkpoint_dir is not None else None,
+            logger=trainer_kwargs.pop("logger", False),
+            use_distributed_sampler=False,  # the corpus splits the batches over processes
+            enable_model_summary=trainer_kwargs.pop("enable_model_summary", False),
+            num_sanity_val_steps=0,
+            **trainer_kwargs,
+        )
     ckpt_path = None
     if resume is not None and str(resume) == "auto":
         if checkpoint_dir is None:
@@ -227,7 +230,7 @@ def pretrain_on_corpus(
         verify_resume_checkpoint(ckpt_path, module)
     module.train()
     try:
-        with warnings.catch_warnings():
+        with quiet_libraries(), warnings.catch_warnings():
             for message in _LIGHTNING_NOISE:
                 warnings.filterwarnings("ignore", message=message)
             # the checkpoint holds tensors and plain values only: loaded without unpickling code

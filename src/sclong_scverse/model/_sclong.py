@@ -15,6 +15,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data import fields
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
+from .._settings import quiet_libraries
 from ..errors import ScLongKeyError
 from ..genes import GeneVocabulary
 from ..go import GeneGraph, default_human_annotations
@@ -585,26 +586,29 @@ class SCLONG(
         if "simple_progress_bar" in trainer_kwargs:
             step_bar = not trainer_kwargs["simple_progress_bar"]
         if step_bar and trainer_kwargs.get("enable_progress_bar", True):
-            from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+            from lightning.pytorch.callbacks import ProgressBar
+
+            from ..module._progress import StepProgressBar
 
             callbacks = list(trainer_kwargs.get("callbacks") or [])
             if not any(isinstance(callback, ProgressBar) for callback in callbacks):
-                callbacks.append(TQDMProgressBar())  # per step, with cells/s and time left
+                callbacks.append(StepProgressBar())  # per step, with cells/s and time left
             trainer_kwargs["callbacks"] = callbacks
             trainer_kwargs["simple_progress_bar"] = False
         self.module.train()  # queries leave it in eval mode; Lightning warns about eval modules
-        result = super().train(
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            accelerator=accelerator,
-            devices=devices,
-            train_size=train_size,
-            validation_size=validation_size,
-            early_stopping=early_stopping,
-            plan_kwargs=plan_kwargs,
-            gradient_clip_val=gradient_clip_val,
-            accumulate_grad_batches=accumulate_grad_batches,
-            **trainer_kwargs,
-        )
+        with quiet_libraries():  # scl.settings.library_info shows their info lines
+            result = super().train(
+                max_epochs=max_epochs,
+                batch_size=batch_size,
+                accelerator=accelerator,
+                devices=devices,
+                train_size=train_size,
+                validation_size=validation_size,
+                early_stopping=early_stopping,
+                plan_kwargs=plan_kwargs,
+                gradient_clip_val=gradient_clip_val,
+                accumulate_grad_batches=accumulate_grad_batches,
+                **trainer_kwargs,
+            )
         self.module.eval()
         return result
