@@ -286,6 +286,7 @@ def test_demo_writes_every_file(capsys, caplog, tmp_path):
     assert code == 0, err
     # no Lightning accelerator lines or third-party tips ("Tip: ... litlogger")
     assert "Tip" not in caplog.text and "GPU available" not in caplog.text, caplog.text
+    assert "was not computed from the current" not in err  # its own UMAP is drawn, not redone
     for name in (
         "demo.h5ad", "umap.png", "training.png", "grn_heatmap.png", "grn_network.png",
         "grn_edges.csv", "summary.txt",

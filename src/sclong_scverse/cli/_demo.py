@@ -137,6 +137,7 @@ def _demo_files(
     from ..datasets import pbmc68k_counts
     from ..model import SCLONG
     from ..module._module import DEFAULT_POOLING
+    from ..pl._plots import record_embedding_source
 
     def dest(name: str) -> Path:
         return staging.path(folder / name)
@@ -186,6 +187,8 @@ def _demo_files(
     sc.tl.umap(
         adata, neighbors_key="X_sclong_neighbors", key_added="X_sclong_umap", random_state=seed
     )
+    # recorded as pl.embedding records its own: the figure below draws this UMAP, not another
+    record_embedding_source(adata, "X_sclong")
     leiden_method = _leiden(adata, "X_sclong_neighbors", seed)
     tick = lap("UMAP + Leiden", tick)
 

@@ -280,6 +280,20 @@ def _recorded_source(adata: ad.AnnData, key: str) -> str | None:
     return record.get("source_fingerprint") if isinstance(record, dict) else None
 
 
+def record_embedding_source(adata: ad.AnnData, basis: str = "X_sclong") -> None:
+    """Record that the neighbours and UMAP of ``basis`` were computed from ``obsm[basis]`` now.
+
+    For a UMAP made with scanpy under the keys :func:`embedding` uses
+    (``uns[f"{basis}_neighbors"]``, ``obsm[f"{basis}_umap"]``): :func:`embedding` then draws it
+    instead of computing it again, until ``obsm[basis]`` changes. Writes
+    ``uns[f"{basis}_neighbors"]["source_fingerprint"]`` and
+    ``uns[f"{basis}_umap"]["source_fingerprint"]``.
+    """
+    source = _fingerprint(adata.obsm[basis])
+    adata.uns[f"{basis}_neighbors"]["source_fingerprint"] = source
+    adata.uns.setdefault(f"{basis}_umap", {})["source_fingerprint"] = source
+
+
 @fill_doc
 def embedding(
     adata: ad.AnnData,
@@ -349,9 +363,8 @@ def embedding(
             )
         if neighbors in stale or neighbors not in adata.uns:
             sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep=basis, key_added=neighbors)
-            adata.uns[neighbors]["source_fingerprint"] = source
         if plotted in stale or plotted not in adata.obsm:
             sc.tl.umap(adata, neighbors_key=neighbors, random_state=random_state, key_added=plotted)
-            adata.uns.setdefault(plotted, {})["source_fingerprint"] = source
+        record_embedding_source(adata, basis)
     axes = sc.pl.embedding(adata, basis=plotted, color=color, show=False, **kwargs)
     return _finish(axes[0] if isinstance(axes, list) else axes, show, save, drawn=axes)
