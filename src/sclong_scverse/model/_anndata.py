@@ -23,6 +23,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
 
+from .._settings import quiet_libraries
 from ..errors import ScLongKeyError
 from ..io._lean import weights_dtype
 from ..nn._precision import native_bf16, widened_weights
@@ -231,7 +232,8 @@ def register_fields(
         Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
     """
     manager = AnnDataManager(fields=list(data_fields), setup_method_args=setup_method_args)
-    manager.register_fields(data, **kwargs)
+    with quiet_libraries():  # scvi-tools' info lines ("Using column names from ...")
+        manager.register_fields(data, **kwargs)
     cls.register_manager(manager)
 
 
