@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .._optional import import_optional
 from ..validation import ScLongInputError
 
 #: Elements one-hot encoded by deepchem's and the neural fingerprint's atom features (last: other).
@@ -47,13 +48,14 @@ class DrugFeatureError(ScLongInputError):
 
 
 def _rdkit():
-    try:
-        from rdkit import Chem, RDLogger
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "Drug features need RDKit, an optional dependency of sclong-scverse: "
-            'pip install "sclong-scverse[chem]" (or pip install rdkit).'
-        ) from None
+    import_optional(
+        "rdkit.Chem",
+        "rdkit.RDLogger",
+        message="Drug features need RDKit, an optional dependency of sclong-scverse: "
+        'pip install "sclong-scverse[chem]" (or pip install rdkit).',
+    )
+    from rdkit import Chem, RDLogger
+
     RDLogger.DisableLog("rdApp.*")  # parse errors are raised with the drug's name instead
     return Chem
 

@@ -239,17 +239,6 @@ def _prepare_values(
 
 
 # ---------------------------------------------------------------------- library output
-def _quiet_libraries() -> contextlib.AbstractContextManager[None]:
-    """Silence the info lines of scvi-tools and Lightning while the block runs.
-
-    Whatever ``sclong_scverse.settings.library_info`` says (``_settings.quiet_libraries``):
-    scvi-tools logs e.g. a colour-coded "File ... already downloaded" when a model loads;
-    Lightning logs accelerator lines and third-party tips ("Tip: ... try installing
-    litlogger"). Warnings and errors still show.
-    """
-    return quiet_libraries(True)
-
-
 class _DropLines:
     """A text stream that forwards whole lines to ``stream`` except those starting with ``drop``."""
 
@@ -276,14 +265,14 @@ class _DropLines:
 
 @contextlib.contextmanager
 def _quiet_training() -> Iterator[None]:
-    """:func:`_quiet_libraries`, and no stdout line from scvi-tools when training fails.
+    """Quiet libraries (``quiet_libraries(True)``), and no stdout line from a failed training.
 
     ``scvi.train.TrainRunner`` prints ``Exception raised during training. <class 'NameError'>
     ...`` (whatever the exception) before raising it again; the command line reports the
     exception itself.
     """
     stream = _DropLines(sys.stdout, ("Exception raised during training.",))
-    with _quiet_libraries(), contextlib.redirect_stdout(stream):
+    with quiet_libraries(True), contextlib.redirect_stdout(stream):
         try:
             yield
         finally:
@@ -442,7 +431,7 @@ def _load_for_query(args: argparse.Namespace, source: Path, model_dir: Path):
             allow_non_integer=args.allow_non_integer,
         )
     restore = _use_model_gene_names(adata, source, saved, args.gene_id_key)
-    with _quiet_libraries():
+    with quiet_libraries(True):
         model = SCLONG.load(
             str(model_dir),
             adata=adata,

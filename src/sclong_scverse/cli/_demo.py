@@ -7,12 +7,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from .._settings import quiet_libraries
 from ._common import (
     _add_accelerator,
     _add_progress,
     _final_losses,
     _output_folder,
-    _quiet_libraries,
     _say,
     count_int,
     non_negative_float,
@@ -293,7 +293,7 @@ def _demo_files(
 def run(args: argparse.Namespace) -> None:
     """Run ``sclong demo``."""
     _output_folder(args.out)  # before the libraries load: a path error answers at once
-    with _quiet_libraries():  # no Lightning accelerator lines or third-party tips
+    with quiet_libraries(True):  # no Lightning accelerator lines or third-party tips
         run_demo(
             out=args.out,
             epochs=args.epochs,

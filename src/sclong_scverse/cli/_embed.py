@@ -14,6 +14,7 @@ import os
 from functools import cache
 from pathlib import Path
 
+from .._settings import quiet_libraries
 from ._common import (
     CliError,
     _add_query_options,
@@ -22,7 +23,6 @@ from ._common import (
     _model_folder,
     _output_folder,
     _query_paths,
-    _quiet_libraries,
     _say,
     _write_h5ad,
     count_int,
@@ -181,7 +181,7 @@ def _run_corpus(args: argparse.Namespace) -> None:
     first = int(os.environ.get("RANK", "0")) == 0  # torchrun / srun: one message per run
     if first:
         _say(corpus.summary())
-    with _quiet_libraries():
+    with quiet_libraries(True):
         model = SCLONG.load(
             str(model_dir),
             adata=_template(model_dir),

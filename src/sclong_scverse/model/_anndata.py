@@ -27,7 +27,6 @@ from .._settings import quiet_libraries
 from ..errors import ScLongKeyError
 from ..io._lean import weights_dtype
 from ..nn._precision import native_bf16, widened_weights
-from ..pp._perturbation import refuse_missing
 from ..validation import (
     ScLongInputError,
     check_not_view,
@@ -37,6 +36,7 @@ from ..validation import (
     to_memory,
     validate_adata_input,
 )
+from ..validation._anndata import refuse_missing
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from .._docs import fill_doc
+from .._optional import import_optional
 from ..errors import ScLongKeyError
-from ..tl._optional import import_optional
 from ._plots import _axes, _finish
 
 if TYPE_CHECKING:

@@ -14,6 +14,7 @@ from scipy import sparse
 
 from ..errors import ScLongKeyError
 from ..validation import ScLongInputError, check_not_view
+from ..validation._anndata import refuse_missing
 
 logger = logging.getLogger(__name__)
 
@@ -128,24 +129,6 @@ def perturbation_labels(
     labels = adata.obs[key]
     refuse_missing(labels, f"adata.obs[{key!r}]", "label", "cells", "drop them or label them first")
     return labels.astype(str).to_numpy()
-
-
-def refuse_missing(column: pd.Series, where: str, what: str, rows: str, fix: str) -> None:
-    """Refuse a column of ``adata.obs`` or ``adata.var`` with missing values (NaN / ``None``).
-
-    The message: ``"{where} has no {what} for {n} {rows} (e.g. <3 row names>); {fix}."``.
-
-    Raises
-    ------
-    ScLongInputError
-        Some rows have no value.
-    """
-    missing = np.asarray(column.isna())
-    if missing.any():
-        raise ScLongInputError(
-            f"{where} has no {what} for {int(missing.sum())} {rows} (e.g. "
-            f"{list(column.index[missing][:3])}); {fix}."
-        )
 
 
 def perturbation_conditions(

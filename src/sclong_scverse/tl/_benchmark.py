@@ -11,6 +11,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .._optional import import_optional
 from ..errors import ScLongKeyError
 from ..validation import (
     LOG_MAX_THRESHOLD,
@@ -18,7 +19,6 @@ from ..validation import (
     check_not_view,
     summarize_values,
 )
-from ._optional import import_optional
 
 Baseline = Literal["pca", "hvg_pca", "scvi"]
 

@@ -8,9 +8,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .._optional import import_optional
 from ..validation import ScLongInputError, check_not_view, check_whole
 from ._grn import grn_edges
-from ._optional import import_optional
 
 Method = Literal["ulm", "mlm"]
 

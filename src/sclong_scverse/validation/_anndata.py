@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..errors import ScLongKeyError
 from ._errors import ScLongInputError
@@ -102,4 +103,23 @@ def check_obs_key(adata: Any, key: str | None, argument: str, *, n_examples: int
             f"{adata.n_obs} cells (e.g. {examples}). Give them a category, e.g. "
             f"adata.obs[{key!r}] = adata.obs[{key!r}].astype(str).where("
             f"adata.obs[{key!r}].notna(), 'unknown'), or remove those cells."
+        )
+
+
+def refuse_missing(column: pd.Series, where: str, what: str, rows: str, fix: str) -> None:
+    """Refuse a column of ``adata.obs`` or ``adata.var`` with missing values (NaN / ``None``).
+
+    Reads ``column``; writes nothing. The message: ``"{where} has no {what} for {n} {rows}
+    (e.g. <3 row names>); {fix}."``.
+
+    Raises
+    ------
+    ScLongInputError
+        Some rows have no value.
+    """
+    missing = np.asarray(column.isna())
+    if missing.any():
+        raise ScLongInputError(
+            f"{where} has no {what} for {int(missing.sum())} {rows} (e.g. "
+            f"{list(column.index[missing][:3])}); {fix}."
         )

@@ -1,4 +1,4 @@
-"""The optional dependencies of the tools and plots (installed with an extra)."""
+"""Optional dependencies (installed with an extra): imported where needed, with an install line."""
 
 from __future__ import annotations
 
